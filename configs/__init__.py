@@ -1,0 +1,1 @@
+"""Preset YAML files, one per family; installed as the package ``zoo.configs`` (see pyproject.toml)."""

@@ -1,0 +1,332 @@
+"""ModelConfig: every architectural knob of the zoo as one frozen, validated dataclass.
+
+A preset (``configs/*.yaml``) is nothing but values for these fields. Layers read the config and never
+a model name, so any knob combines with any other. Validation runs once, in ``__post_init__``; every
+error names the field and the values it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+# Allowed values of the string-valued knobs. One table, so errors and docs list the same thing.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "architecture": ("decoder_only", "encoder_decoder"),
+    "norm_position": ("pre", "post", "double", "output"),
+    "norm_type": ("layernorm", "rmsnorm"),
+    "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "none"),
+    "rope_scaling": ("none", "linear", "llama3"),
+    "qk_norm": ("none", "per_head", "full"),
+    "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
+    "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
+    "attention_impl": ("auto", "xla", "cudnn"),
+    "dtype": ("float32", "bfloat16", "float16"),
+    "param_dtype": ("float32", "bfloat16"),
+}
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
+LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every knob of a zoo transformer. Field docs say what each value does; README has the paper map."""
+
+    # --- sizes -------------------------------------------------------------------------------
+    vocab_size: int
+    """Rows of the token embedding (padded vocabularies count their padding rows)."""
+    d_model: int
+    """Width of the residual stream."""
+    num_layers: int
+    """Blocks in the decoder stack (decoder-only) or in the encoder stack (encoder-decoder)."""
+    num_heads: int
+    """Query heads per attention layer."""
+    d_ff: int
+    """Hidden width of the MLP (per branch for gated MLPs)."""
+    max_seq_len: int
+    """Longest sequence the model accepts (rows of learned positions; the context RoPE models were trained at)."""
+    num_kv_heads: int | None = None
+    """Key/value heads: = num_heads is MHA, 1 is MQA (Shazeer 2019), in between is GQA (Ainslie 2023). None = num_heads."""
+    head_dim: int | None = None
+    """Width of each head; independent of d_model (Gemma 2, PaLM). None = d_model // num_heads."""
+    architecture: str = "decoder_only"
+    """decoder_only (GPT, LLaMA, ...) or encoder_decoder (original Transformer, T5)."""
+    num_decoder_layers: int | None = None
+    """Blocks in the decoder of an encoder-decoder model. None = num_layers."""
+
+    # --- normalisation -------------------------------------------------------------------------
+    norm_position: str = "pre"
+    """Where each sublayer's norm sits. pre: x + f(norm(x)) (GPT-2 onwards); post: norm(x + f(x))
+    (Vaswani 2017); double: x + norm(f(norm(x))) (Gemma 2, Grok); output: x + norm(f(x)) (OLMo 2)."""
+    norm_type: str = "rmsnorm"
+    """layernorm (mean-centred, Ba 2016) or rmsnorm (Zhang & Sennrich 2019; T5's scale-only norm is this)."""
+    norm_eps: float = 1e-5
+    """Epsilon inside the norm's square root."""
+    norm_use_scale: bool = True
+    """Learned per-channel gain on every norm."""
+    norm_use_bias: bool = False
+    """Learned bias on LayerNorms (GPT-2, Vaswani). Must be False for rmsnorm."""
+    norm_scale_plus_one: bool = False
+    """Gemma's parametrisation: the gain is (1 + scale) with scale initialised at 0."""
+    final_norm: bool = True
+    """Norm after the last block (absent in post-norm stacks, whose blocks already end in a norm)."""
+
+    # --- MLP -------------------------------------------------------------------------------------
+    mlp_activations: tuple[str, ...] = ("silu", "linear")
+    """One entry: plain MLP act(x W1) W2. Two entries: GLU, act0(x W) * act1(x V) W2 (Shazeer 2020):
+    ("relu","linear") ReGLU, ("gelu_tanh","linear") GeGLU, ("silu","linear") SwiGLU."""
+    mlp_bias: bool = False
+    """Bias on the MLP's dense layers."""
+    parallel_layers: bool = False
+    """x + attn(norm(x)) + mlp(norm(x)) instead of the serial block (GPT-J, PaLM, GPT-NeoX, Cohere)."""
+    parallel_shared_norm: bool = True
+    """With parallel_layers: one norm feeds both branches (GPT-J, PaLM) or each has its own (NeoX)."""
+
+    # --- attention ---------------------------------------------------------------------------
+    attention_bias: bool = False
+    """Bias on the q, k, v and output projections."""
+    query_scale: float | None = None
+    """Multiplier on q.k. None = 1/sqrt(head_dim); 1.0 = no scaling (T5, whose init absorbs it);
+    Gemma 2's query_pre_attn_scalar s is query_scale = s ** -0.5."""
+    qk_norm: str = "none"
+    """Normalise queries and keys (Dehghani 2023): per_head (Gemma 3) or over the full projection before
+    the split into heads (OLMo 2). Uses norm_type."""
+    attn_logits_soft_cap: float | None = None
+    """cap * tanh(scores / cap) on attention logits (Gemma 2). None = off."""
+    attention_pattern: tuple[str, ...] = ("global",)
+    """Per-layer attention kinds, cycled over the stack: global, local (sliding window), and *_nope
+    variants that skip the position encoding (Command A's full-attention layers). Gemma 2:
+    ("local","global"); Gemma 3: ("local",)*5 + ("global",)."""
+    sliding_window_size: int | None = None
+    """Keys a local layer sees, the query included (Mistral, Gemma 2; Longformer/Sparse Transformer)."""
+
+    # --- positions -------------------------------------------------------------------------------
+    position_embedding: str = "rope"
+    """sinusoidal (Vaswani), learned (GPT-2), rope (Su 2021), relative_bias (T5, Raffel 2020),
+    alibi (Press 2022), none (NoPE: causal masking alone, Kazemnejad 2023)."""
+    rope_theta: float = 10000.0
+    """RoPE base wavelength."""
+    rope_local_theta: float | None = None
+    """RoPE base for local layers (Gemma 3 uses 10k local, 1M global). None = rope_theta."""
+    rope_fraction: float = 1.0
+    """Fraction of each head's dims that rotate (GPT-NeoX 0.25, GPT-J 64/256); the rest pass through."""
+    rope_scaling: str = "none"
+    """Context extension: linear (position interpolation, Chen 2023) or llama3 (Llama 3.1 frequency bands)."""
+    rope_scaling_factor: float = 1.0
+    """Factor for rope_scaling."""
+    rope_low_freq_factor: float = 1.0
+    """llama3 scaling: wavelengths above original_len / low_freq_factor are divided by the factor."""
+    rope_high_freq_factor: float = 4.0
+    """llama3 scaling: wavelengths below original_len / high_freq_factor are untouched."""
+    rope_original_max_len: int = 8192
+    """llama3 scaling: context the model was trained at before extension."""
+    relative_num_buckets: int = 32
+    """T5 relative bias: number of log-spaced distance buckets."""
+    relative_max_distance: int = 128
+    """T5 relative bias: distances beyond this share the last bucket."""
+    relative_bias_shared: bool = True
+    """T5 computes one bias table per stack and reuses it in every layer. False = a table per layer."""
+
+    # --- embeddings and output ---------------------------------------------------------------------
+    tie_word_embeddings: bool = True
+    """Output projection = transposed token embedding (Press & Wolf 2017)."""
+    scale_embeddings: bool = False
+    """Multiply token embeddings by sqrt(d_model) (Vaswani §3.4, Gemma)."""
+    scale_logits_by_inv_sqrt_d_model: bool = False
+    """Multiply logits by d_model ** -0.5 (T5 with a tied head, PaLM's shared embeddings)."""
+    final_logits_soft_cap: float | None = None
+    """cap * tanh(logits / cap) on the output logits (Gemma 2). None = off."""
+    z_loss_multiplier: float = 0.0
+    """Weight of log(Z)^2 in the training loss (PaLM 1e-4, OLMo 2 1e-5); read by the trainer."""
+
+    # --- regularisation ------------------------------------------------------------------------------
+    embedding_dropout: float = 0.0
+    """Dropout on the (token + position) embedding sum."""
+    attention_dropout: float = 0.0
+    """Dropout on attention probabilities."""
+    residual_dropout: float = 0.0
+    """Dropout on each sublayer's output before it joins the residual stream."""
+
+    # --- initialisation ---------------------------------------------------------------------------
+    init_scheme: str = "normal"
+    """normal N(0, init_std); truncated_normal (cut at 3 std, OLMo 2); gpt2_scaled (output projections
+    / sqrt(2 * layers), GPT-2); xavier (Vaswani); t5 (Mesh TF fan-in rules, embeddings N(0,1));
+    fan_in (N(0, 1/fan_in), embeddings N(0,1), PaLM)."""
+    init_std: float = 0.02
+    """Standard deviation for normal, truncated_normal and gpt2_scaled."""
+
+    # --- performance -----------------------------------------------------------------------------------
+    scan_layers: bool = True
+    """Scan over repeats of the attention-pattern cycle: compile time flat in depth."""
+    remat_policy: str = "none"
+    """Activation checkpointing per block: none, full (recompute everything), save_dots (keep matmul
+    outputs), save_block_outputs (keep the tagged attention and MLP outputs)."""
+    dtype: str = "float32"
+    """Compute dtype (bfloat16 for mixed precision)."""
+    param_dtype: str = "float32"
+    """Parameter storage dtype."""
+    attention_impl: str = "auto"
+    """xla; cudnn (flash attention through jax.nn.dot_product_attention on GPU); auto = cudnn when on
+    GPU in 16-bit with no soft-cap, else xla."""
+
+    # ------------------------------------------------------------------------------------------------
+    def __post_init__(self):
+        _validate(self)
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
+        if self.num_decoder_layers is None:
+            object.__setattr__(self, "num_decoder_layers", self.num_layers)
+        object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+        object.__setattr__(self, "attention_pattern", tuple(self.attention_pattern))
+
+    # --- derived values ------------------------------------------------------------------------------
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.architecture == "encoder_decoder"
+
+    @property
+    def is_gated(self) -> bool:
+        return len(self.mlp_activations) == 2
+
+    @property
+    def cycle_length(self) -> int:
+        return len(self.attention_pattern)
+
+    def layer_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
+        """The attention kind of every layer: the pattern cycled over the stack."""
+        n = self.num_layers if num_layers is None else num_layers
+        return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed, validated again."""
+        _check_known_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        _check_known_fields(values)
+        return cls(**values)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def field_docs() -> dict[str, str]:
+    """Field name -> its docstring, read from this file (used by the CLI's --help and the README)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(ModelConfig))
+    docs, body = {}, tree.body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def suggest(name: str, options) -> str:
+    """' Did you mean: a, b?' for a misspelt name, or ''."""
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def _check_known_fields(values: dict[str, Any]) -> None:
+    for key in values:
+        if key not in FIELD_NAMES:
+            raise ValueError(f"unknown ModelConfig field {key!r}.{suggest(key, FIELD_NAMES)}")
+
+
+def _fail(field: str, message: str) -> None:
+    raise ValueError(f"ModelConfig.{field}: {message}")
+
+
+def _validate(c: ModelConfig) -> None:
+    for name, allowed in CHOICES.items():
+        if getattr(c, name) not in allowed:
+            _fail(name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
+    for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            _fail(name, f"must be a positive integer, got {value!r}")
+    for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size"):
+        value = getattr(c, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            _fail(name, f"must be a positive integer or null, got {value!r}")
+
+    if c.head_dim is None and c.d_model % c.num_heads:
+        _fail("num_heads", f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
+                           "pick a divisor or set head_dim explicitly")
+    kv = c.num_heads if c.num_kv_heads is None else c.num_kv_heads
+    if c.num_heads % kv:
+        _fail("num_kv_heads", f"{kv} does not divide num_heads={c.num_heads}; "
+                              "each key/value head must serve a whole group of query heads")
+    head_dim = c.head_dim or c.d_model // c.num_heads
+
+    acts = tuple(c.mlp_activations)
+    if len(acts) not in (1, 2) or any(a not in ACTIVATIONS for a in acts):
+        _fail("mlp_activations", f"got {acts!r}; one or two of: {', '.join(ACTIVATIONS)}")
+    if not c.attention_pattern:
+        _fail("attention_pattern", "must name at least one layer kind")
+    for kind in c.attention_pattern:
+        if kind not in LAYER_KINDS:
+            _fail("attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
+    if c.num_layers % len(c.attention_pattern):
+        _fail("attention_pattern", f"its length {len(c.attention_pattern)} must divide "
+                                   f"num_layers={c.num_layers} (the stack scans over whole cycles)")
+    if c.num_decoder_layers is not None and c.num_decoder_layers % len(c.attention_pattern):
+        _fail("attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
+    has_local = any(k.startswith("local") for k in c.attention_pattern)
+    if has_local and c.sliding_window_size is None:
+        _fail("sliding_window_size", "local layers in attention_pattern need a window size")
+
+    if c.norm_type == "rmsnorm" and c.norm_use_bias:
+        _fail("norm_use_bias", "RMSNorm has no bias; use norm_type: layernorm")
+    if c.norm_scale_plus_one and not c.norm_use_scale:
+        _fail("norm_scale_plus_one", "needs norm_use_scale: true")
+    if c.norm_eps <= 0:
+        _fail("norm_eps", f"must be > 0, got {c.norm_eps}")
+    if c.norm_position == "post" and c.final_norm:
+        _fail("final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
+
+    if c.position_embedding == "relative_bias" and c.relative_num_buckets < 2:
+        _fail("relative_num_buckets", "needs at least 2 buckets")
+    rope_fields = {"rope_local_theta": c.rope_local_theta is not None, "rope_fraction": c.rope_fraction != 1.0,
+                   "rope_scaling": c.rope_scaling != "none"}
+    if c.position_embedding != "rope":
+        for name, is_set in rope_fields.items():
+            if is_set:
+                _fail(name, f"only applies with position_embedding: rope, not {c.position_embedding!r}")
+    if not 0.0 < c.rope_fraction <= 1.0 or int(head_dim * c.rope_fraction) % 2:
+        _fail("rope_fraction", f"must be in (0, 1] and rotate an even number of the {head_dim} head dims")
+    if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
+        _fail("rope_theta", "must be > 0")
+    if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
+        _fail("rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
+    if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
+        _fail("rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
+    if c.position_embedding == "sinusoidal" and c.d_model % 2:
+        _fail("d_model", "sinusoidal positions need an even d_model")
+
+    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale"):
+        value = getattr(c, name)
+        if value is not None and not value > 0:
+            _fail(name, f"must be > 0 or null, got {value}")
+    for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            _fail(name, f"must be in [0, 1), got {getattr(c, name)}")
+    if c.z_loss_multiplier < 0:
+        _fail("z_loss_multiplier", "must be >= 0")
+    if c.init_std <= 0:
+        _fail("init_std", "must be > 0")
+    if c.parallel_layers and c.norm_position not in ("pre", "double"):
+        _fail("parallel_layers", f"needs norm_position pre or double, got {c.norm_position!r}")
+    if c.is_encoder_decoder and c.parallel_layers:
+        _fail("parallel_layers", "is only implemented for decoder_only stacks")

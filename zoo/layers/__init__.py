@@ -1,0 +1,1 @@
+"""Building blocks, one idea per file: norms, positions, attention, mlp, block, init."""

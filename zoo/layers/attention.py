@@ -1,0 +1,217 @@
+"""Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, soft-capping, sliding windows,
+positions (RoPE, relative bias, ALiBi), causal/bidirectional/cross, and a KV cache whose local layers
+are ring buffers of `sliding_window_size` slots.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from zoo.config import ModelConfig
+from zoo.layers import positions as pos_lib
+from zoo.layers.init import dtype_of, initializer
+from zoo.layers.mlp import dense
+from zoo.layers.norms import Norm
+
+
+def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
+    """Slots in a layer's KV cache: local layers never need more than their window."""
+    if kind.startswith("local"):
+        return min(cfg.sliding_window_size, decode_len)
+    return decode_len
+
+
+def slot_positions(index, size: int):
+    """Absolute position held by each slot of a ring buffer of `size` slots after `index` tokens were
+    written at slot = position % size (the latest such position), or -1 for a slot not yet written."""
+    slots = jnp.arange(size)
+    last = index - 1
+    held = slots + size * jnp.floor_divide(last - slots, size)
+    return jnp.where(slots <= last, held, -1)
+
+
+def resolve_impl(cfg: ModelConfig) -> str:
+    """cuDNN flash attention needs a GPU, 16-bit inputs and no soft-cap; everything else runs on XLA."""
+    if cfg.attention_impl != "auto":
+        return cfg.attention_impl
+    on_gpu = jax.default_backend() == "gpu"
+    return "cudnn" if on_gpu and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None else "xla"
+
+
+def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None,
+           impl="xla", dropout=None):
+    """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
+
+    q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
+    bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
+    positions instead (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
+    """
+    if soft_cap is None and dropout is None:
+        return jax.nn.dot_product_attention(
+            q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
+            local_window_size=window, implementation=impl)
+    # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    if soft_cap is not None:
+        scores = soft_cap * jnp.tanh(scores / soft_cap)  # Gemma 2: bounded logits, smooth gradient
+    if bias is not None:
+        scores = scores + jnp.broadcast_to(bias, (bias.shape[0], h, t, s)).reshape(bias.shape[0], kv, h // kv, t, s)
+    if mask is None and (is_causal or window is not None):
+        mask = aligned_mask(t, s, is_causal, window)
+    if mask is not None:
+        scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(b, t, h, d)
+
+
+def aligned_mask(t: int, s: int, is_causal: bool, window):
+    """The mask that (is_causal, window) stands for when queries and keys are the same positions."""
+    q = jnp.arange(t)[:, None]
+    k = jnp.arange(s)[None, :]
+    keep = jnp.ones((t, s), bool)
+    if is_causal:
+        keep &= k <= q
+    if window is not None:
+        keep &= (q - k <= window[0]) & (k - q <= window[1])
+    return keep[None, None]
+
+
+class Attention(nn.Module):
+    """Self- or cross-attention. x: [B, T, d_model] -> [B, T, d_model].
+
+    `kind` is this layer's entry of `attention_pattern`; `decode_len` switches on the KV cache (the
+    'cache' collection) sized for that many tokens.
+    """
+
+    cfg: ModelConfig
+    kind: str = "global"
+    causal: bool = True
+    cross: bool = False
+    decode_len: int | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, cache_index=None, rel_table=None, kv_input=None, kv_mask=None):
+        cfg = self.cfg
+        local = self.kind.startswith("local")
+        use_positions = not self.kind.endswith("_nope") and not self.cross
+        q = dense(cfg, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "q",
+                  cfg.attention_bias, "query", out_axis=(1, 2))(x)
+        q = self._qk_norm(q, "query_norm", "heads")
+
+        decoding = self.decode_len is not None
+        if self.cross:
+            k, v, k_pos = self._cross_keys(kv_input)
+        else:
+            k, v = self._project_kv(x)
+            k = self._qk_norm(k, "key_norm", "kv_heads")
+            k_pos = positions
+        if use_positions and cfg.position_embedding == "rope":
+            theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
+            inv_freq = pos_lib.rope_frequencies(cfg, theta)
+            q = pos_lib.apply_rope(q, positions, inv_freq)
+            k = pos_lib.apply_rope(k, positions, inv_freq)
+        if decoding and not self.cross:
+            k, v, k_pos = self._update_cache(k, v, positions, cache_index)
+
+        window = None
+        if local:
+            w = cfg.sliding_window_size - 1
+            window = (w, 0) if self.causal else (w, w)
+        bias = None
+        if use_positions and cfg.position_embedding == "relative_bias":
+            if not cfg.relative_bias_shared:
+                rel_table = relative_table(self, cfg)
+            bias = pos_lib.relative_bias(rel_table, positions, k_pos, not self.causal, cfg)
+        elif use_positions and cfg.position_embedding == "alibi":
+            bias = pos_lib.alibi_bias(cfg.num_heads, positions, k_pos)
+
+        # Fused masking (is_causal / window) only when keys are the queries' own positions.
+        aligned = not self.cross and not decoding and kv_mask is None
+        mask = None
+        if not aligned:
+            mask = self._mask(positions, k_pos, window, kv_mask)
+        dropout = None
+        if not self.deterministic and cfg.attention_dropout > 0:
+            dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
+        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
+        out = attend(q, k, v, scale=scale, mask=mask, bias=bias, soft_cap=cfg.attn_logits_soft_cap,
+                     is_causal=aligned and self.causal and not self.cross, window=window if aligned else None,
+                     impl=resolve_impl(cfg), dropout=dropout)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
+        out = dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "o", cfg.attention_bias, "out",
+                    in_axis=(0, 1), out_axis=2, contract=(-2, -1))(out)
+        return checkpoint_name(out, "attention_out")
+
+    def _project_kv(self, x):
+        cfg = self.cfg
+        axes = ("embed", "kv_heads", "head_dim")
+        shape = (cfg.num_kv_heads, cfg.head_dim)
+        k = dense(cfg, shape, axes, "k", cfg.attention_bias, "key", out_axis=(1, 2))(x)
+        v = dense(cfg, shape, axes, "v", cfg.attention_bias, "value", out_axis=(1, 2))(x)
+        return k, v
+
+    def _qk_norm(self, x, name, heads_axis):
+        """Per-head norm (Gemma 3), or OLMo 2's norm over the whole projection before the head split."""
+        if self.cfg.qk_norm == "per_head":
+            return Norm(self.cfg, ("head_dim",), name=name)(x)
+        if self.cfg.qk_norm == "full":
+            return Norm(self.cfg, (heads_axis, "head_dim"), name=name)(x)
+        return x
+
+    def _cross_keys(self, encoded):
+        """Keys/values over the encoder output; when decoding they are computed once and cached."""
+        if self.decode_len is not None and self.has_variable("cache", "cross_key"):
+            k = self.get_variable("cache", "cross_key")
+            v = self.get_variable("cache", "cross_value")
+        else:
+            k, v = self._project_kv(encoded)
+            if self.decode_len is not None:
+                self.put_variable("cache", "cross_key", k)
+                self.put_variable("cache", "cross_value", v)
+        return k, v, jnp.arange(k.shape[1])
+
+    def _update_cache(self, k, v, positions, cache_index):
+        """Attend over [cached keys; new keys], then write the newest keys at slot = position % size."""
+        size = cache_size(self.cfg, self.kind, self.decode_len)
+        batch, steps = k.shape[0], k.shape[1]
+        shape = (batch, size) + k.shape[2:]
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
+        k_pos = jnp.concatenate([slot_positions(cache_index, size), positions])
+        keys = jnp.concatenate([cached_k.value, k], axis=1)
+        values = jnp.concatenate([cached_v.value, v], axis=1)
+        n = min(steps, size)  # a prompt longer than the ring keeps only its newest `size` keys
+        slots = positions[-n:] % size
+        cached_k.value = cached_k.value.at[:, slots].set(k[:, -n:])
+        cached_v.value = cached_v.value.at[:, slots].set(v[:, -n:])
+        return keys, values, k_pos
+
+    def _mask(self, q_pos, k_pos, window, kv_mask):
+        """Boolean [B|1, 1, T, S] mask from absolute positions (-1 marks an empty cache slot)."""
+        keep = (k_pos >= 0)[None, :]
+        if self.causal and not self.cross:
+            keep = keep & (k_pos[None, :] <= q_pos[:, None])
+        if window is not None:
+            delta = q_pos[:, None] - k_pos[None, :]
+            keep = keep & (delta <= window[0]) & (-delta <= window[1])
+        keep = keep[None, None]
+        if kv_mask is not None:
+            keep = keep & kv_mask[:, None, None, :]
+        return keep
+
+
+def relative_table(module: nn.Module, cfg: ModelConfig):
+    """The T5 bias table [num_buckets, heads], a parameter of `module`."""
+    return module.param("relative_bias", nn.with_logical_partitioning(
+        initializer(cfg, "relative"), ("relpos_buckets", "heads")),
+        (cfg.relative_num_buckets, cfg.num_heads), dtype_of(cfg.param_dtype))

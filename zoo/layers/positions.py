@@ -1,0 +1,109 @@
+"""Position information: sinusoidal and learned tables, RoPE, T5 relative bias, ALiBi.
+
+Everything here is a function of integer positions, so the same code serves training (positions
+0..T-1), decoding (a KV cache at offset `index`) and ring-buffer caches (slots hold older positions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.config import ModelConfig
+
+
+def sinusoidal_table(positions, d_model: int):
+    """Vaswani 2017 §3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same). Returns [T, d]."""
+    i = jnp.arange(d_model // 2, dtype=jnp.float32)
+    angles = positions[:, None].astype(jnp.float32) / jnp.power(10000.0, 2.0 * i / d_model)
+    # Interleave sin (even dims) and cos (odd dims) as the paper writes it.
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape[0], d_model)
+
+
+# ------------------------------------------------------------------------------------------------- RoPE
+def rope_frequencies(cfg: ModelConfig, theta: float) -> np.ndarray:
+    """Inverse frequencies of the rotated pairs (Su 2021), with optional context-extension scaling."""
+    rotary_dim = int(cfg.head_dim * cfg.rope_fraction)
+    inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
+    if cfg.rope_scaling == "linear":
+        # Position interpolation (Chen 2023): positions / factor.
+        inv_freq = inv_freq / cfg.rope_scaling_factor
+    elif cfg.rope_scaling == "llama3":
+        # Llama 3.1: long wavelengths are stretched by `factor`, short ones kept, a smooth blend between.
+        factor, old = cfg.rope_scaling_factor, cfg.rope_original_max_len
+        low_wavelen = old / cfg.rope_low_freq_factor
+        high_wavelen = old / cfg.rope_high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = np.where(wavelen > low_wavelen, inv_freq / factor,
+                            np.where(wavelen < high_wavelen, inv_freq, blended))
+    return inv_freq.astype(np.float32)
+
+
+def apply_rope(x, positions, inv_freq):
+    """Rotates the first 2*len(inv_freq) dims of each head by position-dependent angles.
+
+    x: [B, T, heads, head_dim]; positions: [T] int. Pairs are (i, i + rotary_dim/2) ("rotate half"
+    layout, as in HF transformers and GPT-NeoX); the remaining dims pass through (partial rotary).
+    """
+    rotary_dim = 2 * inv_freq.shape[0]
+    angles = positions.astype(jnp.float32)[:, None] * jnp.asarray(inv_freq)[None, :]  # [T, rot/2]
+    cos = jnp.cos(angles)[None, :, None, :]
+    sin = jnp.sin(angles)[None, :, None, :]
+    rot, rest = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
+    x1, x2 = jnp.split(rot, 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    return jnp.concatenate([rotated, rest], axis=-1) if rest.shape[-1] else rotated
+
+
+# ------------------------------------------------------------------------------------- T5 relative bias
+def relative_bucket(relative_position, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucketing of (key - query) distances (Raffel 2020 §2.1; mesh_tensorflow's
+    `_relative_position_bucket`): half the buckets are exact small distances, the rest log-spaced up
+    to max_distance; bidirectional attention spends half the buckets on each direction."""
+    n = num_buckets
+    bucket = jnp.zeros_like(relative_position)
+    if bidirectional:
+        n //= 2
+        bucket = bucket + (relative_position > 0).astype(relative_position.dtype) * n
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = n // 2
+    is_small = distance < max_exact
+    # float32 log as in the reference implementations, so bucket edges agree exactly.
+    scaled = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+              / math.log(max_distance / max_exact) * (n - max_exact))
+    large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), n - 1)
+    return bucket + jnp.where(is_small, distance, large)
+
+
+def relative_bias(table, q_pos, k_pos, bidirectional: bool, cfg: ModelConfig):
+    """Bias [1, heads, T, S] added to attention scores; table: [num_buckets, heads]."""
+    buckets = relative_bucket(k_pos[None, :] - q_pos[:, None], bidirectional,
+                              cfg.relative_num_buckets, cfg.relative_max_distance)
+    return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------------ ALiBi
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Per-head slopes of Press 2022: a geometric sequence starting at 2^(-8/n); for head counts that are
+    not a power of two, the closest power's slopes plus every other slope of the next power."""
+    def powers(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = powers(closest)
+    if closest < num_heads:
+        slopes += powers(2 * closest)[0::2][: num_heads - closest]
+    return np.asarray(slopes, dtype=np.float32)
+
+
+def alibi_bias(num_heads: int, q_pos, k_pos):
+    """Bias [1, heads, T, S] = -slope * |q - k| (a linear penalty on distance)."""
+    distance = jnp.abs(q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
+    return -jnp.asarray(alibi_slopes(num_heads))[None, :, None, None] * distance[None, None]

@@ -1,0 +1,273 @@
+"""Decoder-only and encoder-decoder stacks. The stack scans over repeats of the attention-pattern cycle,
+so compile time stays flat as depth grows and interleaved local/global layers are pure data."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.config import ModelConfig
+from zoo.layers import positions as pos_lib
+from zoo.layers.attention import relative_table
+from zoo.layers.block import Block
+from zoo.layers.init import dtype_of, initializer
+from zoo.layers.mlp import dense
+from zoo.layers.norms import Norm
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_block_outputs": jax.checkpoint_policies.save_only_these_names("attention_out", "mlp_out"),
+}
+
+
+class Cycle(nn.Module):
+    """One pass over `attention_pattern`: a block per entry (e.g. Gemma 2's local then global layer)."""
+
+    cfg: ModelConfig
+    causal: bool = True
+    has_cross: bool = False
+    decode_len: int | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask):
+        for j, kind in enumerate(self.cfg.attention_pattern):
+            x = Block(self.cfg, kind, self.causal, self.has_cross, self.decode_len, self.deterministic,
+                      name=f"block_{j}")(x, positions, cache_index, rel_table, encoded, encoder_mask)
+        return x, None
+
+
+class Stack(nn.Module):
+    """num_layers blocks (num_layers / len(attention_pattern) cycles), then the optional final norm."""
+
+    cfg: ModelConfig
+    num_layers: int
+    causal: bool = True
+    has_cross: bool = False
+    decode_len: int | None = None
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, positions, cache_index=None, encoded=None, encoder_mask=None):
+        cfg = self.cfg
+        rel_table = None
+        if cfg.position_embedding == "relative_bias" and cfg.relative_bias_shared:
+            rel_table = relative_table(self, cfg)  # T5: one table per stack, reused by every layer
+        if self.has_cross and self.decode_len is not None:
+            # Generation: the encoder runs once; later steps read its mask (and, in cross-attention,
+            # its keys and values) from the cache.
+            encoder_mask = self.variable("cache", "encoder_mask", lambda: encoder_mask).value
+        cycle = Cycle
+        if cfg.remat_policy != "none":
+            cycle = nn.remat(Cycle, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
+        num_cycles = self.num_layers // cfg.cycle_length
+        args = (positions, cache_index, rel_table, encoded, encoder_mask)
+        make = lambda cls, name: cls(cfg, self.causal, self.has_cross, self.decode_len, self.deterministic,
+                                     name=name)
+        if cfg.scan_layers:
+            scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0},
+                              split_rngs={"params": True, "dropout": True},
+                              in_axes=(nn.broadcast,) * len(args), length=num_cycles,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = make(scanned, "cycles")(x, *args)
+        else:
+            for i in range(num_cycles):
+                x, _ = make(cycle, f"cycle_{i}")(x, *args)
+        if cfg.final_norm:
+            x = Norm(cfg, name="final_norm")(x)
+        return x
+
+
+class _Transformer(nn.Module):
+    """Token/position embeddings and the output head, shared by both architectures.
+
+    `decode_len` set (by zoo.generate) turns on KV caches sized for that many tokens in total.
+    """
+
+    cfg: ModelConfig
+    decode_len: int | None = None
+
+    def _setup_io(self):
+        cfg = self.cfg
+        self.token_embed = nn.Embed(
+            cfg.vocab_size, cfg.d_model, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype),
+            embedding_init=nn.with_logical_partitioning(initializer(cfg, "embed"), ("vocab", "embed")))
+        if cfg.position_embedding == "learned":
+            self.position_embed = nn.Embed(
+                cfg.max_seq_len, cfg.d_model, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype),
+                embedding_init=nn.with_logical_partitioning(initializer(cfg, "position"), ("positions", "embed")))
+        if not cfg.tie_word_embeddings:
+            self.lm_head = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "lm_head", False, None)
+        self.embed_dropout = nn.Dropout(cfg.embedding_dropout)
+        if self.decode_len is not None:
+            self.cache_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+
+    @property
+    def deterministic(self) -> bool:
+        """apply() without a 'dropout' rng is inference: dropout off."""
+        return not self.has_rng("dropout")
+
+    def _stack(self, num_layers, causal, has_cross=False):
+        return Stack(self.cfg, num_layers, causal, has_cross, self.decode_len, self.deterministic)
+
+    def _positions(self, tokens):
+        """Absolute positions of `tokens` [T] and the cache offset (None without a cache)."""
+        steps = tokens.shape[1]
+        if self.decode_len is None:
+            return jnp.arange(steps), None
+        start = self.cache_index.value
+        self.cache_index.value = start + steps
+        return start + jnp.arange(steps), start
+
+    def _embed(self, tokens, positions, decode_len):
+        cfg = self.cfg
+        check_tokens(cfg, tokens, decode_len)
+        x = self.token_embed(tokens)
+        if cfg.scale_embeddings:
+            x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
+        if cfg.position_embedding == "learned":
+            x = x + self.position_embed(positions)[None]
+        elif cfg.position_embedding == "sinusoidal":
+            x = x + pos_lib.sinusoidal_table(positions, cfg.d_model)[None].astype(x.dtype)
+        x = self.embed_dropout(x, deterministic=self.deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def _logits(self, x):
+        """[B, T, d_model] -> float32 logits [B, T, vocab]."""
+        cfg = self.cfg
+        if cfg.scale_logits_by_inv_sqrt_d_model:
+            x = x * jnp.asarray(cfg.d_model ** -0.5, x.dtype)
+        logits = self.token_embed.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
+        logits = logits.astype(jnp.float32)
+        if cfg.final_logits_soft_cap is not None:
+            cap = cfg.final_logits_soft_cap
+            logits = cap * jnp.tanh(logits / cap)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+class DecoderOnly(_Transformer):
+    """tokens int32 [B, T] -> logits float32 [B, T, vocab_size]."""
+
+    def setup(self):
+        self._setup_io()
+        self.decoder = self._stack(self.cfg.num_layers, causal=True)
+
+    def __call__(self, tokens):
+        positions, cache_index = self._positions(tokens)
+        x = self.decoder(self._embed(tokens, positions, self.decode_len), positions, cache_index)
+        return self._logits(x)
+
+
+class EncoderDecoder(_Transformer):
+    """(encoder_tokens [B, S], decoder_tokens [B, T]) -> logits [B, T, vocab_size].
+
+    Encoder and decoder share the token embedding (Vaswani §3.4, T5). `encoder_mask` [B, S] (True =
+    real token) hides encoder padding from both encoder self-attention and cross-attention.
+    """
+
+    def setup(self):
+        cfg = self.cfg
+        self._setup_io()
+        self.encoder = Stack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
+        self.decoder = self._stack(cfg.num_decoder_layers, causal=True, has_cross=True)
+
+    def encode(self, encoder_tokens, encoder_mask=None):
+        """[B, S] -> encoder output [B, S, d_model]."""
+        positions = jnp.arange(encoder_tokens.shape[1])
+        x = self._embed(encoder_tokens, positions, decode_len=None)
+        return self.encoder(x, positions, None, None, encoder_mask)
+
+    def __call__(self, encoder_tokens, decoder_tokens, encoder_mask=None):
+        encoded = None
+        if encoder_tokens is not None:
+            if encoder_mask is None:
+                encoder_mask = jnp.ones(encoder_tokens.shape, bool)
+            encoded = self.encode(encoder_tokens, encoder_mask)
+        if encoder_tokens is None and self.decode_len is None:
+            raise ValueError("EncoderDecoder: encoder_tokens are required outside cached decoding")
+        positions, cache_index = self._positions(decoder_tokens)
+        x = self._embed(decoder_tokens, positions, self.decode_len)
+        x = self.decoder(x, positions, cache_index, encoded, encoder_mask)
+        return self._logits(x)
+
+
+def check_tokens(cfg: ModelConfig, tokens, decode_len=None) -> None:
+    """Clear errors for inputs the model cannot represent. Values are checked when concrete (outside
+    jit); shapes always."""
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be int [batch, length], got shape {tokens.shape}")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(f"tokens must be integers, got {tokens.dtype}")
+    length = decode_len if decode_len is not None else tokens.shape[1]
+    if length > cfg.max_seq_len:
+        raise ValueError(f"sequence length {length} exceeds ModelConfig.max_seq_len={cfg.max_seq_len} "
+                         f"(position_embedding={cfg.position_embedding!r})")
+    if not isinstance(tokens, jax.core.Tracer):
+        values = np.asarray(tokens)
+        if values.size and (values.min() < 0 or values.max() >= cfg.vocab_size):
+            raise ValueError(f"token ids must be in [0, vocab_size={cfg.vocab_size}); got min {values.min()}, "
+                             f"max {values.max()}")
+
+
+def build(cfg: ModelConfig) -> nn.Module:
+    """The flax module for a config: DecoderOnly or EncoderDecoder (pure init/apply)."""
+    return EncoderDecoder(cfg) if cfg.is_encoder_decoder else DecoderOnly(cfg)
+
+
+def dummy_inputs(cfg: ModelConfig, batch: int = 1, length: int = 1) -> tuple:
+    """Positional inputs for `init`: (tokens,) or (encoder_tokens, decoder_tokens)."""
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    return (tokens, tokens) if cfg.is_encoder_decoder else (tokens,)
+
+
+def abstract_params(cfg: ModelConfig):
+    """Shapes of the boxed (logically partitioned) params, computed without allocating memory."""
+    model = build(cfg)
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg)))["params"]
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Exact number of parameters, via jax.eval_shape: no memory used, works for 540B."""
+    leaves = jax.tree_util.tree_leaves(nn.meta.unbox(abstract_params(cfg)))
+    return int(sum(int(np.prod(leaf.shape, dtype=np.int64)) for leaf in leaves))
+
+
+def init_params(cfg: ModelConfig, rng) -> dict:
+    """Freshly initialised params as plain arrays (logical-axis boxes removed)."""
+    model = build(cfg)
+    return nn.meta.unbox(model.init(rng, *dummy_inputs(cfg))["params"])
+
+
+def logical_axes(cfg: ModelConfig):
+    """The params pytree with a PartitionSpec of logical axis names at every leaf."""
+    return nn.get_partition_spec(abstract_params(cfg))
+
+
+def stack_layers(params):
+    """Convert unrolled params (`cycle_0`, `cycle_1`, ...) to the scanned layout (`cycles`, leading axis)."""
+    def convert(tree):
+        if not isinstance(tree, dict):
+            return tree
+        names = sorted((k for k in tree if k.startswith("cycle_")), key=lambda k: int(k.split("_")[1]))
+        out = {k: convert(v) for k, v in tree.items() if not k.startswith("cycle_")}
+        if names:
+            out["cycles"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tree[k] for k in names])
+        return out
+    return convert(params)
+
+
+def unstack_layers(params):
+    """Convert scanned params (`cycles` with a leading axis) to the unrolled layout (`cycle_i`)."""
+    def convert(tree):
+        if not isinstance(tree, dict):
+            return tree
+        out = {k: convert(v) for k, v in tree.items() if k != "cycles"}
+        if "cycles" in tree:
+            n = jax.tree_util.tree_leaves(tree["cycles"])[0].shape[0]
+            for i in range(n):
+                out[f"cycle_{i}"] = jax.tree_util.tree_map(lambda x: x[i], tree["cycles"])
+        return out
+    return convert(params)

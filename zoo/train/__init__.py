@@ -1,0 +1,1 @@
+"""Training: data and tokenizers, objectives, optimizer, checkpoints, the loop."""

@@ -1,0 +1,146 @@
+"""Training objectives: next-token cross-entropy (JAX) and T5 span corruption (numpy, on the host).
+
+Causal LM: a packed row [batch, seq_len + 1] gives `inputs = row[:, :-1]`, `targets = row[:, 1:]`, and
+`causal_lm_loss(model(inputs), targets)`.
+
+Encoder-decoder (T5, Raffel et al. 2020 §3.1.4): rows of `tokens_length` raw tokens, with
+`tokens_length, targets_length = span_corruption_lengths(inputs_length)`, go through `span_corrupt`; the
+decoder reads `shift_right(targets, pad_id)` (T5 starts decoding from the pad id, 0) and the loss is
+`encoder_decoder_loss(logits, targets, pad_id)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None,
+                   label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy over the tokens where `mask` is nonzero, in float32 whatever the logits dtype.
+
+    logits [..., vocab], targets [...] int, mask [...] (None: every token counts). Per token:
+
+        loss = (1 - ls) * -log p[target] + ls * mean_v(-log p[v]) + z_loss * logsumexp(logits)^2
+
+    Label smoothing targets (1 - ls) * onehot + ls / vocab (over the logits' whole vocab, padding included).
+    The z-loss term (PaLM, Chowdhery et al. 2022 §5) keeps the softmax normaliser near 1, i.e. log Z near 0.
+    Returns (loss, metrics): "loss" (what is minimised), "nll" (plain cross-entropy, nats/token, the number to
+    compare across runs), "z_loss" (its contribution), "accuracy", "tokens" (count of counted tokens).
+    """
+    logits = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    nll = lse - jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    per_token = nll
+    if label_smoothing:
+        # -mean_v log p_v = lse - mean_v logit_v: no [.., vocab] log-softmax is materialised.
+        per_token = (1.0 - label_smoothing) * nll + label_smoothing * (lse - logits.mean(axis=-1))
+    z = z_loss * jnp.square(lse)
+    mask = jnp.ones_like(nll) if mask is None else mask.astype(jnp.float32)
+    tokens = mask.sum()
+    mean = lambda x: (x * mask).sum() / jnp.maximum(tokens, 1.0)  # noqa: E731  (all-masked batch -> 0)
+    metrics = {"nll": mean(nll), "z_loss": mean(z), "tokens": tokens,
+               "accuracy": mean((logits.argmax(axis=-1) == targets).astype(jnp.float32))}
+    metrics["loss"] = mean(per_token + z)
+    return metrics["loss"], metrics
+
+
+def encoder_decoder_loss(logits: jax.Array, targets: jax.Array, pad_id: int = 0, label_smoothing: float = 0.0,
+                         z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`causal_lm_loss` over decoder logits [batch, targets_length, vocab], ignoring targets equal to pad_id."""
+    return causal_lm_loss(logits, targets, targets != pad_id, label_smoothing, z_loss)
+
+
+# --- T5 span corruption (numpy: it runs on the host, in the data pipeline) ------------------------------------
+
+
+def _noise_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
+    """(noise tokens, noise spans) in a row of `length` tokens, as T5's random_spans_noise_mask."""
+    num_noise = min(max(round(length * noise_density), 1), length - 1)
+    return num_noise, max(round(num_noise / mean_span_length), 1)
+
+
+def span_corruption_lengths(inputs_length: int, noise_density: float = 0.15,
+                            mean_span_length: float = 3.0) -> tuple[int, int]:
+    """(tokens_length, targets_length): the longest raw row whose corrupted inputs fit in `inputs_length`.
+
+    T5's `random_spans_helper`: inputs keep the non-noise tokens, one sentinel per span and an EOS; targets
+    hold the noise tokens, one sentinel per span and an EOS. 512 -> (568, 114) at the defaults.
+    """
+    def lengths(tokens_length: int) -> tuple[int, int]:
+        num_noise, num_spans = _noise_counts(tokens_length, noise_density, mean_span_length)
+        return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
+
+    tokens_length = inputs_length - 1
+    while lengths(tokens_length + 1)[0] <= inputs_length:
+        tokens_length += 1
+    if noise_density == 0.5 and lengths(tokens_length)[1] > inputs_length:
+        tokens_length -= 1  # as T5: at density 0.5 keep the targets no longer than the (round) inputs length
+    return tokens_length, lengths(tokens_length)[1]
+
+
+def _random_segmentation(rng: np.random.Generator, batch: int, num_items: int, num_segments: int) -> np.ndarray:
+    """int [batch, num_segments]: lengths >= 1 summing to num_items, uniformly over such compositions."""
+    cuts = np.sort(rng.random((batch, num_items - 1)).argsort(axis=1)[:, :num_segments - 1], axis=1) + 1
+    ends = np.full((batch, 1), num_items)
+    return np.diff(np.concatenate([np.zeros((batch, 1), int), cuts, ends], axis=1), axis=1)
+
+
+def random_spans_noise_mask(rng: np.random.Generator, batch: int, length: int, noise_density: float = 0.15,
+                            mean_span_length: float = 3.0) -> np.ndarray:
+    """bool [batch, length], True = noise. Every row has the same number of noise tokens and spans; rows
+    alternate non-noise/noise spans, starting with non-noise and ending with noise (as T5)."""
+    num_noise, num_spans = _noise_counts(length, noise_density, mean_span_length)
+    noise = _random_segmentation(rng, batch, num_noise, num_spans)
+    keep = _random_segmentation(rng, batch, length - num_noise, num_spans)
+    span_lengths = np.stack([keep, noise], axis=2).ravel()  # keep_1, noise_1, keep_2, noise_2, ...
+    return np.repeat(np.tile([False, True], batch * num_spans), span_lengths).reshape(batch, length)
+
+
+def _replace_spans(tokens: np.ndarray, spans: np.ndarray, sentinels: np.ndarray) -> np.ndarray:
+    """Each run of True in `spans` becomes one sentinel (the k-th run -> sentinels[k]); rows are [batch, L]."""
+    first = spans & ~np.pad(spans, ((0, 0), (1, 0)))[:, :-1]
+    values = np.where(first, sentinels[np.maximum(np.cumsum(first, axis=1) - 1, 0)], tokens)
+    keep = ~spans | first
+    return values[keep].reshape(len(tokens), -1)  # every row keeps the same count (same span counts)
+
+
+def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: Sequence[int], eos_id: int,
+                 pad_id: int = 0, noise_density: float = 0.15, mean_span_length: float = 3.0,
+                 inputs_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """T5 span corruption of raw rows tokens int [batch, tokens_length].
+
+    Returns (encoder_inputs int32 [batch, inputs_length], decoder_targets int32 [batch, targets_length]):
+
+        tokens   a b c d e f g h
+        inputs   a <x0> d e <x1> h </s>        (noise spans b c and f g, each replaced by a sentinel)
+        targets  <x0> b c <x1> f g </s>
+
+    `sentinel_ids[k]` is <extra_id_k> and must cover the spans per row. Inputs are right-padded with pad_id up to
+    `inputs_length` (default: exactly what they need); targets_length is the helper's, so it never pads.
+    Use `span_corruption_lengths` to pick tokens_length, and a per-step rng (e.g. default_rng((seed, step)))
+    so that a resumed run corrupts the same way.
+    """
+    batch, length = tokens.shape
+    noise = random_spans_noise_mask(rng, batch, length, noise_density, mean_span_length)
+    num_spans = _noise_counts(length, noise_density, mean_span_length)[1]
+    if len(sentinel_ids) < num_spans:
+        raise ValueError(f"{num_spans} noise spans per row need {num_spans} sentinels, got {len(sentinel_ids)}")
+    sentinels = np.asarray(sentinel_ids, np.int32)
+    eos = np.full((batch, 1), eos_id, np.int32)
+    inputs = np.concatenate([_replace_spans(tokens, noise, sentinels), eos], axis=1)
+    targets = np.concatenate([_replace_spans(tokens, ~noise, sentinels), eos], axis=1)
+    inputs_length = inputs_length or inputs.shape[1]
+    if inputs.shape[1] > inputs_length:
+        raise ValueError(f"corrupted inputs need {inputs.shape[1]} > inputs_length={inputs_length} tokens; "
+                         "size the rows with span_corruption_lengths")
+    inputs = np.pad(inputs, ((0, 0), (0, inputs_length - inputs.shape[1])), constant_values=pad_id)
+    return inputs.astype(np.int32), targets.astype(np.int32)
+
+
+def shift_right(targets: np.ndarray, start_id: int = 0) -> np.ndarray:
+    """Decoder inputs [batch, L]: targets moved one step right behind `start_id` (T5: the pad id, 0)."""
+    return np.concatenate([np.full((len(targets), 1), start_id, targets.dtype), targets[:, :-1]], axis=1)

@@ -1,0 +1,121 @@
+"""TrainConfig -> optax learning-rate schedule and optimizer.
+
+The optimizer is one optax chain: clip the global gradient norm, scale by Adam or Adafactor, add
+decoupled weight decay on the params that ``decay_mask`` selects, scale by the learning rate; wrapped in
+``optax.MultiSteps`` when gradients are accumulated. Schedules take the optimizer's update count
+(0 for the first update) and are plain jnp so they can be logged or plotted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from zoo.train.recipe import TrainConfig
+
+
+def make_schedule(tc: TrainConfig, d_model: int) -> optax.Schedule:
+    """Learning rate as a function of the update count; see TrainConfig.schedule for the formulas."""
+    peak, warmup, total = tc.learning_rate, tc.warmup_steps, tc.total_steps
+    floor = peak * tc.final_lr_fraction
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        if tc.schedule == "noam":  # Vaswani §5.3; the formula starts at step 1
+            s = jnp.maximum(step, 1.0)
+            return peak * d_model ** -0.5 * jnp.minimum(s ** -0.5, s * warmup ** -1.5)
+        if tc.schedule == "inverse_sqrt":  # T5/PaLM: constant for `warmup` steps, then 1/sqrt(step)
+            return peak * jnp.sqrt(warmup / jnp.maximum(step, warmup))
+
+        if tc.schedule == "constant":
+            after = jnp.asarray(peak, jnp.float32)
+        elif tc.schedule == "wsd":  # warmup-stable-decay (Hu et al. 2024, MiniCPM)
+            decay_start = total - round(tc.wsd_decay_fraction * total)
+            frac = jnp.clip((step - decay_start) / (total - decay_start), 0.0, 1.0)
+            after = peak + (floor - peak) * frac
+        else:
+            frac = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+            if tc.schedule == "cosine":
+                after = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(math.pi * frac))
+            else:  # linear
+                after = peak + (floor - peak) * frac
+        return jnp.where(step < warmup, peak * step / max(warmup, 1), after)
+
+    return schedule
+
+
+def _path_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def is_norm_or_bias(names: tuple[str, ...]) -> bool:
+    """A norm's scale/bias (any module with 'norm' in its name) or a dense layer's bias."""
+    return names[-1] == "bias" or any("norm" in n for n in names[:-1])
+
+
+def is_embedding(names: tuple[str, ...]) -> bool:
+    """A lookup table: nn.Embed's `embedding` (token, learned positions) or T5's relative-bias table.
+    An untied `lm_head/kernel` is a dense layer and is not one."""
+    return names[-1] == "embedding" or any(
+        n.endswith("embed") or n.startswith("relative_bias") for n in names[:-1])
+
+
+def decay_mask(params, tc: TrainConfig):
+    """Pytree of bools (the structure of the unboxed params): True where weight decay applies.
+
+    Identified by param path, not by rank: with scanned layers a norm scale is 2-D (layers, embed).
+    The mask is also a valid prefix of a tree of nn.LogicallyPartitioned boxes.
+    """
+    def decays(path, _):
+        names = _path_names(path)
+        if is_norm_or_bias(names) and not tc.decay_norms_and_biases:
+            return False
+        return not (is_embedding(names) and not tc.decay_embeddings)
+
+    return jax.tree_util.tree_map_with_path(decays, nn.meta.unbox(params))
+
+
+def _decay_rate(tc: TrainConfig, schedule: optax.Schedule, lr_power: float):
+    """weight_decay * lr(step) ** lr_power, a constant when the power is 0."""
+    if lr_power == 0:
+        return tc.weight_decay
+    return lambda count: tc.weight_decay * schedule(count) ** lr_power
+
+
+def make_optimizer(tc: TrainConfig, params, d_model: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
+    schedule = make_schedule(tc, d_model)
+    mask = decay_mask(params, tc)
+    power = 1.0 if tc.weight_decay_lr_power is None else tc.weight_decay_lr_power
+
+    parts = []
+    if tc.grad_clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(tc.grad_clip_norm))
+    if tc.optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam(b1=tc.beta1 or 0.0, b2=tc.beta2, eps=tc.eps))
+        if tc.weight_decay > 0:
+            # Added before the lr scaling, so lr * (weight_decay * lr ** (power - 1)) = weight_decay * lr ** power.
+            parts.append(optax.add_decayed_weights(_decay_rate(tc, schedule, power - 1), mask))
+        parts.append(optax.scale_by_learning_rate(schedule))
+    else:
+        # optax.adafactor adds its decay after the lr scaling, so it takes the whole weight_decay * lr ** power.
+        parts.append(optax.adafactor(
+            learning_rate=schedule,
+            decay_rate=tc.adafactor_decay_rate,
+            factored=tc.adafactor_factored,
+            clipping_threshold=tc.adafactor_clipping_threshold,
+            multiply_by_parameter_scale=tc.adafactor_multiply_by_parameter_scale,
+            momentum=tc.beta1,
+            eps=tc.eps,
+            weight_decay_rate=_decay_rate(tc, schedule, power) if tc.weight_decay > 0 else None,
+            weight_decay_mask=mask,
+        ))
+    tx = optax.chain(*parts)
+    if tc.grad_accum_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=tc.grad_accum_steps).gradient_transformation()
+    return tx, schedule

@@ -1,0 +1,188 @@
+"""TrainConfig: the training recipe (optimizer, schedule, batch) as one frozen, validated dataclass.
+
+Same contract as ``zoo.config.ModelConfig``: a preset's ``recipe:`` block is nothing but values for these
+fields, validation runs once at construction, and every error names the field and what it accepts.
+``zoo.train.optim`` turns a TrainConfig into an optax optimizer and learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from zoo.config import suggest
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adamw", "adam", "adafactor"),
+    "schedule": ("cosine", "linear", "inverse_sqrt", "noam", "wsd", "constant"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training recipe. Defaults are a modern decoder-only LM run (AdamW, cosine)."""
+
+    # --- optimizer -------------------------------------------------------------------------------
+    optimizer: str = "adamw"
+    """adamw (Loshchilov & Hutter 2019: Adam + decoupled weight decay; GPT-3, LLaMA, OLMo), adam (no
+    weight decay; the original Transformer), adafactor (Shazeer & Stern 2018; T5, PaLM)."""
+    learning_rate: float = 3e-4
+    """Peak learning rate. For schedule noam it is a multiplier on d_model**-0.5 * min(step**-0.5,
+    step * warmup**-1.5) (Vaswani 2017 §5.3, whose multiplier is 1.0)."""
+    beta1: float | None = 0.9
+    """First-moment decay (Adafactor: momentum). None = no momentum (T5's Adafactor)."""
+    beta2: float | None = 0.95
+    """Second-moment decay of Adam/AdamW (0.95 for LLMs, 0.98 Vaswani). Unused (may be null) by
+    Adafactor, which uses adafactor_decay_rate."""
+    eps: float = 1e-8
+    """Adam's epsilon; Adafactor's epsilon1, added to the squared gradients (mesh-tf: 1e-30)."""
+    adafactor_decay_rate: float | None = 0.8
+    """Adafactor's second-moment decay beta2_t = 1 - t ** -rate (mesh-tf/T5/PaLM: 0.8). Unused by Adam."""
+    adafactor_factored: bool = True
+    """Factored (row and column) second moments for matrices with both dims >= 128. PaLM: false."""
+    adafactor_clipping_threshold: float | None = 1.0
+    """Adafactor's update clipping: each update's RMS is capped at this. None = off."""
+    adafactor_multiply_by_parameter_scale: bool = True
+    """Adafactor's relative step: scale each update by the parameter's RMS (at least 1e-3)."""
+
+    # --- weight decay ------------------------------------------------------------------------------
+    weight_decay: float = 0.1
+    """Decoupled weight decay: each step subtracts weight_decay * lr(step) ** p * param, p =
+    weight_decay_lr_power (1 when null: AdamW as in PyTorch and optax). 0 = off."""
+    weight_decay_lr_power: float | None = None
+    """The p above. PaLM's "dynamic weight decay of lr^2.0" is weight_decay 1.0 with power 2.0, as in
+    t5x's weight_decay_rate_lr_exponent. None = 1."""
+    decay_norms_and_biases: bool = False
+    """Decay norm scales/biases and dense biases too (OLMo 2: true; Megatron/nanoGPT: false)."""
+    decay_embeddings: bool = True
+    """Decay embedding tables (token, learned position, T5 relative-bias). OLMo 2: false."""
+    grad_clip_norm: float | None = 1.0
+    """Clip the gradient's global L2 norm to this (Pascanu 2013). None = off."""
+
+    # --- schedule ------------------------------------------------------------------------------------
+    schedule: str = "cosine"
+    """cosine / linear: warmup from 0, then decay to final_lr_fraction * peak at total_steps, then hold.
+    wsd: warmup, constant, then a linear decay over the last wsd_decay_fraction of total_steps (Hu 2024).
+    inverse_sqrt: peak * sqrt(warmup / max(step, warmup)) (T5, PaLM: 0.01 for 10k steps, then 1/sqrt(step)).
+    noam: Vaswani §5.3. constant: warmup, then peak."""
+    warmup_steps: int = 2000
+    """Linear warmup from 0 (cosine, linear, wsd, constant, noam). For inverse_sqrt: the constant phase."""
+    total_steps: int = 100_000
+    """Optimizer updates in the run; the end of the cosine/linear/wsd decay."""
+    final_lr_fraction: float = 0.1
+    """Floor of cosine/linear/wsd as a fraction of the peak (GPT-3, LLaMA, OLMo 2: 0.1)."""
+    wsd_decay_fraction: float = 0.2
+    """Fraction of total_steps spent in WSD's final linear decay (unused by other schedules)."""
+
+    # --- batch and loss ------------------------------------------------------------------------------
+    batch_size: int = 256
+    """Sequences per optimizer update (the global batch, summed over devices and accumulation steps)."""
+    seq_len: int = 2048
+    """Tokens per training sequence."""
+    grad_accum_steps: int = 1
+    """Micro-batches per update: gradients of batch_size / grad_accum_steps sequences are averaged
+    (optax.MultiSteps) before each update."""
+    label_smoothing: float = 0.0
+    """Mix this much uniform distribution into the targets (Szegedy 2016; Vaswani: 0.1)."""
+
+    def __post_init__(self):
+        _validate(self)
+
+    # --- derived values ------------------------------------------------------------------------------
+    @property
+    def micro_batch_size(self) -> int:
+        """Sequences per forward/backward pass."""
+        return self.batch_size // self.grad_accum_steps
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer update (what papers quote as the batch size)."""
+        return self.batch_size * self.seq_len
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed, validated again."""
+        _check_known_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        _check_known_fields(values)
+        return cls(**values)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _check_known_fields(values: dict[str, Any]) -> None:
+    for key in values:
+        if key not in FIELD_NAMES:
+            raise ValueError(f"unknown TrainConfig field {key!r}.{suggest(key, FIELD_NAMES)}")
+
+
+def _fail(field: str, message: str) -> None:
+    raise ValueError(f"TrainConfig.{field}: {message}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(c: TrainConfig) -> None:
+    for name, allowed in CHOICES.items():
+        if getattr(c, name) not in allowed:
+            _fail(name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
+    for name in ("total_steps", "batch_size", "seq_len", "grad_accum_steps"):
+        if not _is_int(getattr(c, name)) or getattr(c, name) < 1:
+            _fail(name, f"must be a positive integer, got {getattr(c, name)!r}")
+    if not _is_int(c.warmup_steps) or c.warmup_steps < 0:
+        _fail("warmup_steps", f"must be an integer >= 0, got {c.warmup_steps!r}")
+
+    if not c.learning_rate > 0:
+        _fail("learning_rate", f"must be > 0, got {c.learning_rate}")
+    if c.schedule in ("noam", "inverse_sqrt") and c.warmup_steps < 1:
+        _fail("warmup_steps", f"schedule {c.schedule!r} divides by it; must be >= 1")
+    if c.schedule in ("cosine", "linear", "wsd", "constant") and c.warmup_steps > c.total_steps:
+        _fail("warmup_steps", f"{c.warmup_steps} exceeds total_steps={c.total_steps}")
+    if not 0.0 <= c.final_lr_fraction <= 1.0:
+        _fail("final_lr_fraction", f"must be in [0, 1], got {c.final_lr_fraction}")
+    if not 0.0 <= c.wsd_decay_fraction <= 1.0 or (c.schedule == "wsd" and c.wsd_decay_fraction == 0):
+        _fail("wsd_decay_fraction", f"must be in (0, 1] (in [0, 1] when unused), got {c.wsd_decay_fraction}")
+    if c.schedule == "wsd" and c.warmup_steps + round(c.wsd_decay_fraction * c.total_steps) > c.total_steps:
+        _fail("wsd_decay_fraction", f"warmup_steps={c.warmup_steps} plus the decay's "
+                                    f"{round(c.wsd_decay_fraction * c.total_steps)} steps exceed "
+                                    f"total_steps={c.total_steps}")
+
+    if c.beta1 is not None and not 0.0 <= c.beta1 < 1.0:
+        _fail("beta1", f"must be in [0, 1) or null, got {c.beta1}")
+    # Each optimizer's own knobs must be set; the other's may be null.
+    adam = c.optimizer in ("adam", "adamw")
+    if (c.beta2 is None and adam) or (c.beta2 is not None and not 0.0 <= c.beta2 < 1.0):
+        _fail("beta2", f"must be in [0, 1) (null only with adafactor), got {c.beta2}")
+    if not c.eps > 0:
+        _fail("eps", f"must be > 0, got {c.eps}")
+    rate = c.adafactor_decay_rate
+    if (rate is None and not adam) or (rate is not None and not rate > 0):
+        _fail("adafactor_decay_rate", f"must be > 0 (null only with adam/adamw), got {rate}")
+    for name in ("adafactor_clipping_threshold", "grad_clip_norm"):
+        if getattr(c, name) is not None and not getattr(c, name) > 0:
+            _fail(name, f"must be > 0 or null, got {getattr(c, name)}")
+
+    if c.weight_decay < 0:
+        _fail("weight_decay", f"must be >= 0, got {c.weight_decay}")
+    if c.optimizer == "adam" and c.weight_decay > 0:
+        _fail("weight_decay", f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
+                              "use optimizer: adamw for decoupled decay, or set weight_decay: 0")
+    if c.weight_decay_lr_power is not None:
+        if not c.weight_decay_lr_power > 0:
+            _fail("weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
+        if c.weight_decay == 0:
+            _fail("weight_decay_lr_power", "has no effect with weight_decay 0: the decay is "
+                                           "weight_decay * lr ** power (PaLM: weight_decay 1.0, power 2.0)")
+
+    if c.batch_size % c.grad_accum_steps:
+        _fail("grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
+    if not 0.0 <= c.label_smoothing < 1.0:
+        _fail("label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
