@@ -296,16 +296,27 @@ def _validate(c: ModelConfig) -> None:
     if c.norm_position == "post" and c.final_norm:
         _fail("final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
 
-    if c.position_embedding == "relative_bias" and c.relative_num_buckets < 2:
-        _fail("relative_num_buckets", "needs at least 2 buckets")
+    if not has_local and c.sliding_window_size is not None:
+        _fail("sliding_window_size", "is set but attention_pattern has no local layer to use it")
+    if c.position_embedding == "relative_bias":
+        if c.relative_num_buckets < 4 or c.relative_num_buckets % 2:
+            _fail("relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
+        if c.relative_max_distance <= c.relative_num_buckets // 2:
+            _fail("relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
+    else:
+        relative = {"relative_num_buckets": 32, "relative_max_distance": 128, "relative_bias_shared": True}
+        for name, default in relative.items():
+            if getattr(c, name) != default:
+                _fail(name, f"only applies with position_embedding: relative_bias, not {c.position_embedding!r}")
     rope_fields = {"rope_local_theta": c.rope_local_theta is not None, "rope_fraction": c.rope_fraction != 1.0,
                    "rope_scaling": c.rope_scaling != "none"}
     if c.position_embedding != "rope":
         for name, is_set in rope_fields.items():
             if is_set:
                 _fail(name, f"only applies with position_embedding: rope, not {c.position_embedding!r}")
-    if not 0.0 < c.rope_fraction <= 1.0 or int(head_dim * c.rope_fraction) % 2:
-        _fail("rope_fraction", f"must be in (0, 1] and rotate an even number of the {head_dim} head dims")
+    rotary = head_dim * c.rope_fraction
+    if not 0.0 < c.rope_fraction <= 1.0 or rotary != int(rotary) or int(rotary) % 2:
+        _fail("rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
     if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
         _fail("rope_theta", "must be > 0")
     if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:

@@ -105,7 +105,7 @@ class Attention(nn.Module):
         local = self.kind.startswith("local")
         use_positions = not self.kind.endswith("_nope") and not self.cross
         q = dense(cfg, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "q",
-                  cfg.attention_bias, "query", out_axis=(1, 2))(x)
+                  cfg.attention_bias, "query")(x)
         q = self._qk_norm(q, "query_norm", "heads")
 
         decoding = self.decode_len is not None
@@ -149,15 +149,15 @@ class Attention(nn.Module):
                      impl=resolve_impl(cfg), dropout=dropout)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         out = dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "o", cfg.attention_bias, "out",
-                    in_axis=(0, 1), out_axis=2, contract=(-2, -1))(out)
+                    contract=(-2, -1))(out)
         return checkpoint_name(out, "attention_out")
 
     def _project_kv(self, x):
         cfg = self.cfg
         axes = ("embed", "kv_heads", "head_dim")
         shape = (cfg.num_kv_heads, cfg.head_dim)
-        k = dense(cfg, shape, axes, "k", cfg.attention_bias, "key", out_axis=(1, 2))(x)
-        v = dense(cfg, shape, axes, "v", cfg.attention_bias, "value", out_axis=(1, 2))(x)
+        k = dense(cfg, shape, axes, "k", cfg.attention_bias, "key")(x)
+        v = dense(cfg, shape, axes, "v", cfg.attention_bias, "value")(x)
         return k, v
 
     def _qk_norm(self, x, name, heads_axis):

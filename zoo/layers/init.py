@@ -21,15 +21,15 @@ def _normal(std):
     return jinit.normal(stddev=std)
 
 
-def initializer(cfg: ModelConfig, role: str, in_axis=0, out_axis=-1):
+def initializer(cfg: ModelConfig, role: str):
     """Initialiser for a parameter of the given role.
 
     Roles: q, k, v, o (attention projections), mlp_in, mlp_out, embed (token table), position
-    (learned positions), lm_head, relative (T5 bias table). `in_axis`/`out_axis` say which kernel
-    dims are fan-in and fan-out (attention kernels are 3-D: [embed, heads, head_dim]).
+    (learned positions), lm_head, relative (T5 bias table). Kernels arrive flattened to 2-D
+    [fan_in, fan_out] (flax's DenseGeneral does this), so fan-in is axis 0.
     """
     scheme, std = cfg.init_scheme, cfg.init_std
-    fan_in = jinit.variance_scaling(1.0, "fan_in", "normal", in_axis=in_axis, out_axis=out_axis)
+    fan_in = jinit.variance_scaling(1.0, "fan_in", "normal")
     if scheme == "normal":
         return _normal(std)
     if scheme == "truncated_normal":
@@ -46,7 +46,7 @@ def initializer(cfg: ModelConfig, role: str, in_axis=0, out_axis=-1):
             return _normal(cfg.d_model ** -0.5)
         if role == "relative":
             return _normal(std)
-        return jinit.variance_scaling(1.0, "fan_avg", "uniform", in_axis=in_axis, out_axis=out_axis)
+        return jinit.glorot_uniform()
     if scheme == "t5":
         # Mesh TensorFlow's T5 rules: fan-in scaling, with the query also absorbing 1/sqrt(head_dim)
         # because T5 does not scale scores.

@@ -20,7 +20,7 @@ ACTIVATION_FNS = {
 }
 
 
-def dense(cfg: ModelConfig, features, axes, role, use_bias, name, in_axis=0, out_axis=-1, contract=-1):
+def dense(cfg: ModelConfig, features, axes, role, use_bias, name, contract=-1):
     """A DenseGeneral whose kernel and bias carry logical axis names (kernel axes = `axes`)."""
     out_axes = axes[-len(features):] if isinstance(features, tuple) else axes[-1:]
     return nn.DenseGeneral(
@@ -29,8 +29,11 @@ def dense(cfg: ModelConfig, features, axes, role, use_bias, name, in_axis=0, out
         use_bias=use_bias,
         dtype=dtype_of(cfg.dtype),
         param_dtype=dtype_of(cfg.param_dtype),
-        kernel_init=nn.with_logical_partitioning(initializer(cfg, role, in_axis, out_axis), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_axes),
+        # rules=(): no sharding constraint when flax unboxes the kernel, which DenseGeneral does on its flat
+        # 2-D shape (before the reshape to `axes`), failing under an active mesh and rules. Placement comes
+        # from the logical names (zoo.sharding.param_shardings), not from this constraint.
+        kernel_init=nn.with_logical_partitioning(initializer(cfg, role), axes, rules=()),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_axes, rules=()),
         name=name,
     )
 

@@ -1,8 +1,8 @@
 """TrainConfig -> optax learning-rate schedule and optimizer.
 
-The optimizer is one optax chain: clip the global gradient norm, scale by Adam or Adafactor, add
-decoupled weight decay on the params that ``decay_mask`` selects, scale by the learning rate; wrapped in
-``optax.MultiSteps`` when gradients are accumulated. Schedules take the optimizer's update count
+The optimizer is one optax chain: clip the global gradient norm, scale by Adam or Adafactor and the
+learning rate, add decoupled weight decay (weight_decay * lr ** power) on the params that ``decay_mask``
+selects; wrapped in ``optax.MultiSteps`` when gradients are accumulated. Schedules take the optimizer's update count
 (0 for the first update) and are plain jnp so they can be logged or plotted.
 """
 
@@ -61,7 +61,7 @@ def is_embedding(names: tuple[str, ...]) -> bool:
     """A lookup table: nn.Embed's `embedding` (token, learned positions) or T5's relative-bias table.
     An untied `lm_head/kernel` is a dense layer and is not one."""
     return names[-1] == "embedding" or any(
-        n.endswith("embed") or n.startswith("relative_bias") for n in names[:-1])
+        n.endswith("embed") or n.startswith("relative_bias") for n in names)
 
 
 def decay_mask(params, tc: TrainConfig):
@@ -79,31 +79,27 @@ def decay_mask(params, tc: TrainConfig):
     return jax.tree_util.tree_map_with_path(decays, nn.meta.unbox(params))
 
 
-def _decay_rate(tc: TrainConfig, schedule: optax.Schedule, lr_power: float):
-    """weight_decay * lr(step) ** lr_power, a constant when the power is 0."""
-    if lr_power == 0:
-        return tc.weight_decay
-    return lambda count: tc.weight_decay * schedule(count) ** lr_power
-
-
 def make_optimizer(tc: TrainConfig, params, d_model: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
     schedule = make_schedule(tc, d_model)
     mask = decay_mask(params, tc)
     power = 1.0 if tc.weight_decay_lr_power is None else tc.weight_decay_lr_power
+    # Added to the update after the lr scaling, so params lose weight_decay * lr ** power of themselves.
+    decay = (lambda count: tc.weight_decay * schedule(count) ** power) if tc.weight_decay > 0 else None
 
     parts = []
     if tc.grad_clip_norm is not None:
         parts.append(optax.clip_by_global_norm(tc.grad_clip_norm))
     if tc.optimizer in ("adam", "adamw"):
-        parts.append(optax.scale_by_adam(b1=tc.beta1 or 0.0, b2=tc.beta2, eps=tc.eps))
-        if tc.weight_decay > 0:
-            # Added before the lr scaling, so lr * (weight_decay * lr ** (power - 1)) = weight_decay * lr ** power.
-            parts.append(optax.add_decayed_weights(_decay_rate(tc, schedule, power - 1), mask))
-        parts.append(optax.scale_by_learning_rate(schedule))
+        # optax.adamw's chain, with the decay moved after the lr scaling (as optax.adafactor has it) so
+        # that any power of the lr works; power 1 is optax.adamw exactly.
+        parts += [optax.scale_by_adam(b1=tc.beta1 or 0.0, b2=tc.beta2, eps=tc.eps),
+                  optax.scale_by_learning_rate(schedule, flip_sign=False)]
+        if decay is not None:
+            parts.append(optax.add_decayed_weights(decay, mask))
+        parts.append(optax.scale(-1.0))
     else:
-        # optax.adafactor adds its decay after the lr scaling, so it takes the whole weight_decay * lr ** power.
         parts.append(optax.adafactor(
             learning_rate=schedule,
             decay_rate=tc.adafactor_decay_rate,
@@ -112,7 +108,7 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
             multiply_by_parameter_scale=tc.adafactor_multiply_by_parameter_scale,
             momentum=tc.beta1,
             eps=tc.eps,
-            weight_decay_rate=_decay_rate(tc, schedule, power) if tc.weight_decay > 0 else None,
+            weight_decay_rate=decay,
             weight_decay_mask=mask,
         ))
     tx = optax.chain(*parts)

@@ -1,0 +1,85 @@
+"""Bad input gets a ValueError that names the field (and the allowed values or a close match)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import zoo
+from zoo.config import ModelConfig
+from zoo.presets import get_config
+
+BASE = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, d_ff=64, max_seq_len=16)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(num_heads=5), r"num_heads.*d_model=32 is not divisible by num_heads=5"),
+    (dict(num_kv_heads=3), r"num_kv_heads: 3 does not divide num_heads=4"),
+    (dict(norm_position="sandwich"), r"norm_position: got 'sandwich'; allowed: pre, post, double, output"),
+    (dict(mlp_activations=("swish",)), r"mlp_activations.*relu, gelu"),
+    (dict(attention_pattern=("local", "global")), r"sliding_window_size: local layers"),
+    (dict(attention_pattern=("global", "global", "local"), sliding_window_size=4), r"attention_pattern: its length 3"),
+    (dict(sliding_window_size=8), r"sliding_window_size: is set but attention_pattern has no local layer"),
+    (dict(position_embedding="rope", relative_num_buckets=8), r"relative_num_buckets: only applies with position_embedding: relative_bias, not 'rope'"),
+    (dict(position_embedding="alibi", rope_scaling="llama3"), r"rope_scaling: only applies with position_embedding: rope"),
+    (dict(norm_type="rmsnorm", norm_use_bias=True), r"norm_use_bias: RMSNorm has no bias"),
+    (dict(norm_position="post"), r"final_norm: a post-norm stack already ends in a norm"),
+    (dict(rope_fraction=0.3), r"rope_fraction"),
+    (dict(attn_logits_soft_cap=-1.0), r"attn_logits_soft_cap: must be > 0"),
+    (dict(residual_dropout=1.0), r"residual_dropout: must be in \[0, 1\)"),
+    (dict(vocab_size=0), r"vocab_size: must be a positive integer"),
+])
+def test_config_errors_name_the_field(changes, match):
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**{**BASE, **changes})
+
+
+def test_replace_validates_again_and_rejects_unknown_fields():
+    cfg = ModelConfig(**BASE)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        cfg.replace(num_kv_heads=3)
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field 'num_layer'. Did you mean: num_layers"):
+        cfg.replace(num_layer=3)
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field 'd_mdl'"):
+        ModelConfig.from_dict({**BASE, "d_mdl": 3})
+
+
+def test_unknown_preset_suggests_close_matches():
+    with pytest.raises(ValueError, match=r"llama2-7b"):
+        get_config("llama2-7")
+    with pytest.raises(ValueError, match=r"gemma2-9b"):
+        get_config("gema2-9b")
+
+
+@pytest.fixture(scope="module")
+def small():
+    cfg = ModelConfig(**BASE, position_embedding="learned")
+    return cfg, zoo.build(cfg), zoo.init_params(cfg, jax.random.key(0))
+
+
+def test_token_ids_outside_the_vocab(small):
+    cfg, model, params = small
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, vocab_size=64\); got min 1, max 64"):
+        model.apply({"params": params}, jnp.array([[1, 2, 64]]))
+    with pytest.raises(ValueError, match=r"vocab_size=64"):
+        model.apply({"params": params}, jnp.array([[-1, 2]]))
+
+
+def test_sequence_longer_than_positions_allow(small):
+    cfg, model, params = small
+    with pytest.raises(ValueError, match=r"sequence length 17 exceeds ModelConfig.max_seq_len=16 "
+                                         r"\(position_embedding='learned'\)"):
+        model.apply({"params": params}, jnp.zeros((1, 17), jnp.int32))
+    with pytest.raises(ValueError, match=r"sequence length 20 exceeds ModelConfig.max_seq_len=16"):
+        zoo.generate(model, params, jnp.zeros((1, 10), jnp.int32), 10)
+
+
+def test_generate_argument_errors(small):
+    cfg, model, params = small
+    prompt = jnp.zeros((1, 2), jnp.int32)
+    with pytest.raises(ValueError, match="top_k"):
+        zoo.generate(model, params, prompt, 2, temperature=1.0, top_k=0)
+    with pytest.raises(ValueError, match="top_p"):
+        zoo.generate(model, params, prompt, 2, temperature=1.0, top_p=1.5)
+    with pytest.raises(ValueError, match="encoder_tokens"):
+        t5 = get_config("t5-tiny")
+        zoo.generate(zoo.build(t5), None, prompt, 2)

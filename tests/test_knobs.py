@@ -1,0 +1,221 @@
+"""Each knob against its math: positions, norms, MLP forms, norm placement, serial vs parallel, caps."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo.config import ModelConfig
+from zoo.layers import positions as P
+from zoo.layers.attention import Attention, attend
+from zoo.layers.block import Block
+from zoo.layers.mlp import Mlp
+from zoo.layers.norms import Norm
+
+BASE = dict(vocab_size=64, d_model=16, num_layers=2, num_heads=4, d_ff=32, max_seq_len=64)
+
+
+def cfg(**kw):
+    return ModelConfig(**{**BASE, **kw})
+
+
+def init_apply(module, *args):
+    params = module.init(jax.random.key(0), *args)["params"]
+    return params, module.apply({"params": params}, *args)
+
+
+# ------------------------------------------------------------------------------------------ positions
+def test_rope_scores_depend_only_on_relative_position():
+    c = cfg(head_dim=8)
+    inv = P.rope_frequencies(c, 10000.0)
+    q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 1, 8))
+    score = lambda m, n: float(jnp.sum(P.apply_rope(q, jnp.array([m]), inv) * P.apply_rope(k, jnp.array([n]), inv)))
+    assert score(7, 3) == pytest.approx(score(107, 103), abs=1e-4)
+    assert score(7, 3) != pytest.approx(score(7, 4), abs=1e-3)
+    # Position 0 is the identity rotation.
+    np.testing.assert_allclose(P.apply_rope(q, jnp.array([0]), inv), q, atol=1e-7)
+
+
+def test_partial_rope_leaves_the_tail_untouched():
+    c = cfg(head_dim=8, rope_fraction=0.5)
+    inv = P.rope_frequencies(c, 10000.0)
+    assert inv.shape == (2,)
+    x = jax.random.normal(jax.random.key(0), (1, 1, 1, 8))
+    y = P.apply_rope(x, jnp.array([5]), inv)
+    np.testing.assert_array_equal(y[..., 4:], x[..., 4:])
+    assert not np.allclose(y[..., :4], x[..., :4])
+
+
+def test_llama3_scaling_bands():
+    c = cfg(head_dim=64, rope_scaling="llama3", rope_scaling_factor=8.0, rope_original_max_len=8192)
+    plain = P.rope_frequencies(cfg(head_dim=64), 500000.0)
+    scaled = P.rope_frequencies(c, 500000.0)
+    wavelen = 2 * math.pi / plain
+    high = wavelen < 8192 / 4   # short wavelengths: untouched
+    low = wavelen > 8192 / 1    # long wavelengths: stretched by the factor
+    np.testing.assert_allclose(scaled[high], plain[high])
+    np.testing.assert_allclose(scaled[low], plain[low] / 8, rtol=1e-6)
+    mid = ~high & ~low
+    assert mid.any() and np.all((scaled[mid] < plain[mid]) & (scaled[mid] > plain[mid] / 8))
+
+
+def test_sinusoidal_matches_the_paper_formula():
+    table = np.asarray(P.sinusoidal_table(jnp.arange(50), 16))
+    pos, i = 37, 3
+    assert table[pos, 2 * i] == pytest.approx(math.sin(pos / 10000 ** (2 * i / 16)), abs=1e-5)
+    assert table[pos, 2 * i + 1] == pytest.approx(math.cos(pos / 10000 ** (2 * i / 16)), abs=1e-5)
+
+
+# Buckets by hand from the T5 rule: half exact, half log-spaced up to max_distance, capped.
+@pytest.mark.parametrize("relative, bidirectional, bucket", [
+    (0, True, 0), (-3, True, 3), (3, True, 19), (-7, True, 7), (-8, True, 8), (-16, True, 10),
+    (-32, True, 12), (-64, True, 14), (-127, True, 15), (-1000, True, 15), (1000, True, 31),
+    (0, False, 0), (5, False, 0), (-15, False, 15), (-16, False, 16), (-32, False, 21), (-1000, False, 31),
+])
+def test_t5_relative_buckets(relative, bidirectional, bucket):
+    got = P.relative_bucket(jnp.array([relative]), bidirectional, num_buckets=32, max_distance=128)
+    assert int(got[0]) == bucket
+
+
+def test_alibi_slopes_published_values():
+    np.testing.assert_allclose(P.alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
+    # 12 heads: the 8-head slopes, then every other slope of the 16-head sequence (Press 2022 code).
+    expected = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 + i) for i in range(4)]
+    np.testing.assert_allclose(P.alibi_slopes(12), expected, rtol=1e-6)
+    bias = P.alibi_bias(8, jnp.arange(4), jnp.arange(4))
+    assert float(bias[0, 0, 3, 0]) == pytest.approx(-0.5 * 3)
+
+
+# ----------------------------------------------------------------------------------------- norms
+@pytest.mark.parametrize("kw", [dict(norm_type="layernorm", norm_use_bias=True), dict(norm_type="rmsnorm"),
+                                dict(norm_type="rmsnorm", norm_scale_plus_one=True)])
+def test_norm_formulas(kw):
+    c = cfg(norm_eps=1e-6, **kw)
+    x = jax.random.normal(jax.random.key(0), (3, 16)) * 3 + 1
+    params = Norm(c).init(jax.random.key(0), x)["params"]
+    params = jax.tree_util.tree_map(lambda p: p + jax.random.normal(jax.random.key(1), p.shape), params)
+    y = Norm(c).apply({"params": params}, x)
+    xn = np.asarray(x)
+    if c.norm_type == "layernorm":
+        xn = xn - xn.mean(-1, keepdims=True)
+    xn = xn / np.sqrt((xn ** 2).mean(-1, keepdims=True) + 1e-6)
+    scale = np.asarray(params["scale"].unbox() if hasattr(params["scale"], "unbox") else params["scale"])
+    xn = xn * ((1 + scale) if c.norm_scale_plus_one else scale)
+    if c.norm_use_bias:
+        xn = xn + np.asarray(jax.tree_util.tree_leaves(params["bias"])[0])
+    np.testing.assert_allclose(y, xn, rtol=1e-5, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------------- MLP
+@pytest.mark.parametrize("acts, fn", [
+    (("relu",), None), (("gelu",), None), (("squared_relu",), None),
+    (("relu", "linear"), lambda a, b: np.maximum(a, 0) * b),                          # ReGLU
+    (("gelu_tanh", "linear"), lambda a, b: jax.nn.gelu(a, approximate=True) * b),    # GeGLU
+    (("silu", "linear"), lambda a, b: a / (1 + np.exp(-a)) * b),                    # SwiGLU
+])
+def test_mlp_forms(acts, fn):
+    c = cfg(mlp_activations=acts)
+    x = jax.random.normal(jax.random.key(0), (1, 3, 16))
+    params, y = init_apply(Mlp(c), x)
+    k = lambda n: np.asarray(jax.tree_util.tree_leaves(params[n])[0])
+    xs = np.asarray(x)
+    if len(acts) == 1:
+        h = xs @ k("wi")
+        h = {"relu": np.maximum(h, 0), "gelu": np.asarray(jax.nn.gelu(h, approximate=False)),
+             "squared_relu": np.maximum(h, 0) ** 2}[acts[0]]
+    else:
+        h = np.asarray(fn(xs @ k("wi_0"), xs @ k("wi_1")))
+    np.testing.assert_allclose(y, h @ k("wo"), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ block formulas
+def block_parts(c, x):
+    """Run a Block, then recompute it from its own sub-modules' outputs."""
+    block = Block(c)
+    pos = jnp.arange(x.shape[1])
+    params = block.init(jax.random.key(0), x, pos)["params"]
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
+    out = block.apply({"params": params}, x, pos)
+    attn = lambda h: Attention(c).apply({"params": params["attention"]}, h, pos)
+    mlp = lambda h: Mlp(c).apply({"params": params["mlp"]}, h)
+    norm = lambda name, h: Norm(c).apply({"params": params[name]}, h)
+    return out, attn, mlp, norm
+
+
+X = jax.random.normal(jax.random.key(7), (1, 5, 16))
+
+
+@pytest.mark.parametrize("position", ["pre", "post", "double", "output"])
+def test_norm_placement_formulas(position):
+    c = cfg(norm_position=position, final_norm=position != "post")
+    out, attn, mlp, norm = block_parts(c, X)
+    if position == "pre":
+        h = X + attn(norm("attn_norm", X))
+        ref = h + mlp(norm("mlp_norm", h))
+    elif position == "post":
+        h = norm("attn_norm", X + attn(X))
+        ref = norm("mlp_norm", h + mlp(h))
+    elif position == "double":
+        h = X + norm("attn_post_norm", attn(norm("attn_norm", X)))
+        ref = h + norm("mlp_post_norm", mlp(norm("mlp_norm", h)))
+    else:
+        h = X + norm("attn_norm", attn(X))
+        ref = h + norm("mlp_norm", mlp(h))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_parallel_layers_formula(shared):
+    c = cfg(parallel_layers=True, parallel_shared_norm=shared)
+    out, attn, mlp, norm = block_parts(c, X)
+    ref = X + attn(norm("attn_norm", X)) + mlp(norm("attn_norm" if shared else "mlp_norm", X))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    serial, *_ = block_parts(cfg(), X)
+    assert np.abs(np.asarray(serial) - np.asarray(out)).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- attention details
+def test_attention_soft_cap_bounds_and_fallback_is_exact():
+    q = jax.random.normal(jax.random.key(0), (1, 6, 4, 8)) * 30
+    k = jax.random.normal(jax.random.key(1), (1, 6, 2, 8)) * 30
+    v = jax.random.normal(jax.random.key(2), (1, 6, 2, 8))
+    fused = attend(q, k, v, scale=0.3, is_causal=True, window=(2, 0))
+    manual = attend(q, k, v, scale=0.3, is_causal=True, window=(2, 0), dropout=lambda p: p)
+    np.testing.assert_allclose(fused, manual, atol=1e-5)  # the fallback is the same math
+    # With a cap, probabilities are softmax(cap * tanh(s / cap)): the largest logit gap is < 2 * cap.
+    capped = attend(q, k, v, scale=0.3, soft_cap=1.0, is_causal=True)
+    reference = attend(jnp.zeros_like(q), k, v, scale=0.3, is_causal=True)
+    assert np.abs(np.asarray(capped) - np.asarray(fused)).max() > 1e-2
+    assert np.isfinite(np.asarray(capped)).all() and np.isfinite(np.asarray(reference)).all()
+
+
+def test_final_logit_soft_cap_bounds_logits():
+    from zoo.model import build, init_params
+    c = cfg(final_logits_soft_cap=0.5, init_std=1.0)
+    params = init_params(c, jax.random.key(0))
+    logits = build(c).apply({"params": params}, jnp.arange(10)[None])
+    assert float(jnp.max(jnp.abs(logits))) <= 0.5  # tanh saturates to exactly the cap in fp32
+    assert float(jnp.max(jnp.abs(logits))) > 0.45  # the cap binds: big logits sit near it
+
+
+def test_sliding_window_hides_distant_keys():
+    """A local layer's output at position t ignores values at positions <= t - window."""
+    c = cfg(attention_pattern=("local",), sliding_window_size=3)
+    x = jax.random.normal(jax.random.key(0), (1, 10, 16))
+    pos = jnp.arange(10)
+    params, y = init_apply(Attention(c, "local"), x, pos)
+    y2 = Attention(c, "local").apply({"params": params}, x.at[:, :5].set(0.0), pos)
+    np.testing.assert_allclose(y[:, 7:], y2[:, 7:], atol=1e-6)   # 7 - 3 >= 4: never sees 0..4
+    assert np.abs(np.asarray(y[:, 5:7]) - np.asarray(y2[:, 5:7])).max() > 1e-4
+
+
+def test_query_scale_none_means_inverse_sqrt_head_dim():
+    x = jax.random.normal(jax.random.key(0), (1, 4, 16))
+    pos = jnp.arange(4)
+    params, default = init_apply(Attention(cfg()), x, pos)
+    explicit = Attention(cfg(query_scale=4 ** -0.5)).apply({"params": params}, x, pos)
+    np.testing.assert_allclose(default, explicit, atol=1e-6)
+    unscaled = Attention(cfg(query_scale=1.0)).apply({"params": params}, x, pos)
+    assert np.abs(np.asarray(unscaled) - np.asarray(default)).max() > 1e-4

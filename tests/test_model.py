@@ -1,0 +1,169 @@
+"""Invariants every -tiny preset must satisfy: causality, cache == full forward, scan == loop,
+remat == no remat, every parameter learns, bf16 close to fp32; and the KV-cache memory claims."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo.model import stack_layers, unstack_layers
+from zoo.presets import get_config
+
+TINY = ["transformer-tiny", "gpt3-tiny", "t5-tiny", "llama-tiny", "palm-tiny", "gemma2-tiny", "olmo2-tiny"]
+BATCH, LENGTH = 2, 48  # longer than the tiny sliding windows (32) and T5's tiny max distance (16)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(name):
+    """(cfg, model, params, inputs) per preset, built once for the whole module."""
+    cfg = get_config(name)
+    model = zoo.build(cfg)
+    params = zoo.init_params(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (BATCH, LENGTH), 0, cfg.vocab_size)
+    inputs = (jax.random.randint(jax.random.key(2), (BATCH, 40), 0, cfg.vocab_size), tokens) \
+        if cfg.is_encoder_decoder else (tokens,)
+    return cfg, model, params, inputs
+
+
+def forward(model, params, inputs):
+    return jax.jit(model.apply)({"params": params}, *inputs)
+
+
+def loss_fn(model, params, inputs):
+    logits = model.apply({"params": params}, *inputs)
+    targets = jnp.roll(inputs[-1], -1, axis=1)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_causality(name):
+    cfg, model, params, inputs = tiny(name)
+    cut = 20
+    changed = inputs[-1].at[:, cut:].set((inputs[-1][:, cut:] + 7) % cfg.vocab_size)
+    a = forward(model, params, inputs)
+    b = forward(model, params, inputs[:-1] + (changed,))
+    np.testing.assert_allclose(a[:, :cut], b[:, :cut], atol=1e-5)
+    assert np.abs(a[:, cut:] - b[:, cut:]).max() > 1e-3  # the future did change something
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_generate_with_cache_equals_full_forward(name):
+    """Greedy decoding through the KV cache (ring buffers for local layers) must pick exactly the
+    tokens that re-running the full forward picks. 40 new tokens run past the 32-token windows."""
+    cfg, model, params, inputs = tiny(name)
+    prompt, new = inputs[-1][:, :6], 40
+    extra = {"encoder_tokens": inputs[0]} if cfg.is_encoder_decoder else {}
+    out = zoo.generate(model, params, prompt, new, **extra)
+    assert out.shape == (BATCH, 6 + new) and out.dtype == jnp.int32
+
+    # Causal, so logits at t depend only on tokens <= t: re-run one fixed-length forward per step.
+    step = jax.jit(lambda buf: model.apply({"params": params}, *inputs[:-1], buf))
+    buf = jnp.zeros((BATCH, 6 + new), jnp.int32).at[:, :6].set(prompt)
+    for t in range(6, 6 + new):
+        buf = buf.at[:, t].set(jnp.argmax(step(buf)[:, t - 1], -1))
+    np.testing.assert_array_equal(out, buf)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_scan_equals_unrolled(name):
+    cfg, model, params, inputs = tiny(name)
+    unrolled = zoo.build(cfg.replace(scan_layers=False))
+    loop_params = unstack_layers(params)
+    assert "cycles" not in str(jax.tree_util.tree_structure(loop_params))
+    np.testing.assert_allclose(forward(model, params, inputs), forward(unrolled, loop_params, inputs), atol=1e-5)
+    back = stack_layers(loop_params)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), back, params))
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("policy", ["full", "save_block_outputs"])
+def test_remat_matches_plain(name, policy):
+    cfg, model, params, inputs = tiny(name)
+    remat = zoo.build(cfg.replace(remat_policy=policy))
+    grad = lambda m: jax.jit(jax.value_and_grad(functools.partial(loss_fn, m)))(params, inputs)
+    (v0, g0), (v1, g1) = grad(model), grad(remat)
+    np.testing.assert_allclose(v0, v1, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), g0, g1)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_parameter_gets_a_gradient(name):
+    cfg, model, params, inputs = tiny(name)
+    grads = jax.jit(jax.grad(functools.partial(loss_fn, model)))(params, inputs)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        key = jax.tree_util.keystr(path)
+        norm = float(jnp.linalg.norm(g.astype(jnp.float32).ravel()))
+        if "['attention']['key']['bias']" in key:
+            # A bias on keys adds q.b to every score of a query alike; softmax cancels it, so its
+            # gradient is provably zero. The invariant is that it stays zero (up to rounding).
+            assert norm < 1e-6, key
+        else:
+            assert norm > 0, f"{key} gets no gradient"
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_bf16_compute_close_to_fp32(name):
+    """bf16 compute, fp32 params. Stated tolerance, relative to the spread (std) of the fp32 logits:
+    mean error < 2%, worst error < 10% (bf16 keeps 8 mantissa bits, ~0.4% per op, compounding over
+    layers); and the same argmax almost everywhere."""
+    cfg, model, params, inputs = tiny(name)
+    ref = forward(model, params, inputs)
+    low = forward(zoo.build(cfg.replace(dtype="bfloat16")), params, inputs)
+    assert low.dtype == jnp.float32
+    err = jnp.abs(low - ref) / jnp.std(ref)
+    assert float(jnp.mean(err)) < 0.02 and float(jnp.max(err)) < 0.10, (float(jnp.mean(err)), float(jnp.max(err)))
+    agree = float(jnp.mean(jnp.argmax(low, -1) == jnp.argmax(ref, -1)))
+    assert agree > 0.9, agree
+
+
+def cache_bytes(cfg, decode_len, batch=1):
+    model = zoo.build(cfg).clone(decode_len=decode_len)
+    params = zoo.init_params(cfg, jax.random.key(0))
+    inputs = zoo.model.dummy_inputs(cfg, batch, 1)
+    _, state = jax.eval_shape(lambda: model.apply({"params": params}, *inputs, mutable=["cache"]))
+    return state["cache"]
+
+
+def test_grouped_heads_shrink_the_cache():
+    cfg = get_config("llama-tiny").replace(num_heads=8, num_kv_heads=8, head_dim=32)
+    kv = lambda c: sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_bytes(c, 64))
+                       if "cached_" in jax.tree_util.keystr(p))
+    mha, gqa, mqa = kv(cfg), kv(cfg.replace(num_kv_heads=2)), kv(cfg.replace(num_kv_heads=1))
+    assert mha == 4 * gqa == 8 * mqa  # MQA cache is num_heads x smaller
+
+
+def test_local_layers_keep_a_ring_buffer_of_window_size():
+    cfg = get_config("gemma2-tiny")
+    cache = cache_bytes(cfg, decode_len=200)
+    blocks = cache["decoder"]["cycles"]
+    kinds = cfg.attention_pattern
+    for j, kind in enumerate(kinds):
+        slots = blocks[f"block_{j}"]["attention"]["cached_key"].shape[2]  # [cycles, batch, slots, kv, hd]
+        assert slots == (cfg.sliding_window_size if kind == "local" else 200)
+    # Generation longer than the window: local memory stays at the window size.
+    assert cache_bytes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[2] \
+        == cfg.sliding_window_size
+
+
+def test_dropout_only_with_a_dropout_rng():
+    cfg, model, params, inputs = tiny("transformer-tiny")
+    assert cfg.residual_dropout > 0
+    a = model.apply({"params": params}, *inputs)
+    b = model.apply({"params": params}, *inputs)
+    np.testing.assert_array_equal(a, b)
+    c = model.apply({"params": params}, *inputs, rngs={"dropout": jax.random.key(3)})
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_sampling_respects_top_k_and_seed():
+    cfg, model, params, inputs = tiny("llama-tiny")
+    prompt = inputs[0][:, :4]
+    a = zoo.generate(model, params, prompt, 8, temperature=1.0, top_k=1, rng=jax.random.key(5))
+    greedy = zoo.generate(model, params, prompt, 8)
+    np.testing.assert_array_equal(a, greedy)  # top_k=1 is greedy whatever the temperature
+    s1 = zoo.generate(model, params, prompt, 8, temperature=1.0, top_p=0.9, rng=jax.random.key(1))
+    s2 = zoo.generate(model, params, prompt, 8, temperature=1.0, top_p=0.9, rng=jax.random.key(1))
+    np.testing.assert_array_equal(s1, s2)
