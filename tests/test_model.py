@@ -28,8 +28,14 @@ def tiny(name):
     return cfg, model, params, inputs
 
 
+@functools.lru_cache(maxsize=None)
+def jitted_apply(cfg):
+    """One compiled forward per config, shared by every test that runs it."""
+    return jax.jit(zoo.build(cfg).apply)
+
+
 def forward(model, params, inputs):
-    return jax.jit(model.apply)({"params": params}, *inputs)
+    return jitted_apply(model.cfg)({"params": params}, *inputs)
 
 
 def loss_fn(model, params, inputs):
@@ -52,18 +58,17 @@ def test_causality(name):
 @pytest.mark.parametrize("name", TINY)
 def test_generate_with_cache_equals_full_forward(name):
     """Greedy decoding through the KV cache (ring buffers for local layers) must pick exactly the
-    tokens that re-running the full forward picks. 40 new tokens run past the 32-token windows."""
+    tokens that re-running the full forward picks. 42 new tokens run past the 32-token windows."""
     cfg, model, params, inputs = tiny(name)
-    prompt, new = inputs[-1][:, :6], 40
+    prompt, new = inputs[-1][:, :6], LENGTH - 6  # same shape as `inputs`: reuses the compiled forward
     extra = {"encoder_tokens": inputs[0]} if cfg.is_encoder_decoder else {}
     out = zoo.generate(model, params, prompt, new, **extra)
     assert out.shape == (BATCH, 6 + new) and out.dtype == jnp.int32
 
     # Causal, so logits at t depend only on tokens <= t: re-run one fixed-length forward per step.
-    step = jax.jit(lambda buf: model.apply({"params": params}, *inputs[:-1], buf))
     buf = jnp.zeros((BATCH, 6 + new), jnp.int32).at[:, :6].set(prompt)
     for t in range(6, 6 + new):
-        buf = buf.at[:, t].set(jnp.argmax(step(buf)[:, t - 1], -1))
+        buf = buf.at[:, t].set(jnp.argmax(forward(model, params, inputs[:-1] + (buf,))[:, t - 1], -1))
     np.testing.assert_array_equal(out, buf)
 
 
@@ -78,21 +83,30 @@ def test_scan_equals_unrolled(name):
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a, b: bool((a == b).all()), back, params))
 
 
-@pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("policy", ["full", "save_block_outputs"])
+def value_and_grad(cfg, params, inputs):
+    return jax.jit(jax.value_and_grad(functools.partial(loss_fn, zoo.build(cfg))))(params, inputs)
+
+
+@functools.lru_cache(maxsize=None)
+def plain_value_and_grad(name):
+    cfg, _, params, inputs = tiny(name)
+    return value_and_grad(cfg, params, inputs)
+
+
+# Full remat on every family; the named-checkpoint policy on the two with the most distinct blocks.
+@pytest.mark.parametrize("name, policy", [(n, "full") for n in TINY]
+                         + [("gemma2-tiny", "save_block_outputs"), ("t5-tiny", "save_block_outputs")])
 def test_remat_matches_plain(name, policy):
     cfg, model, params, inputs = tiny(name)
-    remat = zoo.build(cfg.replace(remat_policy=policy))
-    grad = lambda m: jax.jit(jax.value_and_grad(functools.partial(loss_fn, m)))(params, inputs)
-    (v0, g0), (v1, g1) = grad(model), grad(remat)
+    v0, g0 = plain_value_and_grad(name)
+    v1, g1 = value_and_grad(cfg.replace(remat_policy=policy), params, inputs)
     np.testing.assert_allclose(v0, v1, rtol=1e-6)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), g0, g1)
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_every_parameter_gets_a_gradient(name):
-    cfg, model, params, inputs = tiny(name)
-    grads = jax.jit(jax.grad(functools.partial(loss_fn, model)))(params, inputs)
+    _, grads = plain_value_and_grad(name)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         key = jax.tree_util.keystr(path)
         norm = float(jnp.linalg.norm(g.astype(jnp.float32).ravel()))
@@ -119,17 +133,17 @@ def test_bf16_compute_close_to_fp32(name):
     assert agree > 0.9, agree
 
 
-def cache_bytes(cfg, decode_len, batch=1):
+def cache_shapes(cfg, decode_len, batch=1):
+    """Shapes of the KV cache a generation of `decode_len` tokens allocates (no memory used)."""
     model = zoo.build(cfg).clone(decode_len=decode_len)
-    params = zoo.init_params(cfg, jax.random.key(0))
     inputs = zoo.model.dummy_inputs(cfg, batch, 1)
-    _, state = jax.eval_shape(lambda: model.apply({"params": params}, *inputs, mutable=["cache"]))
+    _, state = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), *inputs, mutable=["params", "cache"]))
     return state["cache"]
 
 
 def test_grouped_heads_shrink_the_cache():
     cfg = get_config("llama-tiny").replace(num_heads=8, num_kv_heads=8, head_dim=32)
-    kv = lambda c: sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_bytes(c, 64))
+    kv = lambda c: sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
                        if "cached_" in jax.tree_util.keystr(p))
     mha, gqa, mqa = kv(cfg), kv(cfg.replace(num_kv_heads=2)), kv(cfg.replace(num_kv_heads=1))
     assert mha == 4 * gqa == 8 * mqa  # MQA cache is num_heads x smaller
@@ -137,24 +151,25 @@ def test_grouped_heads_shrink_the_cache():
 
 def test_local_layers_keep_a_ring_buffer_of_window_size():
     cfg = get_config("gemma2-tiny")
-    cache = cache_bytes(cfg, decode_len=200)
+    cache = cache_shapes(cfg, decode_len=200)
     blocks = cache["decoder"]["cycles"]
     kinds = cfg.attention_pattern
     for j, kind in enumerate(kinds):
         slots = blocks[f"block_{j}"]["attention"]["cached_key"].shape[2]  # [cycles, batch, slots, kv, hd]
         assert slots == (cfg.sliding_window_size if kind == "local" else 200)
     # Generation longer than the window: local memory stays at the window size.
-    assert cache_bytes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[2] \
+    assert cache_shapes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[2] \
         == cfg.sliding_window_size
 
 
 def test_dropout_only_with_a_dropout_rng():
     cfg, model, params, inputs = tiny("transformer-tiny")
     assert cfg.residual_dropout > 0
-    a = model.apply({"params": params}, *inputs)
-    b = model.apply({"params": params}, *inputs)
+    apply = jax.jit(model.apply)
+    a = apply({"params": params}, *inputs)
+    b = apply({"params": params}, *inputs)
     np.testing.assert_array_equal(a, b)
-    c = model.apply({"params": params}, *inputs, rngs={"dropout": jax.random.key(3)})
+    c = apply({"params": params}, *inputs, rngs={"dropout": jax.random.key(3)})
     assert np.abs(a - c).max() > 1e-3
 
 

@@ -384,7 +384,8 @@ PAPERS = {
     "num_kv_heads": "MQA: Shazeer 2019; GQA: Ainslie 2023",
     "head_dim": "decoupled from d_model: PaLM (Chowdhery 2022), Gemma (Gemma Team 2024)",
     "num_decoder_layers": "Raffel 2020 (T5)",
-    "norm_position": "post: Vaswani 2017; pre: Radford 2019, Xiong 2020; double: Gemma Team 2024; output: OLMo 2 (2024)",
+    "norm_position": "post: Vaswani 2017; pre: Radford 2019, Xiong 2020; double: Gemma Team 2024; "
+                     "output: OLMo 2 (2024)",
     "norm_type": "LayerNorm: Ba 2016; RMSNorm: Zhang & Sennrich 2019",
     "norm_eps": "",
     "norm_use_scale": "Ba 2016",
@@ -457,6 +458,10 @@ def _value_key(cfg: ModelConfig, name: str):
         return "num_layers" if value == cfg.num_layers else value
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else format(value, ".4g").replace("e-0", "e-")
     return "null" if value is None else value
 
 

@@ -101,9 +101,10 @@ def test_per_device_bytes(sizes):
 
 
 def test_sharded_forward_matches_single_device():
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 32)), jnp.float32)
-    params = nn.meta.unbox(Tiny().init(jax.random.key(0), x))
-    expected = Tiny().apply(params, x)[1]
+    x = np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)
+    with jax.default_device(CPUS[0]):
+        params = nn.meta.unbox(Tiny().init(jax.random.key(0), x))
+        expected = Tiny().apply(params, x)[1]
     mesh = make_mesh(2, 2, 2, devices=CPUS)
     sharded = jax.device_put(params, param_shardings(_abstract(), mesh))
     with use_mesh(mesh):
@@ -126,3 +127,20 @@ def test_rules_cover_the_model_vocabulary():
     names = {name for name, _ in LOGICAL_RULES}
     assert {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "layers", "relpos_buckets",
             "positions", "batch", "length"} <= names
+
+
+@pytest.mark.parametrize("name", ["palm-tiny"])   # multi-query: kv_heads = 1 falls back to replication
+def test_real_model_sharded_matches_single_device(name):
+    from zoo import model, presets
+    cfg = presets.get_config(name)
+    module, inputs = model.build(cfg), model.dummy_inputs(cfg, batch=8, length=16)
+    mesh = make_mesh(1, 4, 2, devices=CPUS)
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
+    init = jax.jit(lambda: nn.meta.unbox(module.init(jax.random.key(0), *inputs)),
+                   out_shardings=param_shardings(abstract, mesh))
+    params = init()
+    with jax.default_device(CPUS[0]):
+        expected = jax.jit(module.apply)(jax.device_get(params), *inputs)
+    with use_mesh(mesh):
+        got = jax.jit(module.apply)(params, *[jax.device_put(x, batch_sharding(mesh, 8)) for x in inputs])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -162,11 +162,6 @@ def _reshape(*shape):
     return (lambda b: (b.reshape(shape),), lambda b: (b.reshape(-1),))
 
 
-def _conv1d(*out):
-    """Conv1D [in, prod(out)] <-> kernel [in, *out]."""
-    return (lambda w: (w.reshape(w.shape[0], *out),), lambda k: (k.reshape(k.shape[0], -1),))
-
-
 def _conv1d_in(*inp):
     """Conv1D [prod(inp), out] <-> kernel [*inp, out]."""
     return (lambda w: (w.reshape(*inp, w.shape[-1]),), lambda k: (k.reshape(-1, k.shape[-1]),))
@@ -194,8 +189,8 @@ class Weights:
     stacks: list[tuple[str, int, list[Rule]]]
 
 
-def _norm_rules(prefix: str, zoo: str, cfg: ModelConfig, weight="weight") -> list[Rule]:
-    rules = [_rule(f"{prefix}.{weight}", f"{zoo}/scale", _SAME)]
+def _norm_rules(prefix: str, zoo: str, cfg: ModelConfig) -> list[Rule]:
+    rules = [_rule(f"{prefix}.weight", f"{zoo}/scale", _SAME)]
     if cfg.norm_use_bias:
         rules.append(_rule(f"{prefix}.bias", f"{zoo}/bias", _SAME))
     return rules
@@ -230,9 +225,9 @@ def _gpt2_weights(cfg: ModelConfig) -> Weights:
     return Weights(top, [("decoder", cfg.num_layers, layer)])
 
 
-def _attention_rules(cfg: ModelConfig, prefix: str, zoo: str, names=("q_proj", "k_proj", "v_proj", "o_proj"),
-                     kv_heads=None) -> list[Rule]:
-    h, kv, hd = cfg.num_heads, kv_heads or cfg.num_kv_heads, cfg.head_dim
+def _attention_rules(cfg: ModelConfig, prefix: str, zoo: str,
+                     names=("q_proj", "k_proj", "v_proj", "o_proj")) -> list[Rule]:
+    h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q, k, v, o = names
     rules = [_rule(f"{prefix}.{q}.weight", f"{zoo}/query/kernel", _linear(h, hd)),
              _rule(f"{prefix}.{k}.weight", f"{zoo}/key/kernel", _linear(kv, hd)),
@@ -420,14 +415,12 @@ def _gemma2_to_zoo(hf: _HFConfig) -> dict:
     window = hf.get("sliding_window", 4096)
     if "local" in kinds and window is None:
         hf.fail("sliding_window", "is null but layer_types has sliding_attention layers")
-    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-    field = "hidden_activation" if hf.get("hidden_activation") else "hidden_act"
-    if act not in _HF_ACTIVATIONS:
-        hf.fail(field, f"no zoo activation matches; supported: {', '.join(_HF_ACTIVATIONS)}")
+    # Early Gemma 2 configs named the activation hidden_act.
+    act_field = "hidden_act" if hf.get("hidden_act") and not hf.get("hidden_activation") else "hidden_activation"
     return {"attention_pattern": tuple(kinds[:period]),
             "sliding_window_size": window if "local" in kinds else None,
             "query_scale": float(hf.get("query_pre_attn_scalar", 256)) ** -0.5,
-            "mlp_activations": (_HF_ACTIVATIONS[act], "linear"), **_rope_to_zoo(hf)}
+            **_glu(hf, act_field, "gelu_pytorch_tanh"), **_rope_to_zoo(hf)}
 
 
 def _gemma2_to_hf(cfg: ModelConfig) -> dict:
@@ -676,19 +669,15 @@ def config_to_hf(cfg: ModelConfig, family: str | None = None) -> dict:
 
 
 # ========================================================================================= load / save
-def _split(path: str) -> list[str]:
-    return path.split("/")
-
-
 def _set(tree: dict, path: str, value) -> None:
-    *parents, leaf = _split(path)
+    *parents, leaf = path.split("/")
     for key in parents:
         tree = tree.setdefault(key, {})
     tree[leaf] = value
 
 
 def _get(tree: dict, path: str):
-    for key in _split(path):
+    for key in path.split("/"):
         if not isinstance(tree, dict) or key not in tree:
             raise ValueError(f"params have no {path!r}")
         tree = tree[key]
@@ -789,18 +778,28 @@ def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
     return cfg, params
 
 
-class _Host:
-    """Zoo leaves as host numpy arrays, converted once and kept until different leaves are asked for: save
-    walks the layers of one stacked leaf in a row, so at most one rule's leaves are on the host at a time.
-    (numpy, not jnp, so that writing compiles nothing.)"""
+def _host(x, index: int | None = None) -> np.ndarray:
+    """A zoo leaf (or layer `index` of a stacked leaf) as numpy. np.asarray on a jax array that has to copy
+    (accelerator or sharded) keeps the copy cached on the array for the array's lifetime, which over a whole
+    save would be a second model in host memory; so such arrays are sliced where they live and cross shard
+    by shard through temporary CPU arrays. A single-device CPU array is viewed in place."""
+    if not isinstance(x, jax.Array):
+        array = np.asarray(x)
+    elif len(x.devices()) == 1 and next(iter(x.devices())).platform == "cpu":
+        array = np.asarray(x)  # a view of the buffer: no copy, nothing cached
+    else:
+        if index is not None:
+            x, index = x[index], None  # one layer crosses to the host
+        array = np.empty(x.shape, x.dtype)
+        cpu = jax.devices("cpu")[0]
+        for shard in x.addressable_shards:
+            if shard.replica_id == 0:
+                array[shard.index] = np.asarray(jax.device_put(shard.data, cpu))
+    return array if index is None else array[index]
 
-    def __init__(self):
-        self.key, self.arrays = None, None
 
-    def __call__(self, leaves: list, index: int | None = None) -> list:
-        if self.key is None or len(self.key) != len(leaves) or any(a is not b for a, b in zip(self.key, leaves)):
-            self.key, self.arrays = leaves, [np.asarray(x) for x in leaves]
-        return self.arrays if index is None else [x[index] for x in self.arrays]
+def _leaves(arrays: list, index: int | None = None) -> list:
+    return [_host(x, index) for x in arrays]
 
 
 def _make(rule: Rule, leaves: Callable[[], list], index: int):
@@ -820,11 +819,10 @@ def save(cfg: ModelConfig, params: dict, out_dir: str | Path, *, family: str | N
     _check_shapes(cfg.replace(scan_layers=layout_scanned), params, "params")
     spec = fam.weights(cfg)
 
-    host = _Host()
     jobs = []  # (rule, format values for its names, zoo arrays' shapes, () -> zoo arrays on the host)
     for rule in spec.top:
         leaves = [_get(params, p) for p in rule.zoo]
-        jobs.append((rule, {}, leaves, functools.partial(host, leaves)))
+        jobs.append((rule, {}, leaves, functools.partial(_leaves, leaves)))
     k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
         for rule in rules:
@@ -833,10 +831,10 @@ def save(cfg: ModelConfig, params: dict, out_dir: str | Path, *, family: str | N
                     if layout_scanned:
                         stacked = [_get(params, f"{stack}/cycles/block_{j}/{p}") for p in rule.zoo]
                         shapes = [jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in stacked]
-                        jobs.append((rule, {"i": c * k + j}, shapes, functools.partial(host, stacked, c)))
+                        jobs.append((rule, {"i": c * k + j}, shapes, functools.partial(_leaves, stacked, c)))
                     else:
                         leaves = [_get(params, f"{stack}/cycle_{c}/block_{j}/{p}") for p in rule.zoo]
-                        jobs.append((rule, {"i": c * k + j}, leaves, functools.partial(host, leaves)))
+                        jobs.append((rule, {"i": c * k + j}, leaves, functools.partial(_leaves, leaves)))
     tensors = []  # (HF name, ShapeDtypeStruct, make): nothing is converted before it is written
     for rule, fmt, shapes, leaves in jobs:
         abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in shapes]

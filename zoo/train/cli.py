@@ -302,7 +302,9 @@ def help_text(config: Config) -> str:
         docs = field_docs(cls)
         for name in _fields(cls):
             value = values[section][name]
-            shown = "null" if value is None else ",".join(value) if isinstance(value, list) else value
+            shown = ("null" if value is None else str(value).lower() if isinstance(value, bool)
+                     else ",".join(value) if isinstance(value, list)
+                     else repr(value) if isinstance(value, str) and value != value.strip() else value)
             lines.append(f"  {section}.{name}={shown}")
             lines += textwrap.wrap(docs.get(name, ""), 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)

@@ -38,14 +38,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from zoo.config import ModelConfig
 from zoo.generate import generate
-from zoo.model import abstract_params, build, dummy_inputs
+from zoo.model import abstract_params, build, count_params, dummy_inputs
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, param_shardings, use_mesh
 from zoo.train import data as data_lib
 from zoo.train import metrics as metrics_lib
 from zoo.train.checkpoint import Checkpoints, abstract_like, model_mismatch
 from zoo.train.cli import Config, UserError
 from zoo.train.objectives import (causal_lm_loss, encoder_decoder_loss, shift_right, span_corrupt,
-                                  span_corruption_lengths, _noise_counts)
+                                  span_corruption_lengths)
 from zoo.train.optim import make_optimizer
 from zoo.train.recipe import TrainConfig
 from zoo.train.tokenizer import load_tokenizer, make_tokenizer, model_vocab_size
@@ -132,9 +132,10 @@ class SpanCorruption:
 
 
 def sentinels_needed(seq_len: int) -> int:
-    """Sentinels the tokenizer must hold for span corruption of seq_len-token inputs (at least T5's 100)."""
-    tokens_length, _ = span_corruption_lengths(seq_len, NOISE_DENSITY, MEAN_SPAN_LENGTH)
-    return max(MIN_SENTINELS, _noise_counts(tokens_length, NOISE_DENSITY, MEAN_SPAN_LENGTH)[1])
+    """Sentinels the tokenizer must hold for span corruption of seq_len-token inputs: at least T5's 100, and
+    at least one per span (a span puts a sentinel and >= 1 token in the targets, so spans <= targets / 2)."""
+    _, targets_length = span_corruption_lengths(seq_len, NOISE_DENSITY, MEAN_SPAN_LENGTH)
+    return max(MIN_SENTINELS, targets_length // 2)
 
 
 def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
@@ -196,7 +197,7 @@ class Programs:
         return self.compiled["step"]
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     model = build(cfg)
     boxed = abstract_params(cfg)
@@ -301,10 +302,11 @@ def get_tokenizer(config: Config, corpus: data_lib.Corpus, saved: dict | None):
     saved_dir = config.run_dir / "tokenizer"
     if saved is not None and saved_dir.exists():
         before = saved["config"]["data"]
-        if (before["tokenizer"], before["bpe_vocab_size"]) != (data.tokenizer, data.bpe_vocab_size):
+        spec = lambda d: (d["tokenizer"], d["bpe_vocab_size"] if d["tokenizer"] == "bpe" else None)  # noqa: E731
+        if spec(before) != spec(dataclasses.asdict(data)):
             raise UserError(f"{config.run_dir} was trained with data.tokenizer={before['tokenizer']} "
-                            f"(bpe_vocab_size {before['bpe_vocab_size']}), not {data.tokenizer}; "
-                            "use another run.dir")
+                            f"(bpe_vocab_size {before['bpe_vocab_size']}), not {data.tokenizer} "
+                            f"(bpe_vocab_size {data.bpe_vocab_size}); use another run.dir")
         return load_tokenizer(saved_dir)
     try:
         return make_tokenizer(data.tokenizer, train_texts=corpus.train, vocab_size=data.bpe_vocab_size,
@@ -419,8 +421,10 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
         raise UserError(str(e)) from None
     val_rows = data_lib.pack(data_lib.tokenize_documents(tokenizer, corpus.validation), objective.row_length,
                              objective.stride)
-    val_batches = [] if run.eval_interval < 0 else data_lib.validation_batches(
-        val_rows, tc.micro_batch_size, run.eval_batches)
+    # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp).
+    eval_batch = min(tc.micro_batch_size, len(val_rows) // ways * ways)
+    val_batches = [] if run.eval_interval < 0 or eval_batch == 0 else data_lib.validation_batches(
+        val_rows, eval_batch, run.eval_batches)
     entropy = data_lib.unigram_entropy(train_tokens)
 
     # 4. Inputs are good: write the run directory.
@@ -431,11 +435,11 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
         if not (run_dir / "tokenizer").exists():
             tokenizer.save(run_dir / "tokenizer")
     checkpoints = Checkpoints(run_dir, keep=run.keep, async_save=run.async_checkpoint)
-    writer = metrics_lib.MetricWriter(run_dir)
+    writer = None
     end = config.steps
     history, evals = [], []
     stats = corpus.stats()
-    console.say(f"run {run_dir}: {config.preset}, {cfg.architecture}, {count(cfg):,} params, vocab {cfg.vocab_size} "
+    console.say(f"run {run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, vocab {cfg.vocab_size} "
                 f"({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
                 f"{jax.devices()[0].platform} devices")
     console.say(f"data: {stats['train_documents']:,} train / {stats['validation_documents']:,} validation documents, "
@@ -447,18 +451,22 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
                        else metrics_lib.default_peak_flops(mesh.devices.flat[0]))
     job_peak = metrics_lib.job_peak_flops(peak)
     flops = metrics_lib.flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
+    if run.eval_interval >= 0 and not val_batches:
+        console.say(f"no evaluation: the validation split has {len(val_rows)} sequences of {objective.row_length} "
+                    f"tokens, fewer than data x fsdp = {ways}")
     console.say(f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, fwd+bwd) "
                 f"over a peak of {job_peak:.3g} FLOP/s ({peak_note})")
 
     try:
-        # Init and restore outside the logical-rules context: flax's DenseGeneral reshapes a boxed kernel
-        # during init, and a constraint on the intermediate shape would fail. out_shardings place the params.
+        # Params land in their shardings straight away: init is jitted with out_shardings, and restore reads
+        # each array onto its target sharding (whatever mesh wrote the checkpoint).
         if latest is not None:
             state, _ = checkpoints.restore(latest, prog.abstract_state)
             start = int(jax.device_get(state["step"]))
             console.say(f"resumed from checkpoint step {start} (data epoch {stream.epoch}, batch {stream.step})")
         else:
             state, start = prog.init(run.seed), 0
+        writer = metrics_lib.MetricWriter(run_dir, start_step=start)
         with use_mesh(mesh):
             if start >= end:
                 console.say(f"already at step {start} >= run.steps={end}; nothing to train")
@@ -468,6 +476,14 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
                 if run.eval_interval >= 0 and val_batches and (not evals or evals[-1]["step"] != end):
                     evals.append(_evaluate(prog, objective, state, val_batches, end, writer, console.say))
         checkpoints.wait()
+        if history:
+            tail = history[-min(10, len(history)):]
+            seconds = sum(h["step_time_s"] for h in history)
+            val = f", val loss {evals[-1]['val_loss']:.4f}" if evals and evals[-1]["step"] == end else ""
+            console.say(f"done: step {end}, train loss {np.mean([h['loss'] for h in tail]):.4f} (mean of the last "
+                        f"{len(tail)} steps){val}; {len(history) * tc.batch_size * tc.seq_len / seconds:,.0f} "
+                        f"tokens/s, MFU {np.mean([h['mfu'] for h in history]):.2%}; checkpoints in "
+                        f"{checkpoints.directory}")
         sample = None
         if run.sample_tokens > 0 and jax.process_count() == 1:
             sample = generate_text(prog.model, state["params"], tokenizer, run.sample_prompt, run.sample_tokens,
@@ -476,13 +492,9 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
                         f"{run.sample_prompt}{sample}")
     finally:
         checkpoints.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     return TrainResult(run_dir, start, max(start, end), history, evals, entropy, sample, state)
-
-
-def count(cfg: ModelConfig) -> int:
-    from zoo.model import count_params
-    return count_params(cfg)
 
 
 def _evaluate(prog, objective, state, val_batches, step, writer, say) -> dict:
@@ -503,8 +515,6 @@ def _loop(config, cfg, prog, objective, state, stream, val_batches, checkpoints,
           flops, job_peak, history, evals, last_saved):
     tc, run = config.train, config.run
     tokens_per_step = tc.batch_size * tc.seq_len
-    bar = _Console(console.enabled, end, start, run.progress, console.echo)
-    say = bar.say if bar.bar is not None else console.say
 
     def next_batch(step):
         return device_batch(objective.make_batch(next(stream), step), prog.batch_sharding)
@@ -512,8 +522,9 @@ def _loop(config, cfg, prog, objective, state, stream, val_batches, checkpoints,
     batch = next_batch(start)
     t0 = time.perf_counter()
     step_fn = prog.compiled_step(state, batch)
-    compile_s = time.perf_counter() - t0
-    say(f"compiled the train step in {compile_s:.1f}s; training steps {start} -> {end}")
+    console.say(f"compiled the train step in {time.perf_counter() - t0:.1f}s; training steps {start} -> {end}")
+    bar = _Console(console.enabled, end, start, run.progress, console.echo)
+    say = bar.say if bar.bar is not None else console.say
     data_states = {}  # stream position after each in-flight step (checkpointed with that step's state)
     pending = None
     last_time = time.perf_counter()

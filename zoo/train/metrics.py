@@ -141,17 +141,31 @@ def _plain(value: Any) -> Any:
     return value.item() if value.size == 1 else value.tolist()
 
 
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a torn last line (killed mid-write): drop it
+
+
 class MetricWriter:
     """Appends one JSON object per line to `<run_dir>/metrics.jsonl`; also TensorBoard event files under
     `<run_dir>/tensorboard` when tensorboardX is installed. Only process 0 writes."""
 
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, start_step: int = 0, enabled: bool = True):
         self.enabled = enabled and jax.process_index() == 0
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = self._tb = None
         if not self.enabled:
             return
-        self._file = open(self.path, "a", buffering=1)  # appended: a resumed run continues the same file
+        if self.path.exists():
+            # A resumed run continues the file from its checkpoint: rows a killed process logged after its last
+            # checkpoint are dropped, since the resumed run computes those steps again.
+            rows = self.path.read_text().splitlines(keepends=True)
+            kept = [r for r in rows if r.strip() and _row_step(r) <= start_step]
+            if len(kept) != len(rows):
+                self.path.write_text("".join(kept))
+        self._file = open(self.path, "a", buffering=1)
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
