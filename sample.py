@@ -14,7 +14,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt", default="def ", help="text to continue (default %(default)r)")
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default %(default)s)")
-    parser.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens; 0 = off (default %(default)s)")
+    parser.add_argument("--top-k", type=int, default=40,
+                        help="keep the k most likely tokens; 0 = off (default %(default)s)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass; 1 = off (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default %(default)s)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")

@@ -3,6 +3,7 @@ remat == no remat, every parameter learns, bf16 close to fp32; and the KV-cache 
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,7 +102,7 @@ def test_remat_matches_plain(name, policy):
     v0, g0 = plain_value_and_grad(name)
     v1, g1 = value_and_grad(cfg.replace(remat_policy=policy), params, inputs)
     np.testing.assert_allclose(v0, v1, rtol=1e-6)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), g0, g1)
+    chex.assert_trees_all_close(g0, g1, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", TINY)

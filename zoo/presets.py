@@ -89,24 +89,25 @@ def _type_name(value) -> str:
 
 
 def _coerce(kind: str, value, where: str):
-    """Check a YAML value against a simple type ('int', 'float', 'bool', 'str', 'tuple', '?' = nullable)."""
-    if kind.endswith("?"):
-        if value is None:
-            return None
-        kind = kind[:-1]
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "tuple": isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
-    }[kind]
-    if not ok:
-        hint = ""
-        if kind == "float" and isinstance(value, str):
-            hint = " (write numbers unquoted, e.g. 1.0e-6)"
-        raise ValueError(f"{where}: expected {kind}{' or null' if kind != 'tuple' else ' (a list of strings)'}"
-                         f", got {_type_name(value)} {value!r}{hint}")
+    """Check a YAML value against a simple type ('int', 'float', 'bool', 'str', 'tuple'; a trailing '?'
+    allows null). Ints are accepted for floats; other kinds pass through for the dataclass to check."""
+    nullable = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None and nullable:
+        return None
+    checks = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "tuple": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+    }
+    if kind not in checks:
+        return value
+    if not checks[kind](value):
+        expected = "a list of strings" if kind == "tuple" else kind + (" or null" if nullable else "")
+        hint = " (write numbers unquoted, e.g. 1.0e-6)" if kind == "float" and isinstance(value, str) else ""
+        raise ValueError(f"{where}: expected {expected}, got {_type_name(value)} {value!r}{hint}")
     if kind == "float":
         return float(value)
     if kind == "tuple":

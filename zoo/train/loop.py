@@ -439,8 +439,8 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
     end = config.steps
     history, evals = [], []
     stats = corpus.stats()
-    console.say(f"run {run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, vocab {cfg.vocab_size} "
-                f"({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
+    console.say(f"run {run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, "
+                f"vocab {cfg.vocab_size} ({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
                 f"{jax.devices()[0].platform} devices")
     console.say(f"data: {stats['train_documents']:,} train / {stats['validation_documents']:,} validation documents, "
                 f"{len(train_tokens):,} train tokens, unigram entropy {entropy:.3f} nats/token; "
@@ -576,8 +576,9 @@ def _loop(config, cfg, prog, objective, state, stream, val_batches, checkpoints,
                 if do_eval:
                     evals.append(_evaluate(prog, objective, state, val_batches, done, writer, say))
                 if do_save:
-                    checkpoints.save(done, state, {"step": done, "data_state": data_states[done],
-                                                   "model": cfg.to_dict(), "config": config.replace(model=cfg).to_dict()})
+                    meta = {"step": done, "data_state": data_states[done], "model": cfg.to_dict(),
+                            "config": config.replace(model=cfg).to_dict()}
+                    checkpoints.save(done, state, meta)
                     last_saved = done
             data_states.pop(done - 1, None)
         if pending is not None:
@@ -600,7 +601,8 @@ def generate_text(model, params, tokenizer, prompt: str, max_new_tokens: int, *,
     kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(seed),
                   eos_id=tokenizer.eos_id)
     if cfg.is_encoder_decoder:
-        encoder = np.asarray([ids[:cfg.max_seq_len - 2] + tokenizer.sentinel_ids(1) + [tokenizer.eos_id]], np.int32)
+        encoder = np.asarray([ids[:cfg.max_seq_len - 2] + tokenizer.sentinel_ids(1) + [tokenizer.eos_id]],
+                             np.int32)
         n = min(max_new_tokens, cfg.max_seq_len - 1)
         out = generate(model, params, np.asarray([[tokenizer.pad_id]], np.int32), n, encoder_tokens=encoder,
                        **kwargs)
