@@ -71,6 +71,12 @@ def test_tiny_preset_learns(preset, reference, tmp_path):
     assert last < first - 1.0, f"{preset}: loss {first:.3f} -> {last:.3f}"
 
 
+def test_gradient_accumulation_equals_the_full_batch(reference, tmp_path):
+    """4 micro-batches of 2 rows, averaged inside the step, make the same updates as one batch of 8."""
+    result = run(tmp_path, "train.grad_accum_steps=4", "run.steps=5")
+    np.testing.assert_allclose(result.losses, reference.losses[:5], atol=1e-5, rtol=0)
+
+
 # --- 2. sharding -------------------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ and one line on stderr; nothing in the run directory is written before the input
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -310,33 +311,26 @@ def help_text(config: Config) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is a one-line UserError rather than usage text and exit."""
+
+    def error(self, message):
+        raise UserError(f"{message}. {USAGE}")
+
+
 def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
     """(config, None) to train, or (None, text) to print and exit 0 (--help, --list-presets)."""
-    preset, overrides, want_help, want_list = DEFAULT_PRESET, [], False, False
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-h", "--help"):
-            want_help = True
-        elif arg == "--list-presets":
-            want_list = True
-        elif arg == "--preset" or arg.startswith("--preset="):
-            if "=" in arg:
-                preset = arg.split("=", 1)[1]
-            elif args:
-                preset = args.pop(0)
-            else:
-                raise UserError("--preset needs a name")
-        elif arg.startswith("-"):
-            raise UserError(f"unknown option {arg!r}.{suggest(arg, ['--preset', '--help', '--list-presets'])} "
-                            f"{USAGE}")
-        else:
-            overrides.append(arg)
-    if want_list:
+    parser = _Parser(prog="train.py", add_help=False, allow_abbrev=False)
+    parser.add_argument("--preset", default=DEFAULT_PRESET)
+    parser.add_argument("--list-presets", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    if args.list_presets:
         from zoo.presets import list_presets
         return None, "\n".join(list_presets())
-    config = resolve(preset, overrides)
-    if want_help:
+    config = resolve(args.preset, args.overrides)
+    if args.help:
         return None, help_text(config)
     return config, None
 

@@ -201,9 +201,8 @@ class Programs:
 def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     model = build(cfg)
     boxed = abstract_params(cfg)
-    # Gradient accumulation happens inside the step (a scan over micro-batches), so the optimizer sees one
-    # update per step and its state needs no MultiSteps wrapper.
-    tx, schedule = make_optimizer(tc.replace(grad_accum_steps=1), boxed, cfg.d_model)
+    # Gradient accumulation happens inside the step (a scan over micro-batches): one optimizer update per step.
+    tx, schedule = make_optimizer(tc, boxed, cfg.d_model)
     p_shardings = param_shardings(boxed, mesh)
     replicated = NamedSharding(mesh, P())
     uses_dropout = max(cfg.embedding_dropout, cfg.attention_dropout, cfg.residual_dropout) > 0

@@ -2,8 +2,9 @@
 
 The optimizer is one optax chain: clip the global gradient norm, scale by Adam or Adafactor and the
 learning rate, add decoupled weight decay (weight_decay * lr ** power) on the params that ``decay_mask``
-selects; wrapped in ``optax.MultiSteps`` when gradients are accumulated. Schedules take the optimizer's update count
-(0 for the first update) and are plain jnp so they can be logged or plotted.
+selects. Gradient accumulation is not here: the training step averages micro-batch gradients itself (one
+jitted update per step). Schedules take the optimizer's update count (0 for the first update) and are
+plain jnp so they can be logged or plotted.
 """
 
 from __future__ import annotations
@@ -111,7 +112,4 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
             weight_decay_rate=decay,
             weight_decay_mask=mask,
         ))
-    tx = optax.chain(*parts)
-    if tc.grad_accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=tc.grad_accum_steps).gradient_transformation()
-    return tx, schedule
+    return optax.chain(*parts), schedule

@@ -80,8 +80,8 @@ class TrainConfig:
     seq_len: int = 2048
     """Tokens per training sequence."""
     grad_accum_steps: int = 1
-    """Micro-batches per update: gradients of batch_size / grad_accum_steps sequences are averaged
-    (optax.MultiSteps) before each update."""
+    """Micro-batches per update: the training step averages the gradients of batch_size / grad_accum_steps
+    sequences at a time before the one update (same result as the full batch, less activation memory)."""
     label_smoothing: float = 0.0
     """Mix this much uniform distribution into the targets (Szegedy 2016; Vaswani: 0.1)."""
 
