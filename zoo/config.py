@@ -218,18 +218,17 @@ class ModelConfig:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
-def field_docs() -> dict[str, str]:
-    """Field name -> its docstring, read from this file (used by the CLI's --help and the README)."""
+def field_docs(cls: type = ModelConfig) -> dict[str, str]:
+    """Field name -> the docstring under it, for any config dataclass written in this style (ModelConfig,
+    TrainConfig, the CLI's sections); used by train.py --help and the README."""
     import ast
     import inspect
+    import textwrap
 
-    tree = ast.parse(inspect.getsource(ModelConfig))
-    docs, body = {}, tree.body[0].body
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
 
 
 def suggest(name: str, options) -> str:

@@ -30,13 +30,11 @@ from typing import Any
 
 import yaml
 
-from zoo.config import FIELD_NAMES, ModelConfig, suggest
-from zoo.train.recipe import FIELD_NAMES as TRAIN_FIELD_NAMES
+from zoo.config import ModelConfig, suggest
 from zoo.train.recipe import TrainConfig
 
 # The training recipe's keys and types are TrainConfig's (zoo/train/recipe.py); a family's `train:` block
 # sets the values that matter for its optimizer and schedule, and TrainConfig's defaults fill the rest.
-RECIPE_KEYS = TRAIN_FIELD_NAMES
 
 _TOP_KEYS = ("defaults", "train", "presets")
 _PRESET_KEYS = ("inherits", "model", "train")
@@ -124,25 +122,19 @@ def _field_kind(annotation: str) -> str:
     return base + ("?" if nullable else "")
 
 
-_MODEL_KINDS = {f.name: _field_kind(str(f.type)) for f in dataclasses.fields(ModelConfig)}
-_TRAIN_KINDS = {f.name: _field_kind(str(f.type)) for f in dataclasses.fields(TrainConfig)}
+# The two sections of a preset: the dataclass each one builds, and each field's kind for coercion.
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+_KINDS = {section: {f.name: _field_kind(str(f.type)) for f in dataclasses.fields(cls)}
+          for section, cls in _SECTIONS.items()}
 
 
-def _check_model(values: dict, where: str) -> dict:
-    out = {}
+def _check(section: str, values: dict, where: str) -> dict:
+    """Coerce the values of one section, rejecting unknown keys with close matches."""
+    kinds, out = _KINDS[section], {}
     for key, value in values.items():
-        if key not in _MODEL_KINDS:
-            raise ValueError(f"{where}: unknown model key {key!r}.{suggest(str(key), FIELD_NAMES)}")
-        out[key] = _coerce(_MODEL_KINDS[key], value, f"{where}: model.{key}")
-    return out
-
-
-def _check_train(values: dict, where: str) -> dict:
-    out = {}
-    for key, value in values.items():
-        if key not in _TRAIN_KINDS:
-            raise ValueError(f"{where}: unknown train key {key!r}.{suggest(str(key), RECIPE_KEYS)}")
-        out[key] = _coerce(_TRAIN_KINDS[key], value, f"{where}: train.{key}")
+        if key not in kinds:
+            raise ValueError(f"{where}: unknown {section} key {key!r}.{suggest(str(key), kinds)}")
+        out[key] = _coerce(kinds[key], value, f"{where}: {section}.{key}")
     return out
 
 
@@ -186,8 +178,8 @@ def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
             if key not in _TOP_KEYS:
                 raise ValueError(f"{where}: unknown top-level key {key!r}; allowed: {', '.join(_TOP_KEYS)}."
                                  f"{suggest(str(key), _TOP_KEYS)}")
-        families[family] = _Family(family, where, _check_model(data.get("defaults") or {}, f"{where}: defaults"),
-                                   _check_train(data.get("train") or {}, f"{where}: train"))
+        families[family] = _Family(family, where, _check("model", data.get("defaults") or {}, f"{where}: defaults"),
+                                   _check("train", data.get("train") or {}, f"{where}: train"))
         for name, entry in (data.get("presets") or {}).items():
             pwhere = f"{where}: preset {name!r}"
             entry = entry or {}
@@ -200,8 +192,8 @@ def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
             if name in presets:
                 raise ValueError(f"{pwhere}: preset name already defined in {presets[name].file}")
             presets[name] = _Preset(name, family, where, entry.get("inherits"),
-                                    _check_model(entry.get("model") or {}, pwhere),
-                                    _check_train(entry.get("train") or {}, pwhere))
+                                    _check("model", entry.get("model") or {}, pwhere),
+                                    _check("train", entry.get("train") or {}, pwhere))
     for p in presets.values():
         if p.inherits is not None and p.inherits not in presets:
             raise ValueError(f"{p.file}: preset {p.name!r} inherits unknown preset {p.inherits!r}."
@@ -254,24 +246,23 @@ def preset_family(name: str) -> str:
     return _lookup(name).family
 
 
-def get_config(name: str, **overrides) -> ModelConfig:
-    """The ModelConfig of a preset, with optional field overrides: get_config("llama-tiny", num_layers=4)."""
+def _build(name: str, section: str, overrides: dict, caller: str):
     preset = _lookup(name)
-    values = {**_resolve(name, "model"), **_check_model(overrides, f"get_config({name!r}) overrides")}
+    values = {**_resolve(name, section), **_check(section, overrides, f"{caller}({name!r}) overrides")}
     try:
-        return ModelConfig.from_dict(values)
+        return _SECTIONS[section].from_dict(values)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{preset.file}: preset {name!r}: {e}") from e
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """The ModelConfig of a preset, with optional field overrides: get_config("llama-tiny", num_layers=4)."""
+    return _build(name, "model", overrides, "get_config")
 
 
 def get_train_config(name: str, **overrides) -> TrainConfig:
     """The TrainConfig of a preset, with optional field overrides."""
-    preset = _lookup(name)
-    values = {**_resolve(name, "train"), **_check_train(overrides, f"get_train_config({name!r}) overrides")}
-    try:
-        return TrainConfig.from_dict(values)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{preset.file}: preset {name!r}: {e}") from e
+    return _build(name, "train", overrides, "get_train_config")
 
 
 def get_recipe(name: str) -> dict[str, Any]:

@@ -18,9 +18,7 @@ and one line on stderr; nothing in the run directory is written before the input
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -29,7 +27,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from zoo.config import ModelConfig, field_docs as model_field_docs, suggest
+from zoo.config import ModelConfig, field_docs, suggest
 from zoo.train.recipe import TrainConfig
 
 DEFAULT_PRESET = "llama-tiny"
@@ -152,16 +150,6 @@ class Config:
 
 
 # --- fields, types, docs -------------------------------------------------------------------------------------
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring under it (the convention of every config dataclass here)."""
-    if cls is ModelConfig:
-        return model_field_docs()
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
