@@ -29,8 +29,23 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
 LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
 
 
+class Replaceable:
+    """replace / from_dict for the frozen config dataclasses: unknown field names fail with close matches,
+    and the result is validated again by the class's __post_init__."""
+
+    def replace(self, **changes):
+        """A copy with some fields changed, validated again."""
+        check_known_fields(type(self), changes)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        check_known_fields(cls, values)
+        return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Replaceable):
     """Every knob of a zoo transformer. Field docs say what each value does; README has the paper map."""
 
     # --- sizes -------------------------------------------------------------------------------
@@ -200,22 +215,9 @@ class ModelConfig:
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
 
-    def replace(self, **changes) -> "ModelConfig":
-        """A copy with some fields changed, validated again."""
-        _check_known_fields(changes)
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        _check_known_fields(values)
-        return cls(**values)
-
-
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def field_docs(cls: type = ModelConfig) -> dict[str, str]:
@@ -237,10 +239,12 @@ def suggest(name: str, options) -> str:
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
-def _check_known_fields(values: dict[str, Any]) -> None:
+def check_known_fields(cls: type, values: dict[str, Any]) -> None:
+    """Raise for keys of `values` that are not fields of the dataclass `cls`, suggesting close ones."""
+    names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
-        if key not in FIELD_NAMES:
-            raise ValueError(f"unknown ModelConfig field {key!r}.{suggest(key, FIELD_NAMES)}")
+        if key not in names:
+            raise ValueError(f"unknown {cls.__name__} field {key!r}.{suggest(key, names)}")
 
 
 def _fail(field: str, message: str) -> None:

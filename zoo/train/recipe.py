@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from zoo.config import suggest
+from zoo.config import Replaceable
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "adam", "adafactor"),
@@ -19,7 +19,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Replaceable):
     """Every knob of a training recipe. Defaults are a modern decoder-only LM run (AdamW, cosine)."""
 
     # --- optimizer -------------------------------------------------------------------------------
@@ -99,27 +99,8 @@ class TrainConfig:
         """Tokens per optimizer update (what papers quote as the batch size)."""
         return self.batch_size * self.seq_len
 
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with some fields changed, validated again."""
-        _check_known_fields(changes)
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        _check_known_fields(values)
-        return cls(**values)
-
-
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def _check_known_fields(values: dict[str, Any]) -> None:
-    for key in values:
-        if key not in FIELD_NAMES:
-            raise ValueError(f"unknown TrainConfig field {key!r}.{suggest(key, FIELD_NAMES)}")
 
 
 def _fail(field: str, message: str) -> None:
