@@ -27,6 +27,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
 LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
+# Fields that change how a model is computed, not what its parameters mean: a checkpoint saved with one
+# value loads with another (switch on bf16 compute or remat after a restart).
+RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
+# Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
+TRAINING_FIELDS = ("init_scheme", "init_std", "z_loss_multiplier", "embedding_dropout", "attention_dropout",
+                   "residual_dropout")
 
 
 class Replaceable:

@@ -246,6 +246,12 @@ def logical_axes(cfg: ModelConfig):
     return nn.get_partition_spec(abstract_params(cfg))
 
 
+def path_names(path) -> tuple[str, ...]:
+    """A pytree key path (from jax.tree_util.tree_flatten_with_path) as plain names:
+    ("decoder", "cycles", "block_0", "attention", "query", "kernel")."""
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def stack_layers(params):
     """Convert unrolled params (`cycle_0`, `cycle_1`, ...) to the scanned layout (`cycles`, leading axis)."""
     def convert(tree):

@@ -22,11 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from zoo.config import ModelConfig
-
-# Fields that change how a model is computed but not what its parameters mean: a checkpoint trained with
-# one value resumes with another (e.g. switch on bf16 compute or remat after a restart).
-RUNTIME_ONLY_FIELDS = ("dtype", "remat_policy", "attention_impl")
+from zoo.config import RUNTIME_FIELDS, ModelConfig
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -37,7 +33,7 @@ def model_mismatch(saved: dict[str, Any], current: ModelConfig) -> str | None:
     """None when a checkpoint trained with model config `saved` (a dict) can resume as `current`, else a
     short description of the differing fields."""
     now = current.to_dict()
-    keys = sorted((set(saved) | set(now)) - set(RUNTIME_ONLY_FIELDS))
+    keys = sorted((set(saved) | set(now)) - set(RUNTIME_FIELDS))
     diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in keys
              if saved.get(k) != now.get(k)]
     if not diffs:

@@ -38,7 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from zoo.config import ModelConfig
 from zoo.generate import generate
-from zoo.model import abstract_params, build, count_params, dummy_inputs
+from zoo.model import abstract_params, build, count_params, dummy_inputs, path_names
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, param_shardings, use_mesh
 from zoo.train import data as data_lib
 from zoo.train import metrics as metrics_lib
@@ -149,10 +149,6 @@ def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
 # --- sharded state and compiled programs ---------------------------------------------------------------------
 
 
-def _names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def opt_state_shardings(abstract_opt_state, params_shardings, params_shapes, mesh):
     """A sharding for every optimizer-state leaf: a leaf shaped like the param whose path ends its own path
     (Adam's mu and nu, ...) takes that param's sharding; anything else (counts, Adafactor's factored row and
@@ -160,11 +156,11 @@ def opt_state_shardings(abstract_opt_state, params_shardings, params_shapes, mes
     by_path = {}
     for (path, sharding), shape in zip(jax.tree_util.tree_flatten_with_path(params_shardings)[0],
                                        jax.tree.leaves(params_shapes)):
-        by_path[_names(path)] = (sharding, shape.shape)
+        by_path[path_names(path)] = (sharding, shape.shape)
     replicated = NamedSharding(mesh, P())
 
     def pick(path, leaf):
-        names = _names(path)
+        names = path_names(path)
         for start in range(len(names)):
             hit = by_path.get(names[start:])
             if hit is not None and hit[1] == leaf.shape:

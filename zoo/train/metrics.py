@@ -18,12 +18,9 @@ import jax
 import numpy as np
 
 from zoo.config import ModelConfig
+from zoo.model import abstract_params, path_names
 
 # --- FLOPs -----------------------------------------------------------------------------------------------
-
-
-def _path_names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def matmul_params(cfg: ModelConfig) -> dict[str, int]:
@@ -34,11 +31,10 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
     encoder tokens); "head" is the output projection d_model x vocab (tied or not). Embedding lookups
     (token, learned positions, T5 relative-bias tables) are not matmuls and are left out.
     """
-    from zoo.model import abstract_params
 
     out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.d_model * cfg.vocab_size}
     for path, leaf in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]:
-        names = _path_names(path)
+        names = path_names(path)
         if names[0] not in ("encoder", "decoder") or "relative_bias" in names[-1]:
             continue
         size = int(np.prod(leaf.shape, dtype=np.int64))

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from zoo.model import path_names
 from zoo.train.recipe import TrainConfig
 
 
@@ -49,10 +50,6 @@ def make_schedule(tc: TrainConfig, d_model: int) -> optax.Schedule:
     return schedule
 
 
-def _path_names(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def is_norm_or_bias(names: tuple[str, ...]) -> bool:
     """A norm's scale/bias (any module with 'norm' in its name) or a dense layer's bias."""
     return names[-1] == "bias" or any("norm" in n for n in names[:-1])
@@ -72,7 +69,7 @@ def decay_mask(params, tc: TrainConfig):
     The mask is also a valid prefix of a tree of nn.LogicallyPartitioned boxes.
     """
     def decays(path, _):
-        names = _path_names(path)
+        names = path_names(path)
         if is_norm_or_bias(names) and not tc.decay_norms_and_biases:
             return False
         return not (is_embedding(names) and not tc.decay_embeddings)
