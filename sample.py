@@ -21,8 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     args = parser.parse_args(argv)
 
-    from zoo.train.cli import UserError
-    from zoo.train.loop import generate_text, load_for_sampling
+    from zoo.train.config import UserError
+    from zoo.train.sampling import generate_text, load_for_sampling
 
     try:
         model, params, tokenizer = load_for_sampling(args.run, args.step)

@@ -19,12 +19,13 @@ torch = pytest.importorskip("torch")
 # dtype=); zoo.hf itself also reads transformers 4.x configs (test_transformers_4_configs).
 transformers = pytest.importorskip("transformers", minversion="5.0")
 
+from safetensors.numpy import load_file  # noqa: E402
+
 from zoo import hf  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
 from zoo.model import build  # noqa: E402
 
 TOL = 1e-4  # max |logit| difference, fp32
-ERRORS: dict[str, tuple[float, float]] = {}  # model -> (parity error, max |logit|), printed by the last test
 
 
 def _random_model(cls, config, seed=0):
@@ -63,7 +64,7 @@ def _roundtrip(name, model, tokens, tmp_path, shard_size=None, **load_kwargs):
     cfg, params = hf.load(tmp_path / "hf", **load_kwargs)
     ref = _hf_logits(model, tokens)
     err = float(np.abs(_zoo_logits(cfg, params, tokens) - ref).max())
-    ERRORS[name] = err, float(np.abs(ref).max())
+    print(f"parity {name:28s} max|dlogit| = {err:.1e}   (max|logit| = {np.abs(ref).max():.1f})")  # shown with -s
     assert err < TOL, f"{name}: zoo vs HF max |dlogit| = {err:.2e}"
 
     hf.save(cfg, params, tmp_path / "zoo", **({"max_shard_size": shard_size} if shard_size else {}))
@@ -152,7 +153,7 @@ def test_llama_mqa_llama3_rope(tmp_path):
 
 
 def test_bfloat16_checkpoint(tmp_path):
-    """bf16 tensors are read (numpy's safetensors binding cannot) and written back as bf16."""
+    """bf16 tensors are read (as ml_dtypes.bfloat16) and written back as bf16."""
     _llama().to(torch.bfloat16).save_pretrained(tmp_path / "hf")
     tokens = _tokens(128, 16)
     fp32 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32,
@@ -168,6 +169,30 @@ def test_bfloat16_checkpoint(tmp_path):
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "zoo", dtype=torch.float32,
                                                              attn_implementation="eager")
     assert np.abs(_hf_logits(back.eval(), tokens) - ref).max() < TOL
+
+
+@pytest.mark.parametrize("dtype, param_dtype", [("bfloat16", "bfloat16"), ("bfloat16", "float32"),
+                                                ("float16", "float32")])
+def test_half_precision_tensors_are_exact(tmp_path, dtype, param_dtype):
+    """bf16 and fp16 checkpoints load bit for bit (kept as bf16, or widened to fp32), and save writes back the
+    same values."""
+    model = _llama().to(getattr(torch, dtype))
+    model.save_pretrained(tmp_path / "hf")
+    weights = {name: w.float().numpy() for name, w in model.state_dict().items()}
+    cfg, params = hf.load(tmp_path / "hf", param_dtype=param_dtype)
+    embed = params["token_embed"]["embedding"]
+    assert embed.dtype == jnp.dtype(param_dtype)
+    np.testing.assert_array_equal(np.asarray(embed, np.float32), weights["model.embed_tokens.weight"])
+    q = weights["model.layers.1.self_attn.q_proj.weight"]  # [heads * head_dim, d]
+    kernel = params["decoder"]["cycles"]["block_0"]["attention"]["query"]["kernel"][1]  # [d, heads, head_dim]
+    np.testing.assert_array_equal(np.asarray(kernel, np.float32).reshape(q.shape[1], -1), q.T)
+
+    hf.save(cfg, params, tmp_path / "zoo")
+    ours, theirs = (load_file(tmp_path / d / "model.safetensors") for d in ("zoo", "hf"))
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == jnp.dtype(param_dtype), name
+        np.testing.assert_array_equal(ours[name], tensor.astype(ours[name].dtype), err_msg=name)
 
 
 # ----------------------------------------------------------------------------------------------- gemma2
@@ -268,8 +293,3 @@ def test_save_refuses_what_the_family_cannot_express(tmp_path, cfg, family, fiel
         hf.save(cfg, {}, tmp_path, family=family)
     assert not (tmp_path / "config.json").exists()
 
-
-def test_parity_summary():
-    """Prints the parity errors measured above (run with -s)."""
-    for name, (err, scale) in ERRORS.items():
-        print(f"parity {name:28s} max|dlogit| = {err:.1e}   (max|logit| = {scale:.1f})")

@@ -13,7 +13,8 @@ import zoo
 from zoo.model import stack_layers, unstack_layers
 from zoo.presets import get_config
 
-TINY = ["transformer-tiny", "gpt3-tiny", "t5-tiny", "llama-tiny", "palm-tiny", "gemma2-tiny", "olmo2-tiny"]
+from conftest import TINY_PRESETS as TINY
+
 BATCH, LENGTH = 2, 48  # longer than the tiny sliding windows (32) and T5's tiny max distance (16)
 
 

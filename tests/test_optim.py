@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from zoo.train.optim import decay_mask, make_optimizer, make_schedule
-from zoo.train.recipe import TrainConfig
+from zoo.recipe import TrainConfig
 
 
 def _params(boxed=False):

@@ -21,7 +21,7 @@ if __name__ == "__main__":      # run as a script from a source checkout: make `
 from zoo import presets  # noqa: E402
 from zoo.config import ACTIVATIONS, CHOICES, LAYER_KINDS, ModelConfig  # noqa: E402
 from zoo.presets import family_presets, get_config, get_recipe, list_families, list_presets, preset_family  # noqa: E402
-from zoo.train.recipe import TrainConfig  # noqa: E402
+from zoo.recipe import TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 REF = "reference_configs.md"   # shared/reference/reference_configs.md: `computed` in its YAML summary
@@ -129,7 +129,6 @@ olmo2-1b olmo2-7b olmo2-13b olmo2-32b olmo2-tiny
 """.split()
 
 FAMILY_ORDER = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2")
-TINY = [n for n in list_presets() if n.endswith("-tiny")]
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
 
 

@@ -2,7 +2,7 @@
 a SIGKILLed run resumes, bad input fails in one line without touching what is saved.
 
 Speed: runs call zoo.train.loop.train in-process, so every run with the same (model, recipe, objective,
-mesh) reuses one compiled step (zoo.train.loop.programs is cached); the reference run is single-device,
+mesh) reuses one compiled step (zoo.train.state.programs is cached); the reference run is single-device,
 and the subprocesses are the ones the issue asks for (a killed run, bad command lines, sample.py).
 """
 
@@ -19,14 +19,17 @@ import jax
 import numpy as np
 import pytest
 
-from zoo.train import cli
-from zoo.train.cli import UserError, parse_args, resolve
-from zoo.train.loop import load_for_sampling, train
+from zoo.train.cli import parse_args
+from zoo.train.config import Config, UserError, all_keys, resolve
+from zoo.train.loop import TrainingStopped, train
+from zoo.train.sampling import load_for_sampling
+from zoo.train.state import Programs
+
+from conftest import TINY_PRESETS as TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 CPUS = jax.devices("cpu")
 ONE = CPUS[:1]
-TINY = ["transformer-tiny", "gpt3-tiny", "t5-tiny", "llama-tiny", "palm-tiny", "gemma2-tiny", "olmo2-tiny"]
 # Small and fast: 8 x 32 tokens per step on the first 40 stdlib files, no evaluation, no sample.
 FAST = ["train.batch_size=8", "train.seq_len=32", "train.total_steps=30", "train.warmup_steps=5",
         "data.max_documents=40", "run.eval_interval=-1", "run.sample_tokens=0", "run.checkpoint_interval=100",
@@ -207,8 +210,6 @@ def test_bad_input_fails_in_one_line_and_keeps_the_checkpoint(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """The loss of step 3 turns NaN (poisoned after the compiled step, so no new compile): the run stops
     naming step 3, checkpoints 1 and 2 survive, and nothing later is saved."""
-    from zoo.train.loop import Programs, TrainingStopped
-
     compiled_step = Programs.compiled_step
 
     def poisoned(self, state, batch):
@@ -234,7 +235,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_help_lists_every_field_with_its_default():
     config, text = parse_args(["--preset", "gpt3-tiny", "--help"])
     assert config is None
-    for key in cli.all_keys():
+    for key in all_keys():
         assert f"\n  {key}=" in text, key
     assert "  model.num_layers=4\n" in text and "  mesh.data=-1\n" in text and "  data.tokenizer=byte\n" in text
 
@@ -247,7 +248,7 @@ def test_overrides_are_typed_and_checked():
     assert config.steps == 7 and config.data.path is None and config.model.mlp_activations == ("gelu", "linear")
     assert config.train.grad_clip_norm is None and config.run.progress is False
     assert resolve("llama-tiny").steps == resolve("llama-tiny").train.total_steps
-    with pytest.raises(UserError, match=r"model.num_layers='x': expected int"):
+    with pytest.raises(UserError, match=r"model.num_layers: expected int, got str 'x'"):
         resolve("llama-tiny", ["model.num_layers=x"])
     with pytest.raises(UserError, match=r"Did you mean: model.num_layers"):
         resolve("llama-tiny", ["model.num_layer=2"])
@@ -255,4 +256,4 @@ def test_overrides_are_typed_and_checked():
         resolve("llama-tiny", ["learning_rate=2"])
     with pytest.raises(UserError, match=r"ModelConfig.num_kv_heads"):
         resolve("llama-tiny", ["model.num_kv_heads=3"])
-    assert cli.Config.from_dict(config.to_dict()) == config
+    assert Config.from_dict(config.to_dict()) == config

@@ -8,8 +8,8 @@ error names the field and the values it accepts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from typing import Any
+
+from zoo.fields import Replaceable, fail, is_default
 
 # Allowed values of the string-valued knobs. One table, so errors and docs list the same thing.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -33,21 +33,6 @@ RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
 # Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
 TRAINING_FIELDS = ("init_scheme", "init_std", "z_loss_multiplier", "embedding_dropout", "attention_dropout",
                    "residual_dropout")
-
-
-class Replaceable:
-    """replace / from_dict for the frozen config dataclasses: unknown field names fail with close matches,
-    and the result is validated again by the class's __post_init__."""
-
-    def replace(self, **changes):
-        """A copy with some fields changed, validated again."""
-        check_known_fields(type(self), changes)
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]):
-        check_known_fields(cls, values)
-        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,12 +179,12 @@ class ModelConfig(Replaceable):
     # ------------------------------------------------------------------------------------------------
     def __post_init__(self):
         _validate(self)
-        if self.num_kv_heads is None:
-            object.__setattr__(self, "num_kv_heads", self.num_heads)
-        if self.head_dim is None:
-            object.__setattr__(self, "head_dim", self.d_model // self.num_heads)
-        if self.num_decoder_layers is None:
-            object.__setattr__(self, "num_decoder_layers", self.num_layers)
+        derived = {"num_kv_heads": self.num_heads, "head_dim": self.d_model // self.num_heads,
+                   "num_decoder_layers": self.num_layers}
+        unset = frozenset(name for name in derived if getattr(self, name) is None)
+        for name in unset:
+            object.__setattr__(self, name, derived[name])
+        object.__setattr__(self, "_derived", unset)  # Replaceable.replace derives these again
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
         object.__setattr__(self, "attention_pattern", tuple(self.attention_pattern))
 
@@ -221,132 +206,96 @@ class ModelConfig(Replaceable):
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-
-def field_docs(cls: type = ModelConfig) -> dict[str, str]:
-    """Field name -> the docstring under it, for any config dataclass written in this style (ModelConfig,
-    TrainConfig, the CLI's sections); used by train.py --help and the README."""
-    import ast
-    import inspect
-    import textwrap
-
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
-
-
-def suggest(name: str, options) -> str:
-    """' Did you mean: a, b?' for a misspelt name, or ''."""
-    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
-
-
-def check_known_fields(cls: type, values: dict[str, Any]) -> None:
-    """Raise for keys of `values` that are not fields of the dataclass `cls`, suggesting close ones."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            raise ValueError(f"unknown {cls.__name__} field {key!r}.{suggest(key, names)}")
-
-
-def _fail(field: str, message: str) -> None:
-    raise ValueError(f"ModelConfig.{field}: {message}")
-
 
 def _validate(c: ModelConfig) -> None:
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
-            _fail(name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
+            fail(c, name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
     for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            _fail(name, f"must be a positive integer, got {value!r}")
+            fail(c, name, f"must be a positive integer, got {value!r}")
     for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            _fail(name, f"must be a positive integer or null, got {value!r}")
+            fail(c, name, f"must be a positive integer or null, got {value!r}")
 
     if c.head_dim is None and c.d_model % c.num_heads:
-        _fail("num_heads", f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
+        fail(c, "num_heads", f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
                            "pick a divisor or set head_dim explicitly")
     kv = c.num_heads if c.num_kv_heads is None else c.num_kv_heads
     if c.num_heads % kv:
-        _fail("num_kv_heads", f"{kv} does not divide num_heads={c.num_heads}; "
+        fail(c, "num_kv_heads", f"{kv} does not divide num_heads={c.num_heads}; "
                               "each key/value head must serve a whole group of query heads")
     head_dim = c.head_dim or c.d_model // c.num_heads
 
     acts = tuple(c.mlp_activations)
     if len(acts) not in (1, 2) or any(a not in ACTIVATIONS for a in acts):
-        _fail("mlp_activations", f"got {acts!r}; one or two of: {', '.join(ACTIVATIONS)}")
+        fail(c, "mlp_activations", f"got {acts!r}; one or two of: {', '.join(ACTIVATIONS)}")
     if not c.attention_pattern:
-        _fail("attention_pattern", "must name at least one layer kind")
+        fail(c, "attention_pattern", "must name at least one layer kind")
     for kind in c.attention_pattern:
         if kind not in LAYER_KINDS:
-            _fail("attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
+            fail(c, "attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
     if c.num_layers % len(c.attention_pattern):
-        _fail("attention_pattern", f"its length {len(c.attention_pattern)} must divide "
+        fail(c, "attention_pattern", f"its length {len(c.attention_pattern)} must divide "
                                    f"num_layers={c.num_layers} (the stack scans over whole cycles)")
     if c.num_decoder_layers is not None and c.num_decoder_layers % len(c.attention_pattern):
-        _fail("attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
+        fail(c, "attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
     has_local = any(k.startswith("local") for k in c.attention_pattern)
     if has_local and c.sliding_window_size is None:
-        _fail("sliding_window_size", "local layers in attention_pattern need a window size")
+        fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
 
     if c.norm_type == "rmsnorm" and c.norm_use_bias:
-        _fail("norm_use_bias", "RMSNorm has no bias; use norm_type: layernorm")
+        fail(c, "norm_use_bias", "RMSNorm has no bias; use norm_type: layernorm")
     if c.norm_scale_plus_one and not c.norm_use_scale:
-        _fail("norm_scale_plus_one", "needs norm_use_scale: true")
+        fail(c, "norm_scale_plus_one", "needs norm_use_scale: true")
     if c.norm_eps <= 0:
-        _fail("norm_eps", f"must be > 0, got {c.norm_eps}")
+        fail(c, "norm_eps", f"must be > 0, got {c.norm_eps}")
     if c.norm_position == "post" and c.final_norm:
-        _fail("final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
+        fail(c, "final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
 
     if not has_local and c.sliding_window_size is not None:
-        _fail("sliding_window_size", "is set but attention_pattern has no local layer to use it")
+        fail(c, "sliding_window_size", "is set but attention_pattern has no local layer to use it")
     if c.position_embedding == "relative_bias":
         if c.relative_num_buckets < 4 or c.relative_num_buckets % 2:
-            _fail("relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
+            fail(c, "relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
         if c.relative_max_distance <= c.relative_num_buckets // 2:
-            _fail("relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
+            fail(c, "relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
     else:
-        relative = {"relative_num_buckets": 32, "relative_max_distance": 128, "relative_bias_shared": True}
-        for name, default in relative.items():
-            if getattr(c, name) != default:
-                _fail(name, f"only applies with position_embedding: relative_bias, not {c.position_embedding!r}")
+        for name in ("relative_num_buckets", "relative_max_distance", "relative_bias_shared"):
+            if not is_default(c, name):
+                fail(c, name, f"only applies with position_embedding: relative_bias, not {c.position_embedding!r}")
     rope_fields = {"rope_local_theta": c.rope_local_theta is not None, "rope_fraction": c.rope_fraction != 1.0,
                    "rope_scaling": c.rope_scaling != "none"}
     if c.position_embedding != "rope":
         for name, is_set in rope_fields.items():
             if is_set:
-                _fail(name, f"only applies with position_embedding: rope, not {c.position_embedding!r}")
+                fail(c, name, f"only applies with position_embedding: rope, not {c.position_embedding!r}")
     rotary = head_dim * c.rope_fraction
     if not 0.0 < c.rope_fraction <= 1.0 or rotary != int(rotary) or int(rotary) % 2:
-        _fail("rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
+        fail(c, "rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
     if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
-        _fail("rope_theta", "must be > 0")
+        fail(c, "rope_theta", "must be > 0")
     if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
-        _fail("rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
+        fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
     if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
-        _fail("rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
+        fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
     if c.position_embedding == "sinusoidal" and c.d_model % 2:
-        _fail("d_model", "sinusoidal positions need an even d_model")
+        fail(c, "d_model", "sinusoidal positions need an even d_model")
 
     for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale"):
         value = getattr(c, name)
         if value is not None and not value > 0:
-            _fail(name, f"must be > 0 or null, got {value}")
+            fail(c, name, f"must be > 0 or null, got {value}")
     for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
         if not 0.0 <= getattr(c, name) < 1.0:
-            _fail(name, f"must be in [0, 1), got {getattr(c, name)}")
+            fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
     if c.z_loss_multiplier < 0:
-        _fail("z_loss_multiplier", "must be >= 0")
+        fail(c, "z_loss_multiplier", "must be >= 0")
     if c.init_std <= 0:
-        _fail("init_std", "must be > 0")
+        fail(c, "init_std", "must be > 0")
     if c.parallel_layers and c.norm_position not in ("pre", "double"):
-        _fail("parallel_layers", f"needs norm_position pre or double, got {c.norm_position!r}")
+        fail(c, "parallel_layers", f"needs norm_position pre or double, got {c.norm_position!r}")
     if c.is_encoder_decoder and c.parallel_layers:
-        _fail("parallel_layers", "is only implemented for decoder_only stacks")
+        fail(c, "parallel_layers", "is only implemented for decoder_only stacks")

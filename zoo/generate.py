@@ -34,7 +34,7 @@ def generate(model, params, prompt, max_new_tokens: int, *, temperature: float =
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     total = prompt.shape[1] + max_new_tokens
-    check_tokens(cfg, prompt, total)
+    check_tokens(cfg, prompt, decode_len=total)
     if prompt.shape[1] < 1:
         raise ValueError("prompt must hold at least one token")
     if cfg.is_encoder_decoder:
@@ -48,26 +48,28 @@ def generate(model, params, prompt, max_new_tokens: int, *, temperature: float =
         return prompt
     if rng is None:
         rng = jax.random.key(0)
-    run = _compiled(cfg, total, max_new_tokens, float(temperature), top_k, top_p, eos_id)
+    run = _compiled(cfg, total=total, max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k,
+                    top_p=top_p, eos_id=eos_id)
     return run(nn.meta.unbox(params), prompt, rng, encoder_tokens, encoder_mask)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(cfg, total, max_new_tokens, temperature, top_k, top_p, eos_id):
+def _compiled(cfg, *, total, max_new_tokens, temperature, top_k, top_p, eos_id):
     """One jitted program per (config, lengths, sampling settings): prefill + scan over steps."""
     model = build(cfg).clone(decode_len=total)
 
-    def forward(variables, tokens, encoder_tokens, encoder_mask):
+    def forward(variables, tokens, *, encoder_tokens=None, encoder_mask=None):
         if cfg.is_encoder_decoder:
-            return model.apply(variables, encoder_tokens, tokens, encoder_mask, mutable=["cache"])
+            return model.apply(variables, encoder_tokens, tokens, encoder_mask=encoder_mask, mutable=["cache"])
         return model.apply(variables, tokens, mutable=["cache"])
 
     def pick(logits, key):
-        return sample(logits, key, temperature, top_k, top_p)
+        return sample(logits, key, temperature, top_k=top_k, top_p=top_p)
 
     @jax.jit
     def run(params, prompt, rng, encoder_tokens, encoder_mask):
-        logits, state = forward({"params": params}, prompt, encoder_tokens, encoder_mask)
+        logits, state = forward({"params": params}, prompt, encoder_tokens=encoder_tokens,
+                                encoder_mask=encoder_mask)
         rng, key = jax.random.split(rng)
         first = pick(logits[:, -1], key)
         done = jnp.zeros(first.shape, bool) if eos_id is None else first == eos_id
@@ -76,7 +78,7 @@ def _compiled(cfg, total, max_new_tokens, temperature, top_k, top_p, eos_id):
             cache, token, rng, done = carry
             rng, key = jax.random.split(rng)
             # Later steps pass no encoder input: cross-attention keys and the mask are in the cache.
-            logits, state = forward({"params": params, "cache": cache}, token[:, None], None, None)
+            logits, state = forward({"params": params, "cache": cache}, token[:, None])
             nxt = pick(logits[:, -1], key)
             if eos_id is not None:
                 nxt = jnp.where(done, eos_id, nxt)
@@ -89,7 +91,7 @@ def _compiled(cfg, total, max_new_tokens, temperature, top_k, top_p, eos_id):
     return run
 
 
-def sample(logits, key, temperature: float, top_k: int | None = None, top_p: float | None = None):
+def sample(logits, key, temperature: float, *, top_k: int | None = None, top_p: float | None = None):
     """logits [B, V] -> token ids [B] (greedy when temperature == 0)."""
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -10,10 +10,9 @@ import numpy as np
 
 from zoo.config import ModelConfig
 from zoo.layers import positions as pos_lib
-from zoo.layers.attention import relative_table
 from zoo.layers.block import Block
+from zoo.layers.dense import dense
 from zoo.layers.init import dtype_of, initializer
-from zoo.layers.mlp import dense
 from zoo.layers.norms import Norm
 
 REMAT_POLICIES = {
@@ -35,8 +34,10 @@ class Cycle(nn.Module):
     @nn.compact
     def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask):
         for j, kind in enumerate(self.cfg.attention_pattern):
-            x = Block(self.cfg, kind, self.causal, self.has_cross, self.decode_len, self.deterministic,
-                      name=f"block_{j}")(x, positions, cache_index, rel_table, encoded, encoder_mask)
+            block = Block(self.cfg, kind=kind, causal=self.causal, has_cross=self.has_cross,
+                          decode_len=self.decode_len, deterministic=self.deterministic, name=f"block_{j}")
+            x = block(x, positions, cache_index=cache_index, rel_table=rel_table, encoded=encoded,
+                      encoder_mask=encoder_mask)
         return x, None
 
 
@@ -55,7 +56,7 @@ class Stack(nn.Module):
         cfg = self.cfg
         rel_table = None
         if cfg.position_embedding == "relative_bias" and cfg.relative_bias_shared:
-            rel_table = relative_table(self, cfg)  # T5: one table per stack, reused by every layer
+            rel_table = pos_lib.relative_table(self, cfg)  # T5: one table per stack, reused by every layer
         if self.has_cross and self.decode_len is not None:
             # Generation: the encoder runs once; later steps read its mask (and, in cross-attention,
             # its keys and values) from the cache.
@@ -64,9 +65,10 @@ class Stack(nn.Module):
         if cfg.remat_policy != "none":
             cycle = nn.remat(Cycle, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
         num_cycles = self.num_layers // cfg.cycle_length
+        # Positional: nn.scan broadcasts these by position (in_axes), one entry per argument.
         args = (positions, cache_index, rel_table, encoded, encoder_mask)
-        make = lambda cls, name: cls(cfg, self.causal, self.has_cross, self.decode_len, self.deterministic,
-                                     name=name)
+        make = lambda cls, name: cls(cfg, causal=self.causal, has_cross=self.has_cross, decode_len=self.decode_len,
+                                     deterministic=self.deterministic, name=name)
         if cfg.scan_layers:
             scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0},
                               split_rngs={"params": True, "dropout": True},
@@ -81,6 +83,13 @@ class Stack(nn.Module):
         return x
 
 
+def _embedding(cfg: ModelConfig, *, rows: int, axis: str, role: str) -> nn.Embed:
+    """A [rows, d_model] lookup table whose dims carry the logical names (axis, "embed")."""
+    return nn.Embed(num_embeddings=rows, features=cfg.d_model, dtype=dtype_of(cfg.dtype),
+                    param_dtype=dtype_of(cfg.param_dtype),
+                    embedding_init=nn.with_logical_partitioning(initializer(cfg, role), (axis, "embed")))
+
+
 class _Transformer(nn.Module):
     """Token/position embeddings and the output head, shared by both architectures.
 
@@ -92,15 +101,12 @@ class _Transformer(nn.Module):
 
     def _setup_io(self):
         cfg = self.cfg
-        self.token_embed = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype),
-            embedding_init=nn.with_logical_partitioning(initializer(cfg, "embed"), ("vocab", "embed")))
+        self.token_embed = _embedding(cfg, rows=cfg.vocab_size, axis="vocab", role="embed")
         if cfg.position_embedding == "learned":
-            self.position_embed = nn.Embed(
-                cfg.max_seq_len, cfg.d_model, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype),
-                embedding_init=nn.with_logical_partitioning(initializer(cfg, "position"), ("positions", "embed")))
+            self.position_embed = _embedding(cfg, rows=cfg.max_seq_len, axis="positions", role="position")
         if not cfg.tie_word_embeddings:
-            self.lm_head = dense(cfg, cfg.vocab_size, ("embed", "vocab"), "lm_head", False, None)
+            self.lm_head = dense(cfg, features=cfg.vocab_size, axes=("embed", "vocab"), role="lm_head",
+                                 use_bias=False)
         self.embed_dropout = nn.Dropout(cfg.embedding_dropout)
         if self.decode_len is not None:
             self.cache_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
@@ -110,8 +116,9 @@ class _Transformer(nn.Module):
         """apply() without a 'dropout' rng is inference: dropout off."""
         return not self.has_rng("dropout")
 
-    def _stack(self, num_layers, causal, has_cross=False):
-        return Stack(self.cfg, num_layers, causal, has_cross, self.decode_len, self.deterministic)
+    def _stack(self, num_layers, *, causal, has_cross=False):
+        return Stack(self.cfg, num_layers=num_layers, causal=causal, has_cross=has_cross,
+                     decode_len=self.decode_len, deterministic=self.deterministic)
 
     def _positions(self, tokens):
         """Absolute positions of `tokens` [T] and the cache offset (None without a cache)."""
@@ -122,9 +129,9 @@ class _Transformer(nn.Module):
         self.cache_index.value = start + steps
         return start + jnp.arange(steps), start
 
-    def _embed(self, tokens, positions, decode_len):
+    def _embed(self, tokens, positions, *, decode_len):
         cfg = self.cfg
-        check_tokens(cfg, tokens, decode_len)
+        check_tokens(cfg, tokens, decode_len=decode_len)
         x = self.token_embed(tokens)
         if cfg.scale_embeddings:
             x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
@@ -157,7 +164,8 @@ class DecoderOnly(_Transformer):
 
     def __call__(self, tokens):
         positions, cache_index = self._positions(tokens)
-        x = self.decoder(self._embed(tokens, positions, self.decode_len), positions, cache_index)
+        x = self._embed(tokens, positions, decode_len=self.decode_len)
+        x = self.decoder(x, positions, cache_index=cache_index)
         return self._logits(x)
 
 
@@ -171,14 +179,15 @@ class EncoderDecoder(_Transformer):
     def setup(self):
         cfg = self.cfg
         self._setup_io()
-        self.encoder = Stack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
+        # No decode_len: the encoder runs once over the whole input and keeps no KV cache.
+        self.encoder = Stack(cfg, num_layers=cfg.num_layers, causal=False, deterministic=self.deterministic)
         self.decoder = self._stack(cfg.num_decoder_layers, causal=True, has_cross=True)
 
     def encode(self, encoder_tokens, encoder_mask=None):
         """[B, S] -> encoder output [B, S, d_model]."""
         positions = jnp.arange(encoder_tokens.shape[1])
         x = self._embed(encoder_tokens, positions, decode_len=None)
-        return self.encoder(x, positions, None, None, encoder_mask)
+        return self.encoder(x, positions, encoder_mask=encoder_mask)
 
     def __call__(self, encoder_tokens, decoder_tokens, encoder_mask=None):
         encoded = None
@@ -189,12 +198,12 @@ class EncoderDecoder(_Transformer):
         if encoder_tokens is None and self.decode_len is None:
             raise ValueError("EncoderDecoder: encoder_tokens are required outside cached decoding")
         positions, cache_index = self._positions(decoder_tokens)
-        x = self._embed(decoder_tokens, positions, self.decode_len)
-        x = self.decoder(x, positions, cache_index, encoded, encoder_mask)
+        x = self._embed(decoder_tokens, positions, decode_len=self.decode_len)
+        x = self.decoder(x, positions, cache_index=cache_index, encoded=encoded, encoder_mask=encoder_mask)
         return self._logits(x)
 
 
-def check_tokens(cfg: ModelConfig, tokens, decode_len=None) -> None:
+def check_tokens(cfg: ModelConfig, tokens, *, decode_len=None) -> None:
     """Clear errors for inputs the model cannot represent. Values are checked when concrete (outside
     jit); shapes always."""
     if tokens.ndim != 2:

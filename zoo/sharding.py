@@ -48,17 +48,23 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
+def check_mesh_sizes(sizes: dict[str, int]) -> None:
+    """Axis sizes are positive integers, and at most one is -1 (all the devices the others leave)."""
+    for axis, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or (size < 1 and size != -1):
+            raise ValueError(f"mesh axis {axis!r}: size must be a positive integer or -1, got {size!r}")
+    free = [axis for axis, size in sizes.items() if size == -1]
+    if len(free) > 1:
+        raise ValueError(f"mesh axes {free} are all -1; at most one axis may take the rest")
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ("data", "fsdp", "tensor") mesh over `devices` (default: all). One size may be -1: the rest."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
-    for axis, size in sizes.items():
-        if not isinstance(size, int) or (size < 1 and size != -1):
-            raise ValueError(f"mesh axis {axis!r}: size must be a positive integer or -1, got {size!r}")
+    check_mesh_sizes(sizes)
     free = [axis for axis, size in sizes.items() if size == -1]
-    if len(free) > 1:
-        raise ValueError(f"mesh axes {free} are all -1; at most one axis may take the rest")
     fixed = math.prod(size for size in sizes.values() if size != -1)
     shown = ", ".join(f"{a}={s}" for a, s in sizes.items())
     if free:

@@ -12,8 +12,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from zoo.config import ModelConfig
 from zoo.layers import positions as pos_lib
-from zoo.layers.init import dtype_of, initializer
-from zoo.layers.mlp import dense
+from zoo.layers.dense import dense
 from zoo.layers.norms import Norm
 
 
@@ -63,7 +62,7 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
     if bias is not None:
         scores = scores + jnp.broadcast_to(bias, (bias.shape[0], h, t, s)).reshape(bias.shape[0], kv, h // kv, t, s)
     if mask is None and (is_causal or window is not None):
-        mask = aligned_mask(t, s, is_causal, window)
+        mask = position_mask(jnp.arange(t), jnp.arange(s), causal=is_causal, window=window)
     if mask is not None:
         scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
@@ -73,15 +72,15 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
     return out.reshape(b, t, h, d)
 
 
-def aligned_mask(t: int, s: int, is_causal: bool, window):
-    """The mask that (is_causal, window) stands for when queries and keys are the same positions."""
-    q = jnp.arange(t)[:, None]
-    k = jnp.arange(s)[None, :]
-    keep = jnp.ones((t, s), bool)
-    if is_causal:
-        keep &= k <= q
+def position_mask(q_pos, k_pos, *, causal: bool, window=None):
+    """Boolean [1, 1, T, S] mask from absolute positions q_pos [T], k_pos [S]; -1 marks an empty cache
+    slot. window (left, right) bounds q - k and k - q."""
+    keep = (k_pos >= 0)[None, :]
+    if causal:
+        keep = keep & (k_pos[None, :] <= q_pos[:, None])
     if window is not None:
-        keep &= (q - k <= window[0]) & (k - q <= window[1])
+        delta = q_pos[:, None] - k_pos[None, :]
+        keep = keep & (delta <= window[0]) & (-delta <= window[1])
     return keep[None, None]
 
 
@@ -104,16 +103,16 @@ class Attention(nn.Module):
         cfg = self.cfg
         local = self.kind.startswith("local")
         use_positions = not self.kind.endswith("_nope") and not self.cross
-        q = dense(cfg, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), "q",
-                  cfg.attention_bias, "query")(x)
-        q = self._qk_norm(q, "query_norm", "heads")
+        q = dense(cfg, features=(cfg.num_heads, cfg.head_dim), axes=("embed", "heads", "head_dim"), role="q",
+                  use_bias=cfg.attention_bias, name="query")(x)
+        q = self._qk_norm(q, name="query_norm", heads_axis="heads")
 
         decoding = self.decode_len is not None
         if self.cross:
             k, v, k_pos = self._cross_keys(kv_input)
         else:
             k, v = self._project_kv(x)
-            k = self._qk_norm(k, "key_norm", "kv_heads")
+            k = self._qk_norm(k, name="key_norm", heads_axis="kv_heads")
             k_pos = positions
         if use_positions and cfg.position_embedding == "rope":
             theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
@@ -130,42 +129,45 @@ class Attention(nn.Module):
         bias = None
         if use_positions and cfg.position_embedding == "relative_bias":
             if not cfg.relative_bias_shared:
-                rel_table = relative_table(self, cfg)
-            bias = pos_lib.relative_bias(rel_table, positions, k_pos, not self.causal, cfg)
+                rel_table = pos_lib.relative_table(self, cfg)
+            bias = pos_lib.relative_bias(cfg, rel_table, positions, k_pos, bidirectional=not self.causal)
         elif use_positions and cfg.position_embedding == "alibi":
             bias = pos_lib.alibi_bias(cfg.num_heads, positions, k_pos)
 
         # Fused masking (is_causal / window) only when keys are the queries' own positions.
         aligned = not self.cross and not decoding and kv_mask is None
+        causal = self.causal and not self.cross
         mask = None
         if not aligned:
-            mask = self._mask(positions, k_pos, window, kv_mask)
+            mask = position_mask(positions, k_pos, causal=causal, window=window)
+            if kv_mask is not None:
+                mask = mask & kv_mask[:, None, None, :]
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
         scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
         out = attend(q, k, v, scale=scale, mask=mask, bias=bias, soft_cap=cfg.attn_logits_soft_cap,
-                     is_causal=aligned and self.causal and not self.cross, window=window if aligned else None,
+                     is_causal=aligned and causal, window=window if aligned else None,
                      impl=resolve_impl(cfg), dropout=dropout)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        out = dense(cfg, cfg.d_model, ("heads", "head_dim", "embed"), "o", cfg.attention_bias, "out",
-                    contract=(-2, -1))(out)
+        out = dense(cfg, features=cfg.d_model, axes=("heads", "head_dim", "embed"), role="o",
+                    use_bias=cfg.attention_bias, name="out", contract=(-2, -1))(out)
         return checkpoint_name(out, "attention_out")
 
     def _project_kv(self, x):
         cfg = self.cfg
         axes = ("embed", "kv_heads", "head_dim")
         shape = (cfg.num_kv_heads, cfg.head_dim)
-        k = dense(cfg, shape, axes, "k", cfg.attention_bias, "key")(x)
-        v = dense(cfg, shape, axes, "v", cfg.attention_bias, "value")(x)
+        k = dense(cfg, features=shape, axes=axes, role="k", use_bias=cfg.attention_bias, name="key")(x)
+        v = dense(cfg, features=shape, axes=axes, role="v", use_bias=cfg.attention_bias, name="value")(x)
         return k, v
 
-    def _qk_norm(self, x, name, heads_axis):
+    def _qk_norm(self, x, *, name, heads_axis):
         """Per-head norm (Gemma 3), or OLMo 2's norm over the whole projection before the head split."""
         if self.cfg.qk_norm == "per_head":
-            return Norm(self.cfg, ("head_dim",), name=name)(x)
+            return Norm(self.cfg, axes=("head_dim",), name=name)(x)
         if self.cfg.qk_norm == "full":
-            return Norm(self.cfg, (heads_axis, "head_dim"), name=name)(x)
+            return Norm(self.cfg, axes=(heads_axis, "head_dim"), name=name)(x)
         return x
 
     def _cross_keys(self, encoded):
@@ -195,23 +197,3 @@ class Attention(nn.Module):
         cached_k.value = cached_k.value.at[:, slots].set(k[:, -n:])
         cached_v.value = cached_v.value.at[:, slots].set(v[:, -n:])
         return keys, values, k_pos
-
-    def _mask(self, q_pos, k_pos, window, kv_mask):
-        """Boolean [B|1, 1, T, S] mask from absolute positions (-1 marks an empty cache slot)."""
-        keep = (k_pos >= 0)[None, :]
-        if self.causal and not self.cross:
-            keep = keep & (k_pos[None, :] <= q_pos[:, None])
-        if window is not None:
-            delta = q_pos[:, None] - k_pos[None, :]
-            keep = keep & (delta <= window[0]) & (-delta <= window[1])
-        keep = keep[None, None]
-        if kv_mask is not None:
-            keep = keep & kv_mask[:, None, None, :]
-        return keep
-
-
-def relative_table(module: nn.Module, cfg: ModelConfig):
-    """The T5 bias table [num_buckets, heads], a parameter of `module`."""
-    return module.param("relative_bias", nn.with_logical_partitioning(
-        initializer(cfg, "relative"), ("relpos_buckets", "heads")),
-        (cfg.relative_num_buckets, cfg.num_heads), dtype_of(cfg.param_dtype))

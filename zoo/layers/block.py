@@ -31,15 +31,15 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, cache_index=None, rel_table=None, encoded=None, encoder_mask=None):
         cfg = self.cfg
-        attention = Attention(cfg, self.kind, self.causal, decode_len=self.decode_len,
+        attention = Attention(cfg, kind=self.kind, causal=self.causal, decode_len=self.decode_len,
                               deterministic=self.deterministic, name="attention")
-        attn = lambda h: attention(h, positions, cache_index, rel_table)
+        attn = lambda h: attention(h, positions, cache_index=cache_index, rel_table=rel_table)
         mlp = Mlp(cfg, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)
         x = self._sublayer("attn", attn, x)
         if self.has_cross:
-            cross_attention = Attention(cfg, "global", causal=False, cross=True, decode_len=self.decode_len,
+            cross_attention = Attention(cfg, kind="global", causal=False, cross=True, decode_len=self.decode_len,
                                         deterministic=self.deterministic, name="cross_attention")
             x = self._sublayer("cross", lambda h: cross_attention(h, positions, kv_input=encoded,
                                                                    kv_mask=encoder_mask), x)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from zoo.config import ModelConfig
-from zoo.layers.init import dtype_of, initializer
+from zoo.layers.dense import dense
 
 ACTIVATION_FNS = {
     "relu": jax.nn.relu,
@@ -18,24 +18,6 @@ ACTIVATION_FNS = {
     "squared_relu": lambda x: jnp.square(jax.nn.relu(x)),  # Primer (So 2021), Nemotron-4
     "linear": lambda x: x,
 }
-
-
-def dense(cfg: ModelConfig, features, axes, role, use_bias, name, contract=-1):
-    """A DenseGeneral whose kernel and bias carry logical axis names (kernel axes = `axes`)."""
-    out_axes = axes[-len(features):] if isinstance(features, tuple) else axes[-1:]
-    return nn.DenseGeneral(
-        features=features,
-        axis=contract,
-        use_bias=use_bias,
-        dtype=dtype_of(cfg.dtype),
-        param_dtype=dtype_of(cfg.param_dtype),
-        # rules=(): no sharding constraint when flax unboxes the kernel, which DenseGeneral does on its flat
-        # 2-D shape (before the reshape to `axes`), failing under an active mesh and rules. Placement comes
-        # from the logical names (zoo.sharding.param_shardings), not from this constraint.
-        kernel_init=nn.with_logical_partitioning(initializer(cfg, role), axes, rules=()),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_axes, rules=()),
-        name=name,
-    )
 
 
 class Mlp(nn.Module):
@@ -50,9 +32,11 @@ class Mlp(nn.Module):
         branches = []
         for i, act in enumerate(cfg.mlp_activations):
             name = f"wi_{i}" if cfg.is_gated else "wi"
-            h = dense(cfg, cfg.d_ff, ("embed", "mlp"), "mlp_in", cfg.mlp_bias, name)(x)
+            h = dense(cfg, features=cfg.d_ff, axes=("embed", "mlp"), role="mlp_in", use_bias=cfg.mlp_bias,
+                      name=name)(x)
             branches.append(ACTIVATION_FNS[act](h))
         h = branches[0] * branches[1] if cfg.is_gated else branches[0]
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        out = dense(cfg, cfg.d_model, ("mlp", "embed"), "mlp_out", cfg.mlp_bias, "wo")(h)
+        out = dense(cfg, features=cfg.d_model, axes=("mlp", "embed"), role="mlp_out", use_bias=cfg.mlp_bias,
+                    name="wo")(h)
         return checkpoint_name(out, "mlp_out")

@@ -1,17 +1,20 @@
 """Position information: sinusoidal and learned tables, RoPE, T5 relative bias, ALiBi.
 
-Everything here is a function of integer positions, so the same code serves training (positions
-0..T-1), decoding (a KV cache at offset `index`) and ring-buffer caches (slots hold older positions).
+Everything but the T5 table parameter is a function of integer positions, so the same code serves
+training (positions 0..T-1), decoding (a KV cache at offset `index`) and ring-buffer caches (slots hold
+older positions).
 """
 
 from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from zoo.config import ModelConfig
+from zoo.layers.init import dtype_of, initializer
 
 
 def sinusoidal_table(positions, d_model: int):
@@ -60,7 +63,7 @@ def apply_rope(x, positions, inv_freq):
 
 
 # ------------------------------------------------------------------------------------- T5 relative bias
-def relative_bucket(relative_position, bidirectional: bool, num_buckets: int, max_distance: int):
+def relative_bucket(relative_position, bidirectional: bool, *, num_buckets: int, max_distance: int):
     """T5's bucketing of (key - query) distances (Raffel 2020 §2.1; mesh_tensorflow's
     `_relative_position_bucket`): half the buckets are exact small distances, the rest log-spaced up
     to max_distance; bidirectional attention spends half the buckets on each direction."""
@@ -81,10 +84,17 @@ def relative_bucket(relative_position, bidirectional: bool, num_buckets: int, ma
     return bucket + jnp.where(is_small, distance, large)
 
 
-def relative_bias(table, q_pos, k_pos, bidirectional: bool, cfg: ModelConfig):
-    """Bias [1, heads, T, S] added to attention scores; table: [num_buckets, heads]."""
+def relative_table(module: nn.Module, cfg: ModelConfig):
+    """The T5 bias table [num_buckets, heads], a parameter of `module`."""
+    return module.param("relative_bias", nn.with_logical_partitioning(
+        initializer(cfg, "relative"), ("relpos_buckets", "heads")),
+        (cfg.relative_num_buckets, cfg.num_heads), dtype_of(cfg.param_dtype))
+
+
+def relative_bias(cfg: ModelConfig, table, q_pos, k_pos, *, bidirectional: bool):
+    """Bias [1, heads, T, S] added to attention scores; table: [num_buckets, heads]; q_pos [T], k_pos [S]."""
     buckets = relative_bucket(k_pos[None, :] - q_pos[:, None], bidirectional,
-                              cfg.relative_num_buckets, cfg.relative_max_distance)
+                              num_buckets=cfg.relative_num_buckets, max_distance=cfg.relative_max_distance)
     return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)
 
 

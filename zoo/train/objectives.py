@@ -7,15 +7,26 @@ Encoder-decoder (T5, Raffel et al. 2020 §3.1.4): rows of `tokens_length` raw to
 `tokens_length, targets_length = span_corruption_lengths(inputs_length)`, go through `span_corrupt`; the
 decoder reads `shift_right(targets, pad_id)` (T5 starts decoding from the pad id, 0) and the loss is
 `encoder_decoder_loss(logits, targets, pad_id)`.
+
+`make_objective(cfg, recipe, tokenizer, seed)` picks one of the two as an object the trainer uses without
+knowing which: `row_length` and `stride` (how the corpus is packed), `make_batch(rows, step)` (host numpy
+arrays for one step) and `loss(model, params, batch, rngs)` (traced inside the jitted step).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zoo.config import ModelConfig
+from zoo.recipe import TrainConfig
+
+NOISE_DENSITY, MEAN_SPAN_LENGTH = 0.15, 3.0  # T5 (Raffel et al. 2020 §3.1.4)
+MIN_SENTINELS = 100  # T5's vocabulary reserves 100
 
 
 def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None,
@@ -144,3 +155,91 @@ def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: 
 def shift_right(targets: np.ndarray, start_id: int = 0) -> np.ndarray:
     """Decoder inputs [batch, L]: targets moved one step right behind `start_id` (T5: the pad id, 0)."""
     return np.concatenate([np.full((len(targets), 1), start_id, targets.dtype), targets[:, :-1]], axis=1)
+
+
+# --- the objectives the trainer runs ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLM:
+    """Next-token prediction on packed rows of seq_len + 1 tokens (decoder-only models)."""
+
+    seq_len: int
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+
+    @property
+    def row_length(self) -> int:
+        return self.seq_len + 1
+
+    @property
+    def stride(self) -> int:
+        return self.seq_len  # consecutive rows share one token: every token is a target once
+
+    decoder_len = None
+
+    def make_batch(self, rows: np.ndarray, step: int, split: int = 0) -> dict[str, np.ndarray]:
+        return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
+
+    def loss(self, model, params, batch, rngs):
+        logits = model.apply({"params": params}, batch["inputs"], rngs=rngs)
+        return causal_lm_loss(logits, batch["targets"], label_smoothing=self.label_smoothing, z_loss=self.z_loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanCorruption:
+    """T5 span corruption: rows of tokens_length raw tokens -> encoder inputs of seq_len tokens with noise
+    spans replaced by sentinels, decoder targets listing the spans (zoo/train/objectives.py)."""
+
+    seq_len: int
+    sentinel_ids: tuple[int, ...]
+    eos_id: int
+    pad_id: int
+    seed: int
+    label_smoothing: float = 0.0
+    z_loss: float = 0.0
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        return span_corruption_lengths(self.seq_len, NOISE_DENSITY, MEAN_SPAN_LENGTH)
+
+    @property
+    def row_length(self) -> int:
+        return self.lengths[0]
+
+    @property
+    def stride(self) -> int:
+        return self.lengths[0]
+
+    @property
+    def decoder_len(self) -> int:
+        return self.lengths[1]
+
+    def make_batch(self, rows: np.ndarray, step: int, split: int = 0) -> dict[str, np.ndarray]:
+        """Corrupt with default_rng((seed, split, step)): a resumed run corrupts step s exactly as before."""
+        rng = np.random.default_rng((self.seed, split, step))
+        inputs, targets = span_corrupt(rows, rng, sentinel_ids=self.sentinel_ids, eos_id=self.eos_id,
+                                       pad_id=self.pad_id, noise_density=NOISE_DENSITY,
+                                       mean_span_length=MEAN_SPAN_LENGTH, inputs_length=self.seq_len)
+        return {"encoder_inputs": inputs, "encoder_mask": inputs != self.pad_id,
+                "decoder_inputs": shift_right(targets, self.pad_id), "targets": targets}
+
+    def loss(self, model, params, batch, rngs):
+        logits = model.apply({"params": params}, batch["encoder_inputs"], batch["decoder_inputs"],
+                             batch["encoder_mask"], rngs=rngs)
+        return encoder_decoder_loss(logits, batch["targets"], self.pad_id, self.label_smoothing, self.z_loss)
+
+
+def sentinels_needed(seq_len: int) -> int:
+    """Sentinels the tokenizer must hold for span corruption of seq_len-token inputs: at least T5's 100, and
+    at least one per span (a span puts a sentinel and >= 1 token in the targets, so spans <= targets / 2)."""
+    _, targets_length = span_corruption_lengths(seq_len, NOISE_DENSITY, MEAN_SPAN_LENGTH)
+    return max(MIN_SENTINELS, targets_length // 2)
+
+
+def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
+    if cfg.is_encoder_decoder:
+        sentinels = tuple(tokenizer.sentinel_ids(sentinels_needed(tc.seq_len)))
+        return SpanCorruption(tc.seq_len, sentinels, tokenizer.eos_id, tokenizer.pad_id, seed,
+                              tc.label_smoothing, cfg.z_loss_multiplier)
+    return CausalLM(tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier)

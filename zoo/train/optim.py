@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from zoo.model import path_names
-from zoo.train.recipe import TrainConfig
+from zoo.recipe import TrainConfig
 
 
 def make_schedule(tc: TrainConfig, d_model: int) -> optax.Schedule:

@@ -1,16 +1,16 @@
 """TrainConfig: the training recipe (optimizer, schedule, batch) as one frozen, validated dataclass.
 
-Same contract as ``zoo.config.ModelConfig``: a preset's ``recipe:`` block is nothing but values for these
-fields, validation runs once at construction, and every error names the field and what it accepts.
-``zoo.train.optim`` turns a TrainConfig into an optax optimizer and learning-rate schedule.
+Same contract as ``zoo.config.ModelConfig``, and beside it because a recipe is data too: a preset's ``train:``
+block is nothing but values for these fields, validation runs once at construction, and every error names
+the field and what it accepts. ``zoo.train.optim`` turns a TrainConfig into an optax optimizer and
+learning-rate schedule.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from zoo.config import Replaceable
+from zoo.fields import Replaceable, fail
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adamw", "adam", "adafactor"),
@@ -99,13 +99,6 @@ class TrainConfig(Replaceable):
         """Tokens per optimizer update (what papers quote as the batch size)."""
         return self.batch_size * self.seq_len
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _fail(field: str, message: str) -> None:
-    raise ValueError(f"TrainConfig.{field}: {message}")
-
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -114,56 +107,56 @@ def _is_int(value) -> bool:
 def _validate(c: TrainConfig) -> None:
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
-            _fail(name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
+            fail(c, name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
     for name in ("total_steps", "batch_size", "seq_len", "grad_accum_steps"):
         if not _is_int(getattr(c, name)) or getattr(c, name) < 1:
-            _fail(name, f"must be a positive integer, got {getattr(c, name)!r}")
+            fail(c, name, f"must be a positive integer, got {getattr(c, name)!r}")
     if not _is_int(c.warmup_steps) or c.warmup_steps < 0:
-        _fail("warmup_steps", f"must be an integer >= 0, got {c.warmup_steps!r}")
+        fail(c, "warmup_steps", f"must be an integer >= 0, got {c.warmup_steps!r}")
 
     if not c.learning_rate > 0:
-        _fail("learning_rate", f"must be > 0, got {c.learning_rate}")
+        fail(c, "learning_rate", f"must be > 0, got {c.learning_rate}")
     if c.schedule in ("noam", "inverse_sqrt") and c.warmup_steps < 1:
-        _fail("warmup_steps", f"schedule {c.schedule!r} divides by it; must be >= 1")
+        fail(c, "warmup_steps", f"schedule {c.schedule!r} divides by it; must be >= 1")
     if c.schedule in ("cosine", "linear", "wsd", "constant") and c.warmup_steps > c.total_steps:
-        _fail("warmup_steps", f"{c.warmup_steps} exceeds total_steps={c.total_steps}")
+        fail(c, "warmup_steps", f"{c.warmup_steps} exceeds total_steps={c.total_steps}")
     if not 0.0 <= c.final_lr_fraction <= 1.0:
-        _fail("final_lr_fraction", f"must be in [0, 1], got {c.final_lr_fraction}")
+        fail(c, "final_lr_fraction", f"must be in [0, 1], got {c.final_lr_fraction}")
     if not 0.0 <= c.wsd_decay_fraction <= 1.0 or (c.schedule == "wsd" and c.wsd_decay_fraction == 0):
-        _fail("wsd_decay_fraction", f"must be in (0, 1] (in [0, 1] when unused), got {c.wsd_decay_fraction}")
+        fail(c, "wsd_decay_fraction", f"must be in (0, 1] (in [0, 1] when unused), got {c.wsd_decay_fraction}")
     if c.schedule == "wsd" and c.warmup_steps + round(c.wsd_decay_fraction * c.total_steps) > c.total_steps:
-        _fail("wsd_decay_fraction", f"warmup_steps={c.warmup_steps} plus the decay's "
+        fail(c, "wsd_decay_fraction", f"warmup_steps={c.warmup_steps} plus the decay's "
                                     f"{round(c.wsd_decay_fraction * c.total_steps)} steps exceed "
                                     f"total_steps={c.total_steps}")
 
     if c.beta1 is not None and not 0.0 <= c.beta1 < 1.0:
-        _fail("beta1", f"must be in [0, 1) or null, got {c.beta1}")
+        fail(c, "beta1", f"must be in [0, 1) or null, got {c.beta1}")
     # Each optimizer's own knobs must be set; the other's may be null.
     adam = c.optimizer in ("adam", "adamw")
     if (c.beta2 is None and adam) or (c.beta2 is not None and not 0.0 <= c.beta2 < 1.0):
-        _fail("beta2", f"must be in [0, 1) (null only with adafactor), got {c.beta2}")
+        fail(c, "beta2", f"must be in [0, 1) (null only with adafactor), got {c.beta2}")
     if not c.eps > 0:
-        _fail("eps", f"must be > 0, got {c.eps}")
+        fail(c, "eps", f"must be > 0, got {c.eps}")
     rate = c.adafactor_decay_rate
     if (rate is None and not adam) or (rate is not None and not rate > 0):
-        _fail("adafactor_decay_rate", f"must be > 0 (null only with adam/adamw), got {rate}")
+        fail(c, "adafactor_decay_rate", f"must be > 0 (null only with adam/adamw), got {rate}")
     for name in ("adafactor_clipping_threshold", "grad_clip_norm"):
         if getattr(c, name) is not None and not getattr(c, name) > 0:
-            _fail(name, f"must be > 0 or null, got {getattr(c, name)}")
+            fail(c, name, f"must be > 0 or null, got {getattr(c, name)}")
 
     if c.weight_decay < 0:
-        _fail("weight_decay", f"must be >= 0, got {c.weight_decay}")
+        fail(c, "weight_decay", f"must be >= 0, got {c.weight_decay}")
     if c.optimizer == "adam" and c.weight_decay > 0:
-        _fail("weight_decay", f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
+        fail(c, "weight_decay", f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
                               "use optimizer: adamw for decoupled decay, or set weight_decay: 0")
     if c.weight_decay_lr_power is not None:
         if not c.weight_decay_lr_power > 0:
-            _fail("weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
+            fail(c, "weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
         if c.weight_decay == 0:
-            _fail("weight_decay_lr_power", "has no effect with weight_decay 0: the decay is "
+            fail(c, "weight_decay_lr_power", "has no effect with weight_decay 0: the decay is "
                                            "weight_decay * lr ** power (PaLM: weight_decay 1.0, power 2.0)")
 
     if c.batch_size % c.grad_accum_steps:
-        _fail("grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
+        fail(c, "grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
     if not 0.0 <= c.label_smoothing < 1.0:
-        _fail("label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
+        fail(c, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")

@@ -1,0 +1,244 @@
+"""A training run's configuration: five sections, each a frozen dataclass that validates itself.
+
+    model.*   ModelConfig (zoo/config.py), from the preset; vocab_size follows the tokenizer unless set
+    train.*   TrainConfig (zoo/recipe.py), the preset's published recipe
+    data.*    DataConfig: corpus, tokenizer
+    run.*     RunConfig: run dir, steps, seed, intervals, logging
+    mesh.*    MeshConfig: device mesh axis sizes
+
+    config = resolve("gpt3-tiny", ["model.num_layers=2", "train.learning_rate=1e-3", "mesh.fsdp=2"])
+
+Overrides are `section.field=value` strings (read like a preset's YAML values, see zoo.fields.parse) or a
+dict of typed values. Any bad value is a UserError: one line naming the key, where its value came from
+(the preset file or the command line) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from zoo import presets
+from zoo.config import ModelConfig
+from zoo.fields import Replaceable, fail, field_names, parse, suggest, value_origins
+from zoo.recipe import TrainConfig
+from zoo.sharding import check_mesh_sizes
+
+DEFAULT_PRESET = "llama-tiny"
+COMMAND_LINE = "the command line"
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit status 2, no traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Replaceable):
+    """Corpus and tokenizer."""
+
+    path: str | None = None
+    """Training text: a UTF-8 file (one document), a folder (every text file below it), or a .jsonl file
+    (one document per line, in text_field). null = the embedded default corpus (this Python's standard
+    library sources, see zoo/train/data.py)."""
+    text_field: str = "text"
+    """Field holding the text in JSONL records."""
+    tokenizer: str = "byte"
+    """byte (UTF-8 bytes, ByT5 ids), bpe (byte-level BPE trained on the train split), or a path to a
+    tokenizer.json (or a directory holding one)."""
+    bpe_vocab_size: int = 4096
+    """Vocabulary of the trained BPE (tokenizer: bpe), special and sentinel tokens included."""
+    validation_percent: int = 2
+    """Share of documents (by content hash) held out for validation."""
+    max_documents: int | None = None
+    """Use only the first N documents of the corpus (quick experiments, tests). null = all."""
+
+    def __post_init__(self):
+        if not 0 <= self.validation_percent < 100:
+            fail(self, "validation_percent", f"must be in [0, 100), got {self.validation_percent}")
+        if self.max_documents is not None and self.max_documents < 1:
+            fail(self, "max_documents", f"must be >= 1 or null, got {self.max_documents}")
+        if self.bpe_vocab_size < 300:
+            fail(self, "bpe_vocab_size", f"must be >= 300 (256 bytes + specials), got {self.bpe_vocab_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Replaceable):
+    """Where the run lives, how long it runs, what it logs."""
+
+    dir: str | None = None
+    """Run directory: config.json, tokenizer/, checkpoints/, metrics.jsonl. Restarting with the same
+    directory resumes from its latest checkpoint. null = runs/<preset>."""
+    steps: int | None = None
+    """Optimizer steps to train to (counted from the start of the run, not of this invocation).
+    null = train.total_steps."""
+    seed: int = 0
+    """Seed of parameter init, data order, dropout and span corruption."""
+    eval_interval: int = 100
+    """Validation loss every N steps (and at the end). 0 = only at the end; -1 = never."""
+    eval_batches: int = 8
+    """Validation batches per evaluation (the same fixed batches every time)."""
+    checkpoint_interval: int = 100
+    """Checkpoint every N steps; the last step is always saved."""
+    keep: int = 3
+    """Checkpoints kept on disk (the newest)."""
+    log_interval: int = 10
+    """Steps between log lines when stdout is not a terminal (the progress bar updates every step)."""
+    peak_flops: float | None = None
+    """Peak FLOP/s per chip for MFU. null = by backend (zoo/train/metrics.py: H100/H200 989e12 bf16
+    dense, ..., CPU a nominal 96 GFLOP/s per core for the whole host)."""
+    progress: bool = True
+    """Show a progress bar when stderr is a terminal."""
+    sample_tokens: int = 200
+    """Tokens to generate from sample_prompt at the end. 0 = no sample."""
+    sample_prompt: str = "def "
+    """Prompt of the end-of-run sample (encoder-decoder models: the encoder input, with a sentinel appended)."""
+    sample_temperature: float = 0.8
+    """Sampling temperature of the end-of-run sample (top-k 40, top-p 0.95)."""
+    async_checkpoint: bool = True
+    """Write checkpoints in the background while training continues."""
+    distributed: bool = False
+    """Call jax.distributed.initialize() (multi-process launch; also on when ZOO_DISTRIBUTED=1)."""
+
+    def __post_init__(self):
+        if self.steps is not None and self.steps < 1:
+            fail(self, "steps", f"must be >= 1 or null, got {self.steps}")
+        for name in ("checkpoint_interval", "keep", "log_interval", "eval_batches"):
+            if getattr(self, name) < 1:
+                fail(self, name, f"must be >= 1, got {getattr(self, name)}")
+        if self.eval_interval < -1:
+            fail(self, "eval_interval", f"must be >= 0, or -1 for never, got {self.eval_interval}")
+        for name in ("sample_tokens", "sample_temperature"):
+            if getattr(self, name) < 0:
+                fail(self, name, f"must be >= 0, got {getattr(self, name)}")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            fail(self, "peak_flops", f"must be > 0 or null, got {self.peak_flops}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Replaceable):
+    """Device mesh (zoo/sharding.py): batch split over data x fsdp, params over fsdp (embed) and tensor
+    (mlp, heads, vocab). One axis may be -1: all remaining devices."""
+
+    data: int = -1
+    """Pure data parallelism: params replicated."""
+    fsdp: int = 1
+    """Fully sharded data parallelism: params split along embed, batch split too."""
+    tensor: int = 1
+    """Tensor (Megatron) parallelism: mlp, heads and vocab split."""
+
+    def __post_init__(self):
+        check_mesh_sizes(dataclasses.asdict(self))
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig,
+                             "run": RunConfig, "mesh": MeshConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A fully resolved run: the preset's name and one validated dataclass per section."""
+
+    preset: str
+    model: ModelConfig
+    train: TrainConfig
+    data: DataConfig
+    run: RunConfig
+    mesh: MeshConfig
+    explicit: frozenset = dataclasses.field(default=frozenset(), compare=False)
+    """Override keys given explicitly (e.g. an explicit model.vocab_size is kept, not fitted)."""
+
+    def __post_init__(self):
+        for section, cls in SECTIONS.items():
+            if not isinstance(getattr(self, section), cls):
+                raise TypeError(f"Config.{section}: expected a {cls.__name__}, got {getattr(self, section)!r}")
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len="
+                             f"{self.model.max_seq_len}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.dir if self.run.dir is not None else f"runs/{self.preset}")
+
+    @property
+    def steps(self) -> int:
+        return self.run.steps if self.run.steps is not None else self.train.total_steps
+
+    def replace(self, **sections) -> Config:
+        """A copy with whole sections replaced, validated again."""
+        return dataclasses.replace(self, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, **{s: getattr(self, s).to_dict() for s in SECTIONS}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return cls(d["preset"], *(SECTIONS[s].from_dict(d[s]) for s in SECTIONS))
+
+
+def all_keys() -> list[str]:
+    """Every override key, `section.field`."""
+    return [f"{s}.{f}" for s, cls in SECTIONS.items() for f in field_names(cls)]
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """['model.num_layers=4', ...] -> {"model": {"num_layers": 4}, ...}; unknown keys suggest close ones."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise UserError(f"expected section.field=value, got {item!r}.{suggest(key, all_keys())}")
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or name not in field_names(SECTIONS[section]):
+            hint = suggest(key, all_keys()) or suggest(name or section, all_keys())
+            if not hint:  # a bare field name: which section has it?
+                homes = [k for k in all_keys() if k.endswith("." + (name or section))]
+                hint = f" Did you mean: {', '.join(homes)}?" if homes else ""
+            raise UserError(f"unknown override key {key!r}.{hint} (python train.py --help lists every key)")
+        try:
+            out[section][name] = parse(SECTIONS[section], name, raw, key)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return out
+
+
+def resolve(preset: str = DEFAULT_PRESET, overrides: list[str] | dict | None = None,
+            source: str = COMMAND_LINE) -> Config:
+    """The Config of `preset` with overrides: a list of 'section.field=value' strings, or a dict
+    {"model": {...}, "train": {...}, ...} of typed values. `source` names where the overrides came from
+    in error messages."""
+    if overrides is None or isinstance(overrides, (list, tuple)):
+        parsed = parse_overrides(list(overrides or []))
+    else:
+        for section in overrides:
+            if section not in SECTIONS:
+                raise UserError(f"unknown config section {section!r}.{suggest(section, SECTIONS)}")
+        parsed = {s: dict(overrides.get(s, {})) for s in SECTIONS}
+    try:
+        sections = {s: presets.build_section(preset, s, parsed[s], source) for s in presets.SECTIONS}
+        for s in SECTIONS.keys() - presets.SECTIONS.keys():
+            sections[s] = _run_section(s, parsed[s], source)
+        explicit = frozenset(f"{s}.{k}" for s, values in parsed.items() for k in values)
+        return Config(preset, **sections, explicit=explicit)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+
+
+def _run_section(section: str, values: dict, source: str):
+    """A data/run/mesh section: its defaults with `values` on top; errors say the values came from `source`."""
+    try:
+        return SECTIONS[section].from_dict(values)
+    except ValueError as e:
+        origins = value_origins(str(e), section, [(values, source)])
+        raise ValueError(f"{e} ({origins})" if origins else str(e)) from None
+
+
+def load_run_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    return Config.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,153 @@
+"""Prepare a run: everything train() needs, built and checked before anything in the run directory is written.
+
+Order, so that bad input fails first and cheaply: mesh -> the run directory's latest checkpoint (read only)
+-> corpus and tokenizer -> model fitted to the tokenizer, checked against the checkpoint -> objective and data
+stream (at the checkpoint's position) -> validation batches -> compiled programs and the FLOP/s accounting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from zoo.config import ModelConfig
+from zoo.model import count_params
+from zoo.sharding import data_parallelism, make_mesh
+from zoo.train import data as data_lib
+from zoo.train import metrics as metrics_lib
+from zoo.train.checkpoint import Checkpoints, model_mismatch
+from zoo.train.config import Config, UserError
+from zoo.train.objectives import make_objective, sentinels_needed
+from zoo.train.state import Programs, programs
+from zoo.train.tokenizer import load_tokenizer, make_tokenizer, model_vocab_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A prepared run. `config.model` is the model actually trained (vocab_size fitted to the tokenizer)."""
+
+    config: Config
+    mesh: Mesh
+    tokenizer: Any
+    objective: Any
+    programs: Programs
+    stream: data_lib.TrainStream
+    """Training batches, positioned after the resumed checkpoint's last batch."""
+    val_batches: list[np.ndarray]
+    resume_step: int | None
+    """The latest complete checkpoint in the run directory, or None for a new run."""
+    unigram_entropy: float
+    """Of the train tokens, nats/token: the loss a model that ignores context can reach."""
+    flops_per_step: float
+    job_peak_flops: float
+    messages: tuple[str, ...]
+    """What the run says about itself before training (model, data, MFU basis)."""
+
+
+def load_documents(data) -> data_lib.Corpus:
+    """The corpus of a DataConfig, capped at data.max_documents."""
+    try:
+        if data.max_documents is None:
+            return data_lib.load_corpus(data.path, text_field=data.text_field,
+                                        validation_percent=data.validation_percent)
+        docs = (data_lib.stdlib_documents() if data.path is None
+                else data_lib.read_documents(data.path, data.text_field))[:data.max_documents]
+        if not docs:
+            raise ValueError(f"no documents in {data.path}")
+        return data_lib.split_documents(docs, data.validation_percent)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"data.path: {e}") from None
+
+
+def get_tokenizer(config: Config, corpus: data_lib.Corpus, saved: dict | None):
+    """A resumed run reuses the tokenizer saved in its directory (a trained BPE is not retrained)."""
+    data = config.data
+    num_sentinels = sentinels_needed(config.train.seq_len) if config.model.is_encoder_decoder else 0
+    saved_dir = config.run_dir / "tokenizer"
+    if saved is not None and saved_dir.exists():
+        before = saved["config"]["data"]
+        spec = lambda d: (d["tokenizer"], d["bpe_vocab_size"] if d["tokenizer"] == "bpe" else None)  # noqa: E731
+        if spec(before) != spec(data.to_dict()):
+            raise UserError(f"{config.run_dir} was trained with data.tokenizer={before['tokenizer']} "
+                            f"(bpe_vocab_size {before['bpe_vocab_size']}), not {data.tokenizer} "
+                            f"(bpe_vocab_size {data.bpe_vocab_size}); use another run.dir")
+        return load_tokenizer(saved_dir)
+    try:
+        return make_tokenizer(data.tokenizer, train_texts=corpus.train, vocab_size=data.bpe_vocab_size,
+                              num_sentinels=num_sentinels)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"data.tokenizer: {e}") from None
+
+
+def fit_model(config: Config, tokenizer) -> ModelConfig:
+    """model.vocab_size follows the tokenizer (rounded up to 128) unless set explicitly."""
+    cfg = config.model
+    if "model.vocab_size" not in config.explicit:
+        return cfg.replace(vocab_size=model_vocab_size(tokenizer, 128))
+    if cfg.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
+                        f"{tokenizer.vocab_size} tokens")
+    return cfg
+
+
+def prepare(config: Config, devices=None) -> Setup:
+    """The Setup of `config` (see the module docstring); UserError for bad input, nothing written."""
+    tc, run = config.train, config.run
+    try:
+        mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
+    except ValueError as e:
+        raise UserError(f"invalid mesh: {e}") from None
+    ways = data_parallelism(mesh)
+    if tc.micro_batch_size % ways:
+        raise UserError(f"invalid mesh: batch of {tc.micro_batch_size} sequences per micro-step is not divisible "
+                        f"by data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']} = {ways}")
+
+    latest = Checkpoints(config.run_dir, read_only=True).latest_step()
+    saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
+
+    corpus = load_documents(config.data)
+    tokenizer = get_tokenizer(config, corpus, saved)
+    cfg = fit_model(config, tokenizer)
+    if saved is not None and (mismatch := model_mismatch(saved["model"], cfg)):
+        raise UserError(f"{config.run_dir} holds a checkpoint (step {latest}) of a different model ({mismatch}); "
+                        "refusing to touch it: choose another run.dir or the same model config")
+    objective = make_objective(cfg, tc, tokenizer, run.seed)
+    train_tokens = data_lib.tokenize_documents(tokenizer, corpus.train)
+    try:
+        stream = data_lib.TrainStream(data_lib.pack(train_tokens, objective.row_length, objective.stride),
+                                      tc.batch_size, run.seed)
+        if saved is not None:
+            stream.restore(saved["data_state"])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    val_rows = data_lib.pack(data_lib.tokenize_documents(tokenizer, corpus.validation), objective.row_length,
+                             objective.stride)
+    # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp).
+    eval_batch = min(tc.micro_batch_size, len(val_rows) // ways * ways)
+    val_batches = [] if run.eval_interval < 0 or eval_batch == 0 else data_lib.validation_batches(
+        val_rows, eval_batch, run.eval_batches)
+
+    peak, peak_note = ((run.peak_flops, "run.peak_flops") if run.peak_flops is not None
+                       else metrics_lib.default_peak_flops(mesh.devices.flat[0]))
+    job_peak = metrics_lib.job_peak_flops(peak)
+    flops = metrics_lib.flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
+    stats, entropy = corpus.stats(), data_lib.unigram_entropy(train_tokens)
+    messages = [
+        f"run {config.run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, "
+        f"vocab {cfg.vocab_size} ({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
+        f"{jax.devices()[0].platform} devices",
+        f"data: {stats['train_documents']:,} train / {stats['validation_documents']:,} validation documents, "
+        f"{len(train_tokens):,} train tokens, unigram entropy {entropy:.3f} "
+        f"nats/token; {tc.batch_size} x {tc.seq_len} tokens per step"]
+    if run.eval_interval >= 0 and not val_batches:
+        messages.append(f"no evaluation: the validation split has {len(val_rows)} sequences of "
+                        f"{objective.row_length} tokens, fewer than data x fsdp = {ways}")
+    messages.append(f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, "
+                    f"fwd+bwd) over a peak of {job_peak:.3g} FLOP/s ({peak_note})")
+    return Setup(config.replace(model=cfg), mesh, tokenizer, objective, programs(cfg, tc, objective, mesh),
+                 stream, val_batches, latest, entropy, flops, job_peak, tuple(messages))
