@@ -83,3 +83,31 @@ def test_generate_argument_errors(small):
     with pytest.raises(ValueError, match="encoder_tokens"):
         t5 = get_config("t5-tiny")
         zoo.generate(zoo.build(t5), None, prompt, 2)
+
+
+def test_replace_keeps_a_presets_relations():
+    """A value the preset derives (num_kv_heads = num_heads, head_dim = d_model / num_heads) follows what it
+    derives from; a value the paper sets apart (GQA's 8 KV heads, T5's d_kv = 64) stays pinned."""
+    small = get_config("llama2-7b").replace(num_layers=2, d_model=256, num_heads=4, d_ff=688, vocab_size=512)
+    assert (small.num_kv_heads, small.head_dim) == (4, 64)
+    assert get_config("llama2-70b").replace(num_heads=16, d_model=1024).num_kv_heads == 8
+    assert get_config("t5-small").replace(d_model=256).head_dim == 64
+    assert get_config("gpt2", num_heads=4).head_dim == 192   # the same through get_config overrides
+    with pytest.raises(ValueError, match=r"num_kv_heads: 8 does not divide num_heads=12"):
+        get_config("llama2-70b").replace(num_heads=12, d_model=960)
+
+
+def test_errors_say_where_each_value_came_from():
+    from zoo.train.config import UserError, resolve
+
+    with pytest.raises(UserError, match=r"TrainConfig.warmup_steps: 30 exceeds total_steps=12 \(train.warmup_steps=30 "
+                                        r"from configs/gpt2.yaml preset 'gpt2-tiny'; train.total_steps=12 from the "
+                                        r"command line\)"):
+        resolve("gpt2-tiny", ["train.total_steps=12"])
+    with pytest.raises(UserError, match=r"at most one axis .* \(mesh.data=-1 by default; mesh.fsdp=-1 from the "
+                                        r"command line\)"):
+        resolve("llama-tiny", ["mesh.fsdp=-1"])
+    with pytest.raises(ValueError, match=r"num_kv_heads: 2 does not divide num_heads=3; .* \(model.num_kv_heads=2 from "
+                                         r"configs/llama.yaml preset 'llama-tiny'; model.num_heads=3 from "
+                                         r"get_config\('llama-tiny'\) overrides\)"):
+        get_config("llama-tiny", num_heads=3, d_model=192)

@@ -1,121 +1,25 @@
 """Presets: every YAML preset loads and validates, the loader's errors name file and key, inheritance
 resolves, tiny presets keep their family's knobs, and every named preset has its published parameter count.
 
-The parameter counts below are the single source for the README's preset table:
-`python tests/test_presets.py --write-readme` regenerates the README tables from EXPECTED and the
-YAML files, and test_readme_tables_are_current fails when they drift.
+The published parameter counts are in tests/published.py (also the source of the README's preset table,
+which tools/readme_tables.py writes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
-if __name__ == "__main__":      # run as a script from a source checkout: make `zoo` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zoo import presets
+from zoo.config import ModelConfig
+from zoo.presets import family_presets, get_config, get_recipe, list_families, list_presets, preset_family
+from zoo.recipe import TrainConfig
 
-from zoo import presets  # noqa: E402
-from zoo.config import ACTIVATIONS, CHOICES, LAYER_KINDS, ModelConfig  # noqa: E402
-from zoo.presets import family_presets, get_config, get_recipe, list_families, list_presets, preset_family  # noqa: E402
-from zoo.recipe import TrainConfig  # noqa: E402
+from published import EXPECTED, FAMILY_ORDER
 
 REPO = Path(__file__).resolve().parent.parent
-REF = "reference_configs.md"   # shared/reference/reference_configs.md: `computed` in its YAML summary
-
-
-class Count(NamedTuple):
-    params: int          # exact count of our architecture, asserted against zoo.count_params
-    published: str       # the label the source publishes
-    source: str          # where `params` comes from
-    note: str = ""       # why our count and the label differ, when they do
-
-
-# Every named preset's exact parameter count, with its source. Tiny presets are our own sizes (pinned so a
-# change is deliberate). The README's preset table is generated from this dict.
-EXPECTED: dict[str, Count] = {
-    # --- Vaswani et al. 2017, Table 3 ----------------------------------------------------------------
-    "transformer-base": Count(63_082_496, "65M", f"{REF} transformer-base [C]; Table 3 [S12]",
-                              "vocab 37000 assumed (paper: 'about 37000'); the 65M label is unexplained"),
-    "transformer-big": Count(214_245_376, "213M", f"{REF} transformer-big [C]; Table 3 [S12]",
-                             "vocab 37000 assumed"),
-    # --- GPT-2: not in the reference file; HF checkpoint numel ------------------------------------
-    "gpt2": Count(124_439_808, "117M (paper) / 124M", "HF `gpt2` numel",
-                  "the paper's Table 2 labels undercount the released checkpoints"),
-    "gpt2-medium": Count(354_823_168, "345M (paper) / 355M", "HF `gpt2-medium` numel"),
-    "gpt2-large": Count(774_030_080, "762M (paper) / 774M", "HF `gpt2-large` numel"),
-    "gpt2-xl": Count(1_557_611_200, "1542M (paper) / 1.5B", "HF `gpt2-xl` numel"),
-    # --- Brown et al. 2020, Table 2.1 --------------------------------------------------------------------
-    "gpt3-small": Count(125_226_240, "125M", f"{REF} gpt3-small [C]; Table 2.1 [S13]"),
-    "gpt3-medium": Count(355_871_744, "350M", f"{REF} gpt3-medium [C]; Table 2.1 [S13]"),
-    "gpt3-large": Count(760_300_032, "760M", f"{REF} gpt3-large [C]; Table 2.1 [S13]"),
-    "gpt3-xl": Count(1_315_723_264, "1.3B", f"{REF} gpt3-xl [C]; Table 2.1 [S13]",
-                     "16 heads of 128 (the table's 24 x 128 != d_model 2048)"),
-    "gpt3-2.7b": Count(2_651_553_280, "2.7B", f"{REF} gpt3-2.7b [C]; Table 2.1 [S13]"),
-    "gpt3-6.7b": Count(6_658_404_352, "6.7B", f"{REF} gpt3-6.7b [C]; Table 2.1 [S13]"),
-    "gpt3-13b": Count(12_853_386_240, "13.0B", f"{REF} §2 GPT-3 13B row, d=5120 [C]; Table 2.1 [S13]",
-                      "d_model 5120; the table prints 5140 (12.95B), not divisible by 40 heads"),
-    "gpt3-175b": Count(174_604_259_328, "175.0B", f"{REF} gpt3-175b [C]; Table 2.1 [S13]"),
-    # --- T5 v1.0 (gin files; = HF t5-* numel) -------------------------------------------------------
-    "t5-small": Count(60_506_624, "60M", f"{REF} t5-v1_0-small [C] (= HF t5-small numel); README [S8]"),
-    "t5-base": Count(222_903_552, "220M", f"{REF} t5-v1_0-base [C]; README [S8]"),
-    "t5-large": Count(737_668_096, "770M", f"{REF} t5-v1_0-large [C]; README [S8]",
-                      "the exact count is 4% below the label"),
-    "t5-3b": Count(2_851_598_336, "3B", f"{REF} t5-v1_0-3b [C]; README [S8]"),
-    "t5-11b": Count(11_307_321_344, "11B", f"{REF} t5-v1_0-11b [C]; README [S8]"),
-    # --- T5 v1.1 (released_checkpoints.md) ---------------------------------------------------------
-    "t5-v1_1-small": Count(76_961_152, "~77M", f"{REF} t5-v1_1-small [C]; released_checkpoints.md [S8]"),
-    "t5-v1_1-base": Count(247_577_856, "~250M", f"{REF} t5-v1_1-base [C]; released_checkpoints.md [S8]"),
-    "t5-v1_1-large": Count(783_150_080, "~800M", f"{REF} t5-v1_1-large [C]; released_checkpoints.md [S8]"),
-    "t5-v1_1-xl": Count(2_849_757_184, "~3B", f"{REF} t5-v1_1-xl [C]; released_checkpoints.md [S8]"),
-    "t5-v1_1-xxl": Count(11_135_332_352, "~11B", f"{REF} t5-v1_1-xxl [C]; released_checkpoints.md [S8]"),
-    # --- LLaMA 1 (Table 2), Llama 2 / 3 / 3.1 (model cards) --------------------------------------------
-    "llama-7b": Count(6_738_415_616, "6.7B", f"{REF} llama1-7b [C]; LLaMA Table 2 [S15]"),
-    "llama-13b": Count(13_015_864_320, "13.0B", f"{REF} llama1-13b [C]; LLaMA Table 2 [S15]"),
-    "llama-33b": Count(32_528_943_616, "32.5B", f"{REF} llama1-33b [C]; LLaMA Table 2 [S15]"),
-    "llama-65b": Count(65_285_660_672, "65.2B", f"{REF} llama1-65b [C]; LLaMA Table 2 [S15]"),
-    "llama2-7b": Count(6_738_415_616, "7B", f"{REF} llama2-7b [C]; Llama 2 model card [S1]"),
-    "llama2-13b": Count(13_015_864_320, "13B", f"{REF} llama2-13b [C]; Llama 2 model card [S1]"),
-    "llama2-70b": Count(68_976_648_192, "70B", f"{REF} llama2-70b [C]; Llama 2 model card [S1]",
-                        "the exact count is 68.98B"),
-    "llama3-8b": Count(8_030_261_248, "8B", f"{REF} llama3-8b [C]; Llama 3 model card [S1]"),
-    "llama3-70b": Count(70_553_706_496, "70B", f"{REF} llama3-70b [C]; Llama 3 model card [S1]"),
-    "llama3.1-8b": Count(8_030_261_248, "8B", f"{REF} llama3.1-8b [C]; Llama 3.1 model card [S1]"),
-    "llama3.1-70b": Count(70_553_706_496, "70B", f"{REF} llama3.1-70b [C]; Llama 3.1 model card [S1]"),
-    "llama3.1-405b": Count(405_853_388_800, "405B", f"{REF} llama3.1-405b [C]; Llama 3.1 model card [S1]"),
-    # --- PaLM Table 1 -----------------------------------------------------------------------------------------
-    "palm-8b": Count(8_632_012_800, "8.63B", f"{REF} palm-8b [C]; PaLM Table 1 [R]"),
-    "palm-62b": Count(62_495_662_080, "62.50B", f"{REF} palm-62b [C]; PaLM Table 1 [R]"),
-    "palm-540b": Count(540_356_474_880, "540.35B", f"{REF} palm-540b [C]; PaLM Table 1 [R]",
-                       "540.356B with LayerNorm scales; the label matches without them (540.354B)"),
-    # --- Gemma 2 report Table 2 (embedding + non-embedding, V = 256128) --------------------------------------
-    "gemma2-2b": Count(2_614_636_800, "2.61B", f"{REF} gemma2-2b [C] = Table 2 590,118,912 + 2,024,517,888 [S21]",
-                       "exact; HF's 256000-row vocab gives 2,614,341,888"),
-    "gemma2-9b": Count(9_242_164_736, "9.24B", f"{REF} gemma2-9b [C] = Table 2 917,962,752 + 8,324,201,984 [S21]",
-                       "exact; HF: 9,241,705,984"),
-    "gemma2-27b": Count(27_227_718_144, "27.2B",
-                        f"{REF} gemma2-27b [C] = Table 2 1,180,237,824 + 26,047,480,320 [S21]",
-                        "exact; HF: 27,227,128,320"),
-    # --- OLMo 2 (official configs; HF model cards) --------------------------------------------------------
-    "olmo2-1b": Count(1_484_916_736, "1B", f"{REF} olmo2-1b [C]; OLMo README / HF [S6]",
-                      "the exact count is 1.48B"),
-    "olmo2-7b": Count(7_298_617_344, "7.3B", f"{REF} olmo2-7b [C]; HF model card [R]"),
-    "olmo2-13b": Count(13_716_198_400, "13.7B", f"{REF} olmo2-13b [C]; HF model card [R]"),
-    "olmo2-32b": Count(32_234_279_936, "32B", f"{REF} olmo2-32b [C]; HF model card [R]"),
-    # --- tiny presets: our sizes ------------------------------------------------------------------------------
-    "transformer-tiny": Count(3_817_472, "-", "zoo (Appendix A formula)"),
-    "gpt2-tiny": Count(3_356_160, "-", "zoo (Appendix A formula)"),
-    "gpt3-tiny": Count(3_356_160, "-", "zoo (Appendix A formula)"),
-    "t5-tiny": Count(4_197_440, "-", "zoo (Appendix A formula)"),
-    "llama-tiny": Count(3_410_176, "-", "zoo (Appendix A formula)"),
-    "palm-tiny": Count(3_933_440, "-", "zoo (Appendix A formula)"),
-    "gemma2-tiny": Count(4_067_584, "-", "zoo (Appendix A formula)"),
-    "olmo2-tiny": Count(3_411_712, "-", "zoo (Appendix A formula)"),
-}
-
 REQUIRED = """
 transformer-base transformer-big transformer-tiny
 gpt2 gpt2-medium gpt2-large gpt2-xl
@@ -128,7 +32,6 @@ gemma2-2b gemma2-9b gemma2-27b gemma2-tiny
 olmo2-1b olmo2-7b olmo2-13b olmo2-32b olmo2-tiny
 """.split()
 
-FAMILY_ORDER = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2")
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
 
 
@@ -358,174 +261,3 @@ def test_gemma2_query_scale_is_query_pre_attn_scalar():
 def test_param_count_matches_published_computation(name):
     from zoo import count_params      # the model; shape-only (jax.eval_shape), so 540B is fine
     assert count_params(get_config(name)) == EXPECTED[name].params, EXPECTED[name].source
-
-
-# ---------------------------------------------------------------------------------------------- README
-def _short(n: int) -> str:
-    for div, unit in ((1e9, "B"), (1e6, "M")):
-        if n >= div:
-            return f"{n / div:.2f}{unit}" if n < 100 * div else f"{n / div:.1f}{unit}"
-    return f"{n / 1e3:.1f}K"
-
-
-def preset_table() -> str:
-    rows = ["| family | preset | published | our count | note |", "|---|---|---|---|---|"]
-    for family in FAMILY_ORDER:
-        for name in family_presets(family):
-            c = EXPECTED[name]
-            rows.append(f"| {family} | `{name}` | {c.published} | {c.params:,} ({_short(c.params)}) | {c.note} |")
-    return "\n".join(rows)
-
-
-# The paper(s) behind each knob, for the README's knob table.
-PAPERS = {
-    "architecture": "Vaswani 2017 (encoder-decoder); Radford 2018 (decoder-only)",
-    "num_kv_heads": "MQA: Shazeer 2019; GQA: Ainslie 2023",
-    "head_dim": "decoupled from d_model: PaLM (Chowdhery 2022), Gemma (Gemma Team 2024)",
-    "num_decoder_layers": "Raffel 2020 (T5)",
-    "norm_position": "post: Vaswani 2017; pre: Radford 2019, Xiong 2020; double: Gemma Team 2024; "
-                     "output: OLMo 2 (2024)",
-    "norm_type": "LayerNorm: Ba 2016; RMSNorm: Zhang & Sennrich 2019",
-    "norm_eps": "",
-    "norm_use_scale": "Ba 2016",
-    "norm_use_bias": "Ba 2016; dropped by PaLM (Chowdhery 2022)",
-    "norm_scale_plus_one": "Gemma (Gemma Team 2024)",
-    "final_norm": "Radford 2019 (GPT-2's final LayerNorm)",
-    "mlp_activations": "ReLU: Vaswani 2017; GELU: Hendrycks & Gimpel 2016; GLU variants: Shazeer 2020; "
-                       "squared ReLU: So 2021",
-    "mlp_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
-    "parallel_layers": "GPT-J (Wang & Komatsuzaki 2021); PaLM (Chowdhery 2022)",
-    "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",
-    "attention_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
-    "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
-    "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025)",
-    "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
-    "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",
-    "sliding_window_size": "Child 2019; Beltagy 2020; Jiang 2023 (Mistral)",
-    "position_embedding": "sinusoidal: Vaswani 2017; learned: Gehring 2017, Radford 2018; rope: Su 2021; "
-                          "relative_bias: Raffel 2020; alibi: Press 2022; none: Kazemnejad 2023",
-    "rope_theta": "Su 2021; 500000: Llama Team 2024",
-    "rope_local_theta": "Gemma 3 (Gemma Team 2025)",
-    "rope_fraction": "GPT-J (Wang & Komatsuzaki 2021); GPT-NeoX (Black 2022)",
-    "rope_scaling": "linear: Chen 2023; llama3: Llama Team 2024",
-    "rope_scaling_factor": "Chen 2023; Llama Team 2024",
-    "rope_low_freq_factor": "Llama Team 2024",
-    "rope_high_freq_factor": "Llama Team 2024",
-    "rope_original_max_len": "Llama Team 2024",
-    "relative_num_buckets": "Raffel 2020 (T5)",
-    "relative_max_distance": "Raffel 2020 (T5)",
-    "relative_bias_shared": "Raffel 2020 (T5)",
-    "tie_word_embeddings": "Press & Wolf 2017; Inan 2017",
-    "scale_embeddings": "Vaswani 2017 §3.4",
-    "scale_logits_by_inv_sqrt_d_model": "Mesh TensorFlow T5; PaLM (Chowdhery 2022)",
-    "final_logits_soft_cap": "Gemma Team 2024",
-    "z_loss_multiplier": "PaLM (Chowdhery 2022); OLMo 2 (2024)",
-    "embedding_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
-    "attention_dropout": "Srivastava 2014",
-    "residual_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
-    "init_scheme": "xavier: Glorot & Bengio 2010; gpt2_scaled: Radford 2019; t5: Mesh TensorFlow; "
-                   "fan_in: Chowdhery 2022; truncated_normal: OLMo 2 (2024)",
-    "init_std": "",
-    "scan_layers": "",
-    "remat_policy": "Chen 2016 (gradient checkpointing)",
-    "dtype": "Micikevicius 2018 (mixed precision)",
-    "param_dtype": "",
-    "attention_impl": "FlashAttention (Dao 2022)",
-}
-TABLE_SKIP = {"vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"}   # sizes
-
-
-def _allowed(field: dataclasses.Field) -> str:
-    if field.name in CHOICES:
-        return ", ".join(CHOICES[field.name])
-    if field.name == "mlp_activations":
-        return "1 or 2 of: " + ", ".join(ACTIVATIONS)
-    if field.name == "attention_pattern":
-        return "a cycle of: " + ", ".join(LAYER_KINDS)
-    kind = str(field.type).replace(" | None", " or null").replace("tuple[str, ...]", "list")
-    return {"bool": "true, false"}.get(kind, kind)
-
-
-def _value_key(cfg: ModelConfig, name: str):
-    """How a preset's value is shown: derived fields as categories, tuples as lists."""
-    value = getattr(cfg, name)
-    if name == "num_kv_heads":
-        return "MHA" if value == cfg.num_heads else ("MQA (1)" if value == 1 else "GQA")
-    if name == "head_dim":
-        return "d_model / num_heads" if value * cfg.num_heads == cfg.d_model else "decoupled"
-    if name == "num_decoder_layers":
-        return "num_layers" if value == cfg.num_layers else value
-    if isinstance(value, tuple):
-        return "[" + ", ".join(value) + "]"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else format(value, ".4g").replace("e-0", "e-")
-    return "null" if value is None else value
-
-
-def _who(names: list[str], by_family: dict[str, list[str]]) -> str:
-    out = []
-    for family in FAMILY_ORDER:
-        members = [n for n in by_family[family] if n in names]
-        if members and members == by_family[family]:
-            out.append(f"{family} (all)")
-        else:
-            out.extend(members)
-    return ", ".join(out)
-
-
-def knob_table() -> str:
-    by_family = {f: [n for n in family_presets(f) if not n.endswith("-tiny")] for f in FAMILY_ORDER}
-    configs = {n: get_config(n) for names in by_family.values() for n in names}
-    rows = ["| field | values | presets that use it | paper |", "|---|---|---|---|"]
-    for field in dataclasses.fields(ModelConfig):
-        if field.name in TABLE_SKIP:
-            continue
-        users: dict = {}
-        for name, cfg in configs.items():
-            users.setdefault(_value_key(cfg, field.name), []).append(name)
-        ordered = sorted(users.items(), key=lambda kv: -len(kv[1]))
-        if len(ordered) == 1:
-            used = f"`{ordered[0][0]}` (all)"
-        else:
-            used = "; ".join([f"`{ordered[0][0]}`: the rest"] +
-                             [f"`{value}`: {_who(names, by_family)}" for value, names in ordered[1:]])
-        rows.append(f"| `{field.name}` | {_allowed(field)} | {used} | {PAPERS.get(field.name, '')} |")
-    return "\n".join(rows)
-
-
-MARKERS = {
-    "preset-table": preset_table,
-    "knob-table": knob_table,
-}
-
-
-def _block(key: str) -> str:
-    return (f"<!-- BEGIN {key}: generated by `python tests/test_presets.py --write-readme`; do not edit -->\n"
-            f"{MARKERS[key]()}\n<!-- END {key} -->")
-
-
-def test_readme_tables_are_current():
-    readme = (REPO / "README.md").read_text()
-    for key in MARKERS:
-        assert _block(key) in readme, f"README {key} is stale: run `python tests/test_presets.py --write-readme`"
-
-
-def write_readme() -> None:
-    import re
-    path = REPO / "README.md"
-    text = path.read_text()
-    for key in MARKERS:
-        pattern = re.compile(rf"<!-- BEGIN {key}:.*?<!-- END {key} -->", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md has no {key} markers")
-        text = pattern.sub(lambda _: _block(key), text)
-    path.write_text(text)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--write-readme"]:
-        write_readme()
-    else:
-        print(preset_table() + "\n\n" + knob_table())

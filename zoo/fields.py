@@ -43,9 +43,14 @@ def fail(config, field: str, message: str):
     raise ValueError(f"{type(config).__name__}.{field}: {message}")
 
 
+def defaults(cls: type) -> dict[str, Any]:
+    """The declared default of every field that has one."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
 def is_default(config, name: str) -> bool:
     """Whether field `name` of a dataclass instance still has its declared default."""
-    return getattr(config, name) == {f.name: f.default for f in dataclasses.fields(config)}[name]
+    return getattr(config, name) == defaults(type(config)).get(name, dataclasses.MISSING)
 
 
 class Replaceable:
@@ -77,13 +82,14 @@ class Replaceable:
 
 def value_origins(message: str, section: str, sources: list[tuple[dict, str]]) -> str:
     """Where each field a validation error names got its value: "train.total_steps=12 from the command
-    line; train.warmup_steps=30 from configs/gpt2.yaml preset 'gpt2-tiny'". `sources` are (values, origin)
-    pairs, the first that holds a field wins; fields none of them holds (defaults) are left out."""
+    line; train.warmup_steps=30 from configs/gpt2.yaml preset 'gpt2-tiny'". `sources` are (values, phrase)
+    pairs ("from the command line", "by default"); the first that holds a field wins; fields none of them
+    holds are left out."""
     parts = []
     for name in dict.fromkeys(re.findall(r"\w+", message)):
         origin = next(((values[name], where) for values, where in sources if name in values), None)
         if origin is not None:
-            parts.append(f"{section}.{name}={origin[0]!r} from {origin[1]}")
+            parts.append(f"{section}.{name}={origin[0]!r} {origin[1]}")
     return "; ".join(parts)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from zoo.config import ModelConfig
-from zoo.fields import YamlLoader, coerce, field_names, suggest, value_origins
+from zoo.fields import YamlLoader, coerce, defaults, field_names, suggest, value_origins
 from zoo.recipe import TrainConfig
 
 _TOP_KEYS = ("defaults", "train", "presets")
@@ -181,9 +181,10 @@ def build_section(name: str, section: str, overrides: dict, source: str):
     try:
         return SECTIONS[section].from_dict({**base, **given})
     except (ValueError, TypeError) as e:
-        if not value_origins(str(e), section, [(given, source)]):  # the preset alone is invalid
+        if not value_origins(str(e), section, [(given, "")]):  # the preset alone is invalid
             raise ValueError(f"{preset.file}: preset {name!r}: {e}") from e
-        origins = value_origins(str(e), section, [(given, source), (base, f"{preset.file} preset {name!r}")])
+        origins = value_origins(str(e), section, [(given, f"from {source}"), (base, f"from {preset.file} preset {name!r}"),
+                                                  (defaults(SECTIONS[section]), "by default")])
         raise ValueError(f"{e} ({origins})") from e
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from zoo import presets
 from zoo.config import ModelConfig
-from zoo.fields import Replaceable, fail, field_names, parse, suggest, value_origins
+from zoo.fields import Replaceable, defaults, fail, field_names, parse, suggest, value_origins
 from zoo.recipe import TrainConfig
 from zoo.sharding import check_mesh_sizes
 
@@ -232,7 +232,7 @@ def _run_section(section: str, values: dict, source: str):
     try:
         return SECTIONS[section].from_dict(values)
     except ValueError as e:
-        origins = value_origins(str(e), section, [(values, source)])
+        origins = value_origins(str(e), section, [(values, f"from {source}"), (defaults(SECTIONS[section]), "by default")])
         raise ValueError(f"{e} ({origins})" if origins else str(e)) from None
 
 

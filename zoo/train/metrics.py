@@ -1,8 +1,7 @@
-"""Throughput accounting (FLOPs per step, MFU, peak FLOP/s) and metric sinks (JSONL, TensorBoard).
+"""Peak FLOP/s for MFU, and metric sinks (JSONL, TensorBoard).
 
-MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022, App. B) = model FLOPs per second / peak FLOP/s.
-Model FLOPs count the matmuls of one forward + backward pass (backward = 2x forward), not what the
-hardware ends up doing: rematerialisation does not raise MFU.
+MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022, App. B) = model FLOPs per second (zoo/flops.py)
+/ peak FLOP/s.
 """
 
 from __future__ import annotations
@@ -13,74 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
-
-from zoo.config import ModelConfig
-from zoo.model import abstract_params, path_names
-
-# --- FLOPs -----------------------------------------------------------------------------------------------
-
-
-def matmul_params(cfg: ModelConfig) -> dict[str, int]:
-    """Parameters that multiply activations, by where they are applied.
-
-    {"encoder": ..., "decoder": ..., "cross_kv": ..., "head": ...}: "decoder" is the decoder stack (the whole
-    stack of a decoder-only model) minus the cross-attention key/value projections ("cross_kv", applied to
-    encoder tokens); "head" is the output projection d_model x vocab (tied or not). Embedding lookups
-    (token, learned positions, T5 relative-bias tables) are not matmuls and are left out.
-    """
-
-    out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.d_model * cfg.vocab_size}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]:
-        names = path_names(path)
-        if names[0] not in ("encoder", "decoder") or "relative_bias" in names[-1]:
-            continue
-        size = int(np.prod(leaf.shape, dtype=np.int64))
-        if "cross_attention" in names and names[-2] in ("key", "value"):
-            out["cross_kv"] += size
-        else:
-            out[names[0]] += size
-    return out
-
-
-def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
-    """Sum over layers of the keys each query is scored against (a local layer sees at most its window)."""
-    return sum(min(queries_see, cfg.sliding_window_size) if kind.startswith("local") else queries_see
-               for kind in cfg.layer_kinds(num_layers))
-
-
-def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len: int | None = None) -> float:
-    """Model FLOPs of one training step (forward + backward) on `batch_size` sequences.
-
-    Decoder-only, with T = seq_len, N = matmul params of the stack, V the vocab, d_attn = num_heads * head_dim:
-
-        per token = 6 * (N + d_model * V) + 12 * d_attn * sum over layers of K_l
-
-    6N: each param does one multiply-add (2 FLOPs) per token forward, twice that backward (Kaplan 2020).
-    12 * d_attn * K: scores q.k and the weighted sum of values, 2 * d_attn * K FLOPs each forward, x3 for
-    forward + backward, where K_l = T keys per query (PaLM App. B counts the full T x T square even for
-    causal attention) or min(T, window) for a local layer.
-
-    Encoder-decoder, with S = seq_len encoder tokens and T = decoder_len decoder tokens, per sequence:
-
-        6 * (N_enc * S + N_dec * T + N_cross_kv * S + d_model * V * T)
-        + 12 * d_attn * (S * sum_enc K_l(S) + T * sum_dec K_l(T) + T * L_dec * S)
-    """
-    n = matmul_params(cfg)
-    d_attn = cfg.num_heads * cfg.head_dim
-    if not cfg.is_encoder_decoder:
-        t = seq_len
-        per_seq = 6 * (n["decoder"] + n["head"]) * t + 12 * d_attn * t * _attended(cfg, cfg.num_layers, t)
-    else:
-        s, t = seq_len, decoder_len or seq_len
-        per_seq = 6 * ((n["encoder"] + n["cross_kv"]) * s + (n["decoder"] + n["head"]) * t)
-        per_seq += 12 * d_attn * (s * _attended(cfg, cfg.num_layers, s)
-                                  + t * _attended(cfg, cfg.num_decoder_layers, t)
-                                  + t * cfg.num_decoder_layers * s)
-    return float(per_seq) * batch_size
-
 
 # --- peak FLOP/s -------------------------------------------------------------------------------------------
 

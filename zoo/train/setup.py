@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from zoo.config import ModelConfig
+from zoo.flops import flops_per_step
 from zoo.model import count_params
 from zoo.sharding import data_parallelism, make_mesh
 from zoo.train import data as data_lib
@@ -135,7 +136,7 @@ def prepare(config: Config, devices=None) -> Setup:
     peak, peak_note = ((run.peak_flops, "run.peak_flops") if run.peak_flops is not None
                        else metrics_lib.default_peak_flops(mesh.devices.flat[0]))
     job_peak = metrics_lib.job_peak_flops(peak)
-    flops = metrics_lib.flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
+    flops = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
     stats, entropy = corpus.stats(), data_lib.unigram_entropy(train_tokens)
     messages = [
         f"run {config.run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, "

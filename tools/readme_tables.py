@@ -1,0 +1,186 @@
+"""Writes the README's generated tables: the presets with their published and exact parameter counts, and
+every ModelConfig knob with the presets that use each value and the paper behind it.
+
+    python tools/readme_tables.py --write     # rewrite the tables in README.md
+    python tools/readme_tables.py             # print them
+
+tests/test_readme.py fails when the README's tables differ from what this writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # a source checkout: zoo, and the published counts
+
+from published import EXPECTED, FAMILY_ORDER  # noqa: E402
+from zoo.config import ACTIVATIONS, CHOICES, LAYER_KINDS, ModelConfig  # noqa: E402
+from zoo.presets import family_presets, get_config  # noqa: E402
+
+
+def _short(n: int) -> str:
+    for div, unit in ((1e9, "B"), (1e6, "M")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}" if n < 100 * div else f"{n / div:.1f}{unit}"
+    return f"{n / 1e3:.1f}K"
+
+
+def preset_table() -> str:
+    rows = ["| family | preset | published | our count | note |", "|---|---|---|---|---|"]
+    for family in FAMILY_ORDER:
+        for name in family_presets(family):
+            c = EXPECTED[name]
+            rows.append(f"| {family} | `{name}` | {c.published} | {c.params:,} ({_short(c.params)}) | {c.note} |")
+    return "\n".join(rows)
+
+
+# The paper(s) behind each knob, for the README's knob table.
+PAPERS = {
+    "architecture": "Vaswani 2017 (encoder-decoder); Radford 2018 (decoder-only)",
+    "num_kv_heads": "MQA: Shazeer 2019; GQA: Ainslie 2023",
+    "head_dim": "decoupled from d_model: PaLM (Chowdhery 2022), Gemma (Gemma Team 2024)",
+    "num_decoder_layers": "Raffel 2020 (T5)",
+    "norm_position": "post: Vaswani 2017; pre: Radford 2019, Xiong 2020; double: Gemma Team 2024; "
+                     "output: OLMo 2 (2024)",
+    "norm_type": "LayerNorm: Ba 2016; RMSNorm: Zhang & Sennrich 2019",
+    "norm_eps": "",
+    "norm_use_scale": "Ba 2016",
+    "norm_use_bias": "Ba 2016; dropped by PaLM (Chowdhery 2022)",
+    "norm_scale_plus_one": "Gemma (Gemma Team 2024)",
+    "final_norm": "Radford 2019 (GPT-2's final LayerNorm)",
+    "mlp_activations": "ReLU: Vaswani 2017; GELU: Hendrycks & Gimpel 2016; GLU variants: Shazeer 2020; "
+                       "squared ReLU: So 2021",
+    "mlp_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
+    "parallel_layers": "GPT-J (Wang & Komatsuzaki 2021); PaLM (Chowdhery 2022)",
+    "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",
+    "attention_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
+    "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
+    "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025)",
+    "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
+    "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",
+    "sliding_window_size": "Child 2019; Beltagy 2020; Jiang 2023 (Mistral)",
+    "position_embedding": "sinusoidal: Vaswani 2017; learned: Gehring 2017, Radford 2018; rope: Su 2021; "
+                          "relative_bias: Raffel 2020; alibi: Press 2022; none: Kazemnejad 2023",
+    "rope_theta": "Su 2021; 500000: Llama Team 2024",
+    "rope_local_theta": "Gemma 3 (Gemma Team 2025)",
+    "rope_fraction": "GPT-J (Wang & Komatsuzaki 2021); GPT-NeoX (Black 2022)",
+    "rope_scaling": "linear: Chen 2023; llama3: Llama Team 2024",
+    "rope_scaling_factor": "Chen 2023; Llama Team 2024",
+    "rope_low_freq_factor": "Llama Team 2024",
+    "rope_high_freq_factor": "Llama Team 2024",
+    "rope_original_max_len": "Llama Team 2024",
+    "relative_num_buckets": "Raffel 2020 (T5)",
+    "relative_max_distance": "Raffel 2020 (T5)",
+    "relative_bias_shared": "Raffel 2020 (T5)",
+    "tie_word_embeddings": "Press & Wolf 2017; Inan 2017",
+    "scale_embeddings": "Vaswani 2017 §3.4",
+    "scale_logits_by_inv_sqrt_d_model": "Mesh TensorFlow T5; PaLM (Chowdhery 2022)",
+    "final_logits_soft_cap": "Gemma Team 2024",
+    "z_loss_multiplier": "PaLM (Chowdhery 2022); OLMo 2 (2024)",
+    "embedding_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
+    "attention_dropout": "Srivastava 2014",
+    "residual_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
+    "init_scheme": "xavier: Glorot & Bengio 2010; gpt2_scaled: Radford 2019; t5: Mesh TensorFlow; "
+                   "fan_in: Chowdhery 2022; truncated_normal: OLMo 2 (2024)",
+    "init_std": "",
+    "scan_layers": "",
+    "remat_policy": "Chen 2016 (gradient checkpointing)",
+    "dtype": "Micikevicius 2018 (mixed precision)",
+    "param_dtype": "",
+    "attention_impl": "FlashAttention (Dao 2022)",
+}
+TABLE_SKIP = {"vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"}   # sizes
+
+
+def _allowed(field: dataclasses.Field) -> str:
+    if field.name in CHOICES:
+        return ", ".join(CHOICES[field.name])
+    if field.name == "mlp_activations":
+        return "1 or 2 of: " + ", ".join(ACTIVATIONS)
+    if field.name == "attention_pattern":
+        return "a cycle of: " + ", ".join(LAYER_KINDS)
+    kind = str(field.type).replace(" | None", " or null").replace("tuple[str, ...]", "list")
+    return {"bool": "true, false"}.get(kind, kind)
+
+
+def _value_key(cfg: ModelConfig, name: str):
+    """How a preset's value is shown: derived fields as categories, tuples as lists."""
+    value = getattr(cfg, name)
+    if name == "num_kv_heads":
+        return "MHA" if value == cfg.num_heads else ("MQA (1)" if value == 1 else "GQA")
+    if name == "head_dim":
+        return "d_model / num_heads" if value * cfg.num_heads == cfg.d_model else "decoupled"
+    if name == "num_decoder_layers":
+        return "num_layers" if value == cfg.num_layers else value
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else format(value, ".4g").replace("e-0", "e-")
+    return "null" if value is None else value
+
+
+def _who(names: list[str], by_family: dict[str, list[str]]) -> str:
+    out = []
+    for family in FAMILY_ORDER:
+        members = [n for n in by_family[family] if n in names]
+        if members and members == by_family[family]:
+            out.append(f"{family} (all)")
+        else:
+            out.extend(members)
+    return ", ".join(out)
+
+
+def knob_table() -> str:
+    by_family = {f: [n for n in family_presets(f) if not n.endswith("-tiny")] for f in FAMILY_ORDER}
+    configs = {n: get_config(n) for names in by_family.values() for n in names}
+    rows = ["| field | values | presets that use it | paper |", "|---|---|---|---|"]
+    for field in dataclasses.fields(ModelConfig):
+        if field.name in TABLE_SKIP:
+            continue
+        users: dict = {}
+        for name, cfg in configs.items():
+            users.setdefault(_value_key(cfg, field.name), []).append(name)
+        ordered = sorted(users.items(), key=lambda kv: -len(kv[1]))
+        if len(ordered) == 1:
+            used = f"`{ordered[0][0]}` (all)"
+        else:
+            used = "; ".join([f"`{ordered[0][0]}`: the rest"] +
+                             [f"`{value}`: {_who(names, by_family)}" for value, names in ordered[1:]])
+        rows.append(f"| `{field.name}` | {_allowed(field)} | {used} | {PAPERS.get(field.name, '')} |")
+    return "\n".join(rows)
+
+
+MARKERS = {
+    "preset-table": preset_table,
+    "knob-table": knob_table,
+}
+
+
+def block(key: str) -> str:
+    """The README text between (and including) the markers of table `key`."""
+    return (f"<!-- BEGIN {key}: generated by `python tools/readme_tables.py --write`; do not edit -->\n"
+            f"{MARKERS[key]()}\n<!-- END {key} -->")
+
+
+def write_readme() -> None:
+    path = REPO / "README.md"
+    text = path.read_text()
+    for key in MARKERS:
+        pattern = re.compile(rf"<!-- BEGIN {key}:.*?<!-- END {key} -->", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no {key} markers")
+        text = pattern.sub(lambda _: block(key), text)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        write_readme()
+    else:
+        print(preset_table() + "\n\n" + knob_table())
