@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 # Commands that are not run here, and why: installs (CI's own steps) and CI itself.
 NOT_RUN = {"bash .ci/run": "CI: it runs this test", "python -m pytest": "CI's test command: it runs this test",
-           'pip install -e ".[test]"': "CI's install step", 'pip install -e ".[tensorboard]"': "an install"}
+           'pip install -e ".[test,notebooks]"': "CI's install step", 'pip install -e ".[tensorboard]"': "an install"}
 
 
 def _blocks(language: str) -> list[str]:

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # a source checkout: zoo, and the published counts
+sys.path.insert(0, str(REPO))  # a source checkout's zoo
 
-from published import EXPECTED, FAMILY_ORDER  # noqa: E402
 from zoo.config import ACTIVATIONS, CHOICES, LAYER_KINDS, ModelConfig  # noqa: E402
-from zoo.presets import family_presets, get_config  # noqa: E402
+from zoo.model import count_params  # noqa: E402
+from zoo.presets import family_presets, get_config, list_families, published  # noqa: E402
 
 
 def _short(n: int) -> str:
@@ -31,10 +31,11 @@ def _short(n: int) -> str:
 
 def preset_table() -> str:
     rows = ["| family | preset | published | our count | note |", "|---|---|---|---|---|"]
-    for family in FAMILY_ORDER:
+    for family in list_families():
         for name in family_presets(family):
-            c = EXPECTED[name]
-            rows.append(f"| {family} | `{name}` | {c.published} | {c.params:,} ({_short(c.params)}) | {c.note} |")
+            record, params = published(name), count_params(get_config(name))
+            label, note = (record.label, record.note) if record is not None else ("-", "our size")
+            rows.append(f"| {family} | `{name}` | {label} | {params:,} ({_short(params)}) | {note} |")
     return "\n".join(rows)
 
 
@@ -127,7 +128,7 @@ def _value_key(cfg: ModelConfig, name: str):
 
 def _who(names: list[str], by_family: dict[str, list[str]]) -> str:
     out = []
-    for family in FAMILY_ORDER:
+    for family in list_families():
         members = [n for n in by_family[family] if n in names]
         if members and members == by_family[family]:
             out.append(f"{family} (all)")
@@ -137,7 +138,7 @@ def _who(names: list[str], by_family: dict[str, list[str]]) -> str:
 
 
 def knob_table() -> str:
-    by_family = {f: [n for n in family_presets(f) if not n.endswith("-tiny")] for f in FAMILY_ORDER}
+    by_family = {f: [n for n in family_presets(f) if not n.endswith("-tiny")] for f in list_families()}
     configs = {n: get_config(n) for names in by_family.values() for n in names}
     rows = ["| field | values | presets that use it | paper |", "|---|---|---|---|"]
     for field in dataclasses.fields(ModelConfig):

@@ -9,9 +9,12 @@ Each family file has three top-level keys::
         inherits: <another preset>      # optional; resolved recursively, cycles are an error
         model:    {field overrides}
         train:    {recipe overrides}
+        published: {params: <exact count>, label: <what the source prints>, source: ..., note: ...}
 
 A preset resolves to: (its parent, fully resolved, if it inherits one, else its family's ``defaults`` /
-``train``) <- its own ``model`` / ``train`` overrides. Keys are checked when the files are read; values
+``train``) <- its own ``model`` / ``train`` overrides. ``published`` belongs to the preset alone (not
+inherited): the parameter count of the published hyperparameters, which zoo.count_params must equal
+(tests/test_presets.py), and the label the source prints. Keys are checked when the files are read; values
 are checked by ModelConfig (model) and TrainConfig (train, zoo/recipe.py), and every error names
 the file.
 
@@ -30,11 +33,11 @@ from typing import Any
 import yaml
 
 from zoo.config import ModelConfig
-from zoo.fields import YamlLoader, coerce, defaults, field_names, suggest, value_origins
+from zoo.fields import YamlLoader, coerce, defaults, fail, field_names, suggest, value_origins
 from zoo.recipe import TrainConfig
 
 _TOP_KEYS = ("defaults", "train", "presets")
-_PRESET_KEYS = ("inherits", "model", "train")
+_PRESET_KEYS = ("inherits", "model", "train", "published")
 
 
 def config_dir():
@@ -71,6 +74,36 @@ def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str, what: str =
 
 # ------------------------------------------------------------------------------------------- registry
 @dataclasses.dataclass(frozen=True)
+class Published:
+    """A preset's published size."""
+
+    params: int
+    """The exact parameter count of the published hyperparameters: what zoo.count_params must give."""
+    label: str
+    """What the source prints, usually rounded ("7B", "117M (paper) / 124M")."""
+    source: str
+    """Where `params` and `label` come from."""
+    note: str = ""
+    """Why the label and the exact count differ, where they do."""
+
+    def __post_init__(self):
+        if self.params < 1:
+            fail(self, "params", f"must be a positive integer, got {self.params}")
+
+
+def _published(values, where: str) -> Published | None:
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping with keys {', '.join(field_names(Published))}")
+    _check_keys(values, field_names(Published), where)
+    try:
+        return Published(**{k: coerce(Published, k, v, f"{where}.{k}") for k, v in values.items()})
+    except TypeError as e:  # a required key is missing
+        raise ValueError(f"{where}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
 class _Preset:
     name: str
     family: str
@@ -78,6 +111,7 @@ class _Preset:
     inherits: str | None
     model: dict
     train: dict
+    published: Published | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +152,8 @@ def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
                 raise ValueError(f"{pwhere}: preset name already defined in {presets[name].file}")
             presets[name] = _Preset(name, family, where, entry.get("inherits"),
                                     _check("model", entry.get("model") or {}, pwhere),
-                                    _check("train", entry.get("train") or {}, pwhere))
+                                    _check("train", entry.get("train") or {}, pwhere),
+                                    _published(entry.get("published"), f"{pwhere}: published"))
     for p in presets.values():
         if p.inherits is not None and p.inherits not in presets:
             raise ValueError(f"{p.file}: preset {p.name!r} inherits unknown preset {p.inherits!r}."
@@ -169,6 +204,11 @@ def family_presets(family: str) -> list[str]:
 def preset_family(name: str) -> str:
     """The family (YAML file stem) a preset is defined in."""
     return _lookup(name).family
+
+
+def published(name: str) -> Published | None:
+    """A preset's published size (None for presets of our own size, such as the -tiny ones)."""
+    return _lookup(name).published
 
 
 def build_section(name: str, section: str, overrides: dict, source: str):
