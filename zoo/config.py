@@ -91,7 +91,10 @@ class ModelConfig(Replaceable):
 
     # --- attention ---------------------------------------------------------------------------
     attention_bias: bool = False
-    """Bias on the q, k, v and output projections."""
+    """Bias on the q, k, v and (unless attention_out_bias says otherwise) output projections."""
+    attention_out_bias: bool | None = None
+    """Bias on the attention output projection. None = attention_bias. Qwen2/2.5 bias q, k, v but not the
+    output (transformers models/qwen2/modeling_qwen2.py: o_proj bias=False): attention_bias true, this false."""
     query_scale: float | None = None
     """Multiplier on q.k. None = 1/sqrt(head_dim); 1.0 = no scaling (T5, whose init absorbs it);
     Gemma 2's query_pre_attn_scalar s is query_scale = s ** -0.5."""
@@ -157,7 +160,7 @@ class ModelConfig(Replaceable):
     # --- initialisation ---------------------------------------------------------------------------
     init_scheme: str = "normal"
     """normal N(0, init_std); truncated_normal (cut at 3 std, OLMo 2); gpt2_scaled (output projections
-    / sqrt(2 * layers), GPT-2); xavier (Vaswani); t5 (Mesh TF fan-in rules, embeddings N(0,1));
+    / sqrt(2 * layers), learned positions N(0, 0.01), GPT-2); xavier (Vaswani); t5 (Mesh TF fan-in rules, embeddings N(0,1));
     fan_in (N(0, 1/fan_in), embeddings N(0,1), PaLM)."""
     init_std: float = 0.02
     """Standard deviation for normal, truncated_normal and gpt2_scaled."""
@@ -180,7 +183,7 @@ class ModelConfig(Replaceable):
     def __post_init__(self):
         _validate(self)
         derived = {"num_kv_heads": self.num_heads, "head_dim": self.d_model // self.num_heads,
-                   "num_decoder_layers": self.num_layers}
+                   "num_decoder_layers": self.num_layers, "attention_out_bias": self.attention_bias}
         unset = frozenset(name for name in derived if getattr(self, name) is None)
         for name in unset:
             object.__setattr__(self, name, derived[name])
@@ -215,6 +218,8 @@ def _validate(c: ModelConfig) -> None:
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             fail(c, name, f"must be a positive integer, got {value!r}")
+    if c.attention_out_bias is not None and not isinstance(c.attention_out_bias, bool):
+        fail(c, "attention_out_bias", f"must be true, false or null (= attention_bias), got {c.attention_out_bias!r}")
     for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

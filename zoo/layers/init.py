@@ -21,6 +21,11 @@ def _normal(std):
     return jinit.normal(stddev=std)
 
 
+def _truncated_fan_in(key, shape, dtype=jnp.float32):
+    """tf.truncated_normal_initializer(stddev=fan_in ** -0.5): redrawn beyond 2 std, the std not corrected."""
+    return jinit.truncated_normal(stddev=shape[0] ** -0.5, lower=-2.0, upper=2.0)(key, shape, dtype)
+
+
 def initializer(cfg: ModelConfig, role: str):
     """Initialiser for a parameter of the given role.
 
@@ -36,7 +41,10 @@ def initializer(cfg: ModelConfig, role: str):
         # OLMo 2: N(0, 0.02) cut at 3 std. jax's truncated_normal(stddev) is the pre-truncation std.
         return jinit.truncated_normal(stddev=std, lower=-3.0, upper=3.0)
     if scheme == "gpt2_scaled":
-        # GPT-2 (Radford 2019 §2.3): residual-output projections scaled by 1/sqrt(#residual layers).
+        # GPT-2 (Radford 2019 §2.3): residual-output projections scaled by 1/sqrt(#residual layers);
+        # learned positions N(0, 0.01) (openai/gpt-2 src/model.py:152-153, wpe stddev=0.01).
+        if role == "position":
+            return _normal(0.01)
         if role in ("o", "mlp_out"):
             return _normal(std / (2 * (cfg.num_layers + cfg.is_encoder_decoder * cfg.num_decoder_layers)) ** 0.5)
         return _normal(std)
@@ -48,14 +56,22 @@ def initializer(cfg: ModelConfig, role: str):
             return _normal(std)
         return jinit.glorot_uniform()
     if scheme == "t5":
-        # Mesh TensorFlow's T5 rules: fan-in scaling, with the query also absorbing 1/sqrt(head_dim)
-        # because T5 does not scale scores.
+        # Mesh TensorFlow's T5 rules. Attention (transformer/attention.py:436-443): normal with fan-in
+        # scaling, the query also absorbing 1/sqrt(head_dim) because T5 does not scale scores. MLP kernels:
+        # mtf.layers.dense's default VarianceScalingInitializer (layers.py:310-364), a tf truncated normal:
+        # cut at 2 std, std not corrected for the cut. The relative-bias table [heads, buckets] gets no
+        # initializer (transformer_layers.py:338-340), so mtf.get_variable's default, Glorot uniform
+        # (ops.py:4193-4196).
         if role == "q":
             return _normal((cfg.d_model * cfg.head_dim) ** -0.5)
         if role in ("embed",):
             return _normal(1.0)
-        if role in ("lm_head", "relative"):
+        if role == "lm_head":
             return _normal(cfg.d_model ** -0.5)
+        if role == "relative":
+            return jinit.glorot_uniform()
+        if role in ("mlp_in", "mlp_out"):
+            return _truncated_fan_in
         return fan_in
     if scheme == "fan_in":
         # PaLM §2: kernels N(0, 1/fan_in), embeddings N(0, 1).
