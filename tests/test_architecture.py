@@ -42,8 +42,9 @@ def _imports(name: str) -> set[str]:
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if node.level:  # relative: `from . import x` in package p is p.x
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
             submodules = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
             out |= submodules if len(submodules) == len(node.names) else submodules | {base}
     return {m for m in out if m in MODULES and m != name}

@@ -160,8 +160,8 @@ class ModelConfig(Replaceable):
     # --- initialisation ---------------------------------------------------------------------------
     init_scheme: str = "normal"
     """normal N(0, init_std); truncated_normal (cut at 3 std, OLMo 2); gpt2_scaled (output projections
-    / sqrt(2 * layers), learned positions N(0, 0.01), GPT-2); xavier (Vaswani); t5 (Mesh TF fan-in rules, embeddings N(0,1));
-    fan_in (N(0, 1/fan_in), embeddings N(0,1), PaLM)."""
+    / sqrt(2 * layers), learned positions N(0, 0.01), GPT-2); xavier (Vaswani); t5 (Mesh TF rules: fan-in
+    normal attention, truncated-normal MLP, embeddings N(0,1)); fan_in (N(0, 1/fan_in), embeddings N(0,1), PaLM)."""
     init_std: float = 0.02
     """Standard deviation for normal, truncated_normal and gpt2_scaled."""
 

@@ -223,8 +223,9 @@ def build_section(name: str, section: str, overrides: dict, source: str):
     except (ValueError, TypeError) as e:
         if not value_origins(str(e), section, [(given, "")]):  # the preset alone is invalid
             raise ValueError(f"{preset.file}: preset {name!r}: {e}") from e
-        origins = value_origins(str(e), section, [(given, f"from {source}"), (base, f"from {preset.file} preset {name!r}"),
-                                                  (defaults(SECTIONS[section]), "by default")])
+        sources = [(given, f"from {source}"), (base, f"from {preset.file} preset {name!r}"),
+                   (defaults(SECTIONS[section]), "by default")]
+        origins = value_origins(str(e), section, sources)
         raise ValueError(f"{e} ({origins})") from e
 
 

@@ -232,7 +232,8 @@ def _run_section(section: str, values: dict, source: str):
     try:
         return SECTIONS[section].from_dict(values)
     except ValueError as e:
-        origins = value_origins(str(e), section, [(values, f"from {source}"), (defaults(SECTIONS[section]), "by default")])
+        sources = [(values, f"from {source}"), (defaults(SECTIONS[section]), "by default")]
+        origins = value_origins(str(e), section, sources)
         raise ValueError(f"{e} ({origins})" if origins else str(e)) from None
 
 
