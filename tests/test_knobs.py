@@ -219,3 +219,31 @@ def test_query_scale_none_means_inverse_sqrt_head_dim():
     np.testing.assert_allclose(default, explicit, atol=1e-6)
     unscaled = Attention(cfg(query_scale=1.0)).apply({"params": params}, x, pos)
     assert np.abs(np.asarray(unscaled) - np.asarray(default)).max() > 1e-4
+
+
+def test_attention_out_bias_apart_from_qkv_bias():
+    """attention_out_bias: false under attention_bias: true (Qwen2) biases q, k, v but not the output:
+    out = softmax((x Wq + bq)(x Wk + bk)^T / sqrt(hd)) (x Wv + bv) Wo, with no + bo. None follows attention_bias."""
+    from flax.linen import meta
+    assert cfg(attention_bias=True).attention_out_bias and not cfg().attention_out_bias
+    assert cfg(attention_bias=True).replace(attention_bias=False).attention_out_bias is False  # derived again
+    c = cfg(attention_bias=True, attention_out_bias=False, num_kv_heads=1, position_embedding="none")
+    x = jax.random.normal(jax.random.key(0), (1, 5, 16))
+    pos = jnp.arange(5)
+    params, y = init_apply(Attention(c), x, pos)
+    assert "bias" not in params["out"] and all("bias" in params[n] for n in ("query", "key", "value"))
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
+    y = np.asarray(Attention(c).apply({"params": params}, x, pos))
+    p = jax.tree_util.tree_map(np.asarray, meta.unbox(params))
+    xs = np.asarray(x)[0]
+    q = np.einsum("td,dhk->thk", xs, p["query"]["kernel"]) + p["query"]["bias"]     # [T, 4, 4]
+    k = np.einsum("td,dhk->thk", xs, p["key"]["kernel"]) + p["key"]["bias"]         # [T, 1, 4]
+    v = np.einsum("td,dhk->thk", xs, p["value"]["kernel"]) + p["value"]["bias"]
+    scores = np.einsum("thk,shk->hts", q, np.broadcast_to(k, q.shape)) / 2.0         # 1 / sqrt(4)
+    scores = np.where(np.tril(np.ones((5, 5), bool)), scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    heads = np.einsum("hts,shk->thk", probs, np.broadcast_to(v, q.shape))
+    np.testing.assert_allclose(y[0], np.einsum("thk,hkd->td", heads, p["out"]["kernel"]), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="attention_out_bias"):
+        cfg(attention_out_bias=1)

@@ -29,13 +29,20 @@ llama3.1-8b llama3.1-70b llama3.1-405b llama-tiny
 palm-8b palm-62b palm-540b palm-tiny
 gemma2-2b gemma2-9b gemma2-27b gemma2-tiny
 olmo2-1b olmo2-7b olmo2-13b olmo2-32b olmo2-tiny
+mistral-7b-v0.1 mistral-tiny yi-6b yi-34b yi-tiny
+qwen2.5-0.5b qwen2.5-1.5b qwen2.5-3b qwen2.5-7b qwen2.5-14b qwen2.5-32b qwen2.5-72b qwen2.5-tiny
+qwen3-0.6b qwen3-1.7b qwen3-4b qwen3-8b qwen3-14b qwen3-32b qwen3-tiny
+phi-3-mini-4k phi-3-medium-4k phi3-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
-FAMILIES = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2")
+FAMILIES = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2", "mistral", "yi", "qwen",
+            "phi3")
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {"transformer-tiny": 3_817_472, "gpt2-tiny": 3_356_160, "gpt3-tiny": 3_356_160, "t5-tiny": 4_197_440,
-               "llama-tiny": 3_410_176, "palm-tiny": 3_933_440, "gemma2-tiny": 4_067_584, "olmo2-tiny": 3_411_712}
+               "llama-tiny": 3_410_176, "palm-tiny": 3_933_440, "gemma2-tiny": 4_067_584, "olmo2-tiny": 3_411_712,
+               "mistral-tiny": 3_279_104, "yi-tiny": 3_279_104, "qwen2.5-tiny": 3_329_120, "qwen3-tiny": 4_066_560,
+               "phi3-tiny": 3_672_320}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -80,16 +87,18 @@ SIZE_FIELDS = {"vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads
                "relative_max_distance", "query_scale"}
 TINY_REFERENCE = {"transformer": "transformer-base", "gpt2": "gpt2", "gpt3": "gpt3-small",
                   "t5": "t5-v1_1-small", "llama": "llama2-7b", "palm": "palm-8b",
-                  "gemma2": "gemma2-2b", "olmo2": "olmo2-7b"}
+                  "gemma2": "gemma2-2b", "olmo2": "olmo2-7b", "mistral": "mistral-7b-v0.1", "yi": "yi-6b",
+                  "qwen2.5": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b", "phi3": "phi-3-mini-4k"}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_tiny_preset_keeps_the_family_knobs(family):
-    name = f"{family}-tiny"
+# Keyed by the tiny preset's stem: a family with two generations (qwen: Qwen2.5, Qwen3) has one tiny each.
+@pytest.mark.parametrize("stem", TINY_REFERENCE)
+def test_tiny_preset_keeps_the_family_knobs(stem):
+    name, family = f"{stem}-tiny", preset_family(TINY_REFERENCE[stem])
     assert preset_family(name) == family
-    tiny, ref = get_config(name), get_config(TINY_REFERENCE[family])
+    tiny, ref = get_config(name), get_config(TINY_REFERENCE[stem])
     differ = {f.name for f in dataclasses.fields(ModelConfig) if getattr(tiny, f.name) != getattr(ref, f.name)}
-    assert not differ - SIZE_FIELDS, f"{name} changes knobs of {TINY_REFERENCE[family]}: {differ - SIZE_FIELDS}"
+    assert not differ - SIZE_FIELDS, f"{name} changes knobs of {TINY_REFERENCE[stem]}: {differ - SIZE_FIELDS}"
     # CPU-sized and byte-tokenizer friendly.
     assert tiny.vocab_size == 512 and tiny.max_seq_len <= 256 and 128 <= tiny.d_model <= 256
     assert 2 <= tiny.num_layers <= 4 and 1_000_000 <= TINY_COUNTS[name] <= 5_000_000
@@ -116,6 +125,17 @@ def test_tiny_presets_exercise_the_exotic_knobs():
     assert t5.relative_num_buckets == 8
     tr = get_config("transformer-tiny")
     assert tr.norm_position == "post" and tr.position_embedding == "sinusoidal" and tr.is_encoder_decoder
+
+
+def test_tiny_presets_of_the_later_families_exercise_their_knobs():
+    for name in ("mistral-tiny", "phi3-tiny"):  # every layer local, the window inside test sequences of 48
+        c = get_config(name)
+        assert c.attention_pattern == ("local",) and c.sliding_window_size < 48
+    q2, q3 = get_config("qwen2.5-tiny"), get_config("qwen3-tiny")
+    assert q2.attention_bias and not q2.attention_out_bias and q2.num_heads % 2 and q2.tie_word_embeddings
+    assert q3.qk_norm == "per_head" and not q3.attention_bias and q3.num_heads * q3.head_dim != q3.d_model
+    y = get_config("yi-tiny")
+    assert 1 < y.num_kv_heads < y.num_heads and y.rope_theta == 5e6 and not y.tie_word_embeddings
 
 
 # ------------------------------------------------------------------------------------- lookup and errors

@@ -59,6 +59,7 @@ PAPERS = {
     "parallel_layers": "GPT-J (Wang & Komatsuzaki 2021); PaLM (Chowdhery 2022)",
     "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",
     "attention_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
+    "attention_out_bias": "q/k/v bias without an output bias: Qwen2 (Yang 2024), Qwen2.5 (Qwen Team 2024)",
     "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
     "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025)",
     "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
@@ -117,6 +118,8 @@ def _value_key(cfg: ModelConfig, name: str):
         return "d_model / num_heads" if value * cfg.num_heads == cfg.d_model else "decoupled"
     if name == "num_decoder_layers":
         return "num_layers" if value == cfg.num_layers else value
+    if name == "attention_out_bias":
+        return "attention_bias" if value == cfg.attention_bias else str(value).lower()
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
     if isinstance(value, bool):

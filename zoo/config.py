@@ -8,6 +8,8 @@ error names the field and the values it accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 from zoo.fields import Replaceable, fail, is_default
 
@@ -208,6 +210,44 @@ class ModelConfig(Replaceable):
         """The attention kind of every layer: the pattern cycled over the stack."""
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
+
+    def semantics(self) -> dict[str, Any]:
+        """The fields that decide what the model computes from its parameters, with unused knobs dropped and
+        defaults resolved: two configs with equal semantics give equal logits for equal parameters. Left out:
+        how it runs (RUNTIME_FIELDS, scan_layers, param_dtype) and training-only fields (TRAINING_FIELDS)."""
+        skip = {*RUNTIME_FIELDS, *TRAINING_FIELDS, "scan_layers", "param_dtype"}
+        values = {k: v for k, v in self.to_dict().items() if k not in skip}
+        values["query_scale"] = self.query_scale if self.query_scale is not None else self.head_dim ** -0.5
+        values["attention_pattern"] = self.layer_kinds()
+        unused = set()
+        if self.position_embedding != "rope":
+            unused |= {k for k in values if k.startswith("rope_")}
+        elif self.rope_scaling == "none":
+            unused |= {"rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+        elif self.rope_scaling == "linear":
+            unused |= {"rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
+        if not any(k.startswith("local") for k in self.attention_pattern):
+            unused |= {"sliding_window_size", "rope_local_theta"}
+        if self.position_embedding != "relative_bias":
+            unused |= {"relative_num_buckets", "relative_max_distance", "relative_bias_shared"}
+        if not self.parallel_layers:
+            unused.add("parallel_shared_norm")
+        if not self.is_encoder_decoder:
+            unused.add("num_decoder_layers")
+        return {k: v for k, v in values.items() if k not in unused}
+
+    def semantic_differences(self, other: ModelConfig) -> list[tuple[str, Any, Any]]:
+        """(field, ours, theirs) for every semantic field that differs (floats to a relative 1e-6; a field
+        one config does not use shows as "<unused>"), sorted by field; attention_pattern, compared layer by
+        layer, comes last, since it also differs when only num_layers does."""
+        ours, theirs = self.semantics(), other.semantics()
+        out = []
+        for name in sorted(ours.keys() | theirs.keys(), key=lambda n: (n == "attention_pattern", n)):
+            a, b = ours.get(name, "<unused>"), theirs.get(name, "<unused>")
+            close = isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-6)
+            if a != b and not close:
+                out.append((name, a, b))
+        return out
 
 
 def _validate(c: ModelConfig) -> None:

@@ -9,6 +9,7 @@ learning-rate schedule.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from zoo.fields import Replaceable, fail
 
@@ -84,8 +85,12 @@ class TrainConfig(Replaceable):
     sequences at a time before the one update (same result as the full batch, less activation memory)."""
     label_smoothing: float = 0.0
     """Mix this much uniform distribution into the targets (Szegedy 2016; Vaswani: 0.1)."""
+    freeze: tuple[str, ...] = ()
+    """Fine-tuning: regular expressions over parameter paths ("token_embed/.*", "decoder/cycles/block_0/.*");
+    a parameter whose path matches one is not updated (its gradient leaves the clipping norm too)."""
 
     def __post_init__(self):
+        object.__setattr__(self, "freeze", tuple(self.freeze))
         _validate(self)
 
     # --- derived values ------------------------------------------------------------------------------
@@ -160,3 +165,8 @@ def _validate(c: TrainConfig) -> None:
         fail(c, "grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
     if not 0.0 <= c.label_smoothing < 1.0:
         fail(c, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
+    for pattern in c.freeze:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            fail(c, "freeze", f"{pattern!r} is not a regular expression: {e}")

@@ -4,7 +4,8 @@
     zoo.hf.save(cfg, params, "out_dir")             # AutoModelFor{CausalLM,Seq2SeqLM}.from_pretrained("out_dir")
 
 Families: gpt2, t5 (v1.0 relu/tied/rescaled and v1.1 gated-gelu/untied), llama (GQA, MQA, explicit head_dim,
-linear and llama3 RoPE scaling, biases), gemma2, olmo2. A family is data (`core.Family`), one module each
+linear and llama3 RoPE scaling, biases; also Yi), gemma2, olmo2, mistral, qwen2 (Qwen2.5), qwen3, phi3 (fused
+qkv_proj / gate_up_proj). A family is data (`core.Family`), one module each
 (`zoo/hf/<model_type>.py`, listed in `families.FAMILIES`), holding:
   * `renames`: HF config field <-> ModelConfig field, copied as is (with HF's default when absent);
   * `fixed`: the ModelConfig values the HF architecture hard-codes (where norms sit, which norm, ...);

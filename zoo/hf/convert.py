@@ -192,9 +192,9 @@ def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> li
 def save(cfg: ModelConfig, params: dict, out_dir: str | Path, *, family: str | None = None,
          max_shard_size: int | str = "5GB", extra_config: dict | None = None) -> Path:
     """Writes config.json + model.safetensors (sharded with an index above `max_shard_size`) that
-    transformers' AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads. `family` (gpt2, t5,
-    llama, gemma2, olmo2) defaults to the one that expresses `cfg` exactly; a config no family expresses
-    raises ValueError naming the ModelConfig field. `params` may be scanned or unrolled; `extra_config` adds
+    transformers' AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads. `family` (a model_type
+    in zoo.hf.FAMILIES: gpt2, t5, llama, ..., phi3) defaults to the first that expresses `cfg` exactly; a
+    config no family expresses raises ValueError naming the ModelConfig field. `params` may be scanned or unrolled; `extra_config` adds
     HF config fields the zoo does not track (token ids, ...)."""
     fam = family_of(cfg, family)
     params = nn.meta.unbox(params)

@@ -85,8 +85,9 @@ def attention_rules(cfg: ModelConfig, prefix: str, zoo: str,
     if cfg.attention_bias:
         rules += [rule(f"{prefix}.{q}.bias", f"{zoo}/query/bias", reshape(h, hd)),
                   rule(f"{prefix}.{k}.bias", f"{zoo}/key/bias", reshape(kv, hd)),
-                  rule(f"{prefix}.{v}.bias", f"{zoo}/value/bias", reshape(kv, hd)),
-                  rule(f"{prefix}.{o}.bias", f"{zoo}/out/bias", SAME)]
+                  rule(f"{prefix}.{v}.bias", f"{zoo}/value/bias", reshape(kv, hd))]
+    if cfg.attention_out_bias:
+        rules.append(rule(f"{prefix}.{o}.bias", f"{zoo}/out/bias", SAME))
     return rules
 
 

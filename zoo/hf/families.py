@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
-from zoo.hf import gemma2, gpt2, llama, olmo2, t5
+from zoo.config import ModelConfig
+from zoo.hf import gemma2, gpt2, llama, mistral, olmo2, phi3, qwen2, qwen3, t5
 from zoo.hf.core import Family
 
-# In the order `family_of` tries them. A new family: its module, and one entry here.
+# In the order `family_of` tries them. A new family: its module, and one entry here. Phi-3 after Mistral: a
+# config both express saves as Mistral unless save(family="phi3") asks.
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (gpt2.FAMILY, t5.FAMILY, llama.FAMILY, gemma2.FAMILY,
-                                                         olmo2.FAMILY)}
-
-# Fields `save` does not hold to the family: how the model runs (the layout and storage dtype of the params
-# included), and training-only settings.
-_NOT_COMPARED = {*RUNTIME_FIELDS, *TRAINING_FIELDS, "scan_layers", "param_dtype"}
-
-
-def _semantics(cfg: ModelConfig) -> dict:
-    """The fields that decide what the model computes, with unused knobs dropped and defaults resolved."""
-    values = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPARED}
-    values["query_scale"] = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
-    values["attention_pattern"] = cfg.layer_kinds()
-    unused = set()
-    if cfg.position_embedding != "rope":
-        unused |= {k for k in values if k.startswith("rope_")}
-    elif cfg.rope_scaling == "none":
-        unused |= {"rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
-    elif cfg.rope_scaling == "linear":
-        unused |= {"rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
-    if not any(k.startswith("local") for k in cfg.attention_pattern):
-        unused |= {"sliding_window_size", "rope_local_theta"}
-    if cfg.position_embedding != "relative_bias":
-        unused |= {"relative_num_buckets", "relative_max_distance", "relative_bias_shared"}
-    if not cfg.parallel_layers:
-        unused.add("parallel_shared_norm")
-    if not cfg.is_encoder_decoder:
-        unused.add("num_decoder_layers")
-    return {k: v for k, v in values.items() if k not in unused}
-
+                                                         olmo2.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY,
+                                                         phi3.FAMILY)}
 
 def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
     """Why `cfg` cannot be saved as `family` (empty when it can): the fields that change on a round trip."""
@@ -48,15 +21,10 @@ def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
         back = family.config_to_zoo(family.config_to_hf(cfg))
     except ValueError as e:
         return [str(e)]
-    ours, theirs = _semantics(cfg), _semantics(back)
-    out = []
-    for name in ours.keys() | theirs.keys():
-        a, b = ours.get(name, "<unused>"), theirs.get(name, "<unused>")
-        same = (math.isclose(a, b, rel_tol=1e-6) if isinstance(a, float) and isinstance(b, float) else a == b)
-        if not same:
-            out.append(f"ModelConfig.{name}={a!r} cannot be expressed as HF {family.model_type} "
-                       f"(it would load back as {b!r})")
-    return sorted(out)
+    # ModelConfig.semantics leaves out how the model runs and training-only fields: `save` exports those
+    # where HF has them and does not hold the family to them.
+    return [f"ModelConfig.{name}={a!r} cannot be expressed as HF {family.model_type} (it would load back as {b!r})"
+            for name, a, b in cfg.semantic_differences(back)]
 
 
 def family_of(cfg: ModelConfig, family: str | None = None) -> Family:

@@ -1,6 +1,6 @@
 """LLaMA (LlamaForCausalLM): pre-RMSNorm, RoPE (default, linear or llama3 scaling), SwiGLU MLP, GQA/MQA,
-explicit head_dim, optional biases. Also what Gemma 2 and OLMo 2 share with it: tensor names, config field
-names and defaults, the RoPE config and the gated MLP (`llama_like_family`, `LLAMA_LIKE_RENAMES`, ...)."""
+explicit head_dim, optional biases. Also what Gemma 2, OLMo 2, Mistral, Qwen and Phi-3 share with it: tensor
+names, config field names and defaults, the RoPE config and the gated MLP (`llama_like_family`, ...)."""
 
 from __future__ import annotations
 
@@ -81,16 +81,22 @@ ROPE_DECODER = {**DECODER, "norm_type": "rmsnorm", "norm_use_bias": False, "posi
                 "final_logits_soft_cap": None, "scale_embeddings": False, "norm_scale_plus_one": False,
                 "attention_pattern": ("global",), "mlp_bias": False, "query_scale": None, "norm_position": "pre"}
 _SWIGLU_NAMES = {"wi_0": "gate_proj", "wi_1": "up_proj", "wo": "down_proj"}
+PRE_NORMS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm"}  # a pre-norm layer's norms
 LAYER = "model.layers.{i}"  # HF prefix of a layer's tensors
 
 
+def llama_projections(cfg: ModelConfig) -> list[Rule]:
+    """LLaMA's separate q/k/v/o and gate/up/down Linears in a layer."""
+    return attention_rules(cfg, f"{LAYER}.self_attn", "attention") + mlp_rules(cfg, f"{LAYER}.mlp", _SWIGLU_NAMES)
+
+
 def llama_like_family(norms: dict[str, str], layer_rules: Callable[[ModelConfig], list[Rule]] = lambda cfg: [],
-                      **fields) -> Family:
+                      projections: Callable[[ModelConfig], list[Rule]] = llama_projections, **fields) -> Family:
     """A Family with LLaMA's tensor names. Gemma 2 and OLMo 2 differ in which norms a layer has (`norms`: HF
-    norm module in a layer -> zoo norm) and in extra per-layer tensors (`layer_rules`, OLMo 2's q/k norms)."""
+    norm module in a layer -> zoo norm) and in extra per-layer tensors (`layer_rules`, OLMo 2's q/k norms);
+    Phi-3 in how its projections are stored (`projections`: fused qkv_proj and gate_up_proj)."""
     def weights(cfg: ModelConfig) -> Weights:
-        layer = attention_rules(cfg, f"{LAYER}.self_attn", "attention")
-        layer += mlp_rules(cfg, f"{LAYER}.mlp", _SWIGLU_NAMES)
+        layer = projections(cfg)
         for hf, zoo in norms.items():
             layer += norm_rules(f"{LAYER}.{hf}", zoo, cfg)
         layer += layer_rules(cfg)
@@ -102,8 +108,7 @@ def llama_like_family(norms: dict[str, str], layer_rules: Callable[[ModelConfig]
 
 
 FAMILY = llama_like_family(
-    {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm"},
-    model_type="llama", hf_class="LlamaForCausalLM",
+    PRE_NORMS, model_type="llama", hf_class="LlamaForCausalLM",
     renames={**LLAMA_LIKE_RENAMES, "mlp_bias": ("mlp_bias", False)},
     fixed={k: v for k, v in ROPE_DECODER.items() if k != "mlp_bias"},
     # LLaMA's attention has no sliding window (that is Mistral).

@@ -151,7 +151,7 @@ class Attention(nn.Module):
                      impl=resolve_impl(cfg), dropout=dropout)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         out = dense(cfg, features=cfg.d_model, axes=("heads", "head_dim", "embed"), role="o",
-                    use_bias=cfg.attention_bias, name="out", contract=(-2, -1))(out)
+                    use_bias=cfg.attention_out_bias, name="out", contract=(-2, -1))(out)
         return checkpoint_name(out, "attention_out")
 
     def _project_kv(self, x):

@@ -1,10 +1,11 @@
-"""A training run's configuration: five sections, each a frozen dataclass that validates itself.
+"""A training run's configuration: six sections, each a frozen dataclass that validates itself.
 
     model.*   ModelConfig (zoo/config.py), from the preset; vocab_size follows the tokenizer unless set
     train.*   TrainConfig (zoo/recipe.py), the preset's published recipe
     data.*    DataConfig: corpus, tokenizer
     run.*     RunConfig: run dir, steps, seed, intervals, logging
     mesh.*    MeshConfig: device mesh axis sizes
+    init.*    InitConfig: start from a Hugging Face checkpoint or another run's parameters
 
     config = resolve("gpt3-tiny", ["model.num_layers=2", "train.learning_rate=1e-3", "mesh.fsdp=2"])
 
@@ -133,8 +134,25 @@ class MeshConfig(Replaceable):
         check_mesh_sizes(dataclasses.asdict(self))
 
 
+@dataclasses.dataclass(frozen=True)
+class InitConfig(Replaceable):
+    """Where a new run's parameters come from (default: a fresh init). A run that already has a checkpoint
+    resumes from it instead."""
+
+    hf: str | None = None
+    """A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json): its parameters,
+    its model config (a preset field that disagrees is refused, naming it) and its tokenizer."""
+    run: str | None = None
+    """Another zoo run directory: the parameters of its latest checkpoint, its model config (checked like
+    init.hf's) and its tokenizer."""
+
+    def __post_init__(self):
+        if self.hf is not None and self.run is not None:
+            fail(self, "run", "init.hf and init.run both name the starting parameters; give one")
+
+
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig,
-                             "run": RunConfig, "mesh": MeshConfig}
+                             "run": RunConfig, "mesh": MeshConfig, "init": InitConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +165,7 @@ class Config:
     data: DataConfig
     run: RunConfig
     mesh: MeshConfig
+    init: InitConfig = InitConfig()
     explicit: frozenset = dataclasses.field(default=frozenset(), compare=False)
     """Override keys given explicitly (e.g. an explicit model.vocab_size is kept, not fitted)."""
 
@@ -175,7 +194,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        return cls(d["preset"], *(SECTIONS[s].from_dict(d[s]) for s in SECTIONS))
+        return cls(d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS})
 
 
 def all_keys() -> list[str]:

@@ -152,8 +152,12 @@ def _write_run_dir(setup: Setup) -> None:
 
 
 def _start(setup: Setup, checkpoints: Checkpoints, console: Console):
-    """(state, step): the latest checkpoint restored onto this run's shardings (whatever mesh wrote it), or
-    a fresh init, whose params land in their shardings straight away (jitted with out_shardings)."""
+    """(state, step): the latest checkpoint restored onto this run's shardings (whatever mesh wrote it), the
+    starting parameters of init.hf / init.run, or a fresh init, whose params land in their shardings straight
+    away (jitted with out_shardings)."""
+    if setup.resume_step is None and setup.initial_params is not None:
+        params = jax.device_put(setup.initial_params, setup.programs.state_shardings["params"])
+        return setup.programs.start_from(params, setup.config.run.seed), 0
     if setup.resume_step is None:
         return setup.programs.init(setup.config.run.seed), 0
     state, _ = checkpoints.restore(setup.resume_step, setup.programs.abstract_state)

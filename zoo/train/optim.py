@@ -10,6 +10,7 @@ plain jnp so they can be logged or plotted.
 from __future__ import annotations
 
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -77,6 +78,19 @@ def decay_mask(params, tc: TrainConfig):
     return jax.tree_util.tree_map_with_path(decays, nn.meta.unbox(params))
 
 
+def frozen_mask(params, tc: TrainConfig):
+    """Pytree of bools: True for the params whose "a/b/c" path fully matches one of tc.freeze. A pattern
+    that matches nothing is an error (a typo would silently train everything)."""
+    paths = {"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(params))[0]}
+    for pattern in tc.freeze:
+        if not any(re.fullmatch(pattern, path) for path in paths):
+            raise ValueError(f"TrainConfig.freeze: {pattern!r} matches no parameter; paths look like "
+                             f"{sorted(paths)[0]!r}")
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: any(re.fullmatch(pattern, "/".join(path_names(p))) for pattern in tc.freeze),
+        nn.meta.unbox(params))
+
+
 def make_optimizer(tc: TrainConfig, params, d_model: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
@@ -86,7 +100,9 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
     # Added to the update after the lr scaling, so params lose weight_decay * lr ** power of themselves.
     decay = (lambda count: tc.weight_decay * schedule(count) ** power) if tc.weight_decay > 0 else None
 
-    parts = []
+    # Frozen params: zero gradients in (out of the clipping norm and the moments), zero updates out (no decay).
+    freeze = [optax.masked(optax.set_to_zero(), frozen_mask(params, tc))] if tc.freeze else []
+    parts = list(freeze)
     if tc.grad_clip_norm is not None:
         parts.append(optax.clip_by_global_norm(tc.grad_clip_norm))
     if tc.optimizer in ("adam", "adamw"):
@@ -109,4 +125,4 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
             weight_decay_rate=decay,
             weight_decay_mask=mask,
         ))
-    return optax.chain(*parts), schedule
+    return optax.chain(*parts, *freeze), schedule

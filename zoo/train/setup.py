@@ -20,6 +20,7 @@ from zoo.flops import flops_per_step
 from zoo.model import count_params
 from zoo.sharding import data_parallelism, make_mesh
 from zoo.train import data as data_lib
+from zoo.train import init as init_lib
 from zoo.train import metrics as metrics_lib
 from zoo.train.checkpoint import Checkpoints, model_mismatch
 from zoo.train.config import Config, UserError
@@ -42,6 +43,8 @@ class Setup:
     val_batches: list[np.ndarray]
     resume_step: int | None
     """The latest complete checkpoint in the run directory, or None for a new run."""
+    initial_params: Any
+    """A new run's starting parameters (init.hf / init.run, host arrays), or None: a fresh init."""
     unigram_entropy: float
     """Of the train tokens, nats/token: the loss a model that ignores context can reach."""
     flops_per_step: float
@@ -112,8 +115,23 @@ def prepare(config: Config, devices=None) -> Setup:
     saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
 
     corpus = load_documents(config.data)
-    tokenizer = get_tokenizer(config, corpus, saved)
-    cfg = fit_model(config, tokenizer)
+    start = None
+    if init_lib.source(config) is None:
+        tokenizer = get_tokenizer(config, corpus, saved)
+        cfg = fit_model(config, tokenizer)
+    else:
+        key = init_lib.source(config)[0]
+        if "data.tokenizer" in config.explicit:
+            raise UserError(f"data.tokenizer: the tokenizer is {key}'s; leave data.tokenizer unset")
+        if saved is None:
+            start = init_lib.load(config)
+            tokenizer, cfg = start.tokenizer, start.cfg
+        else:  # a run that started from weights resumes from its own checkpoint, with its saved tokenizer
+            tokenizer = get_tokenizer(config, corpus, saved)
+            cfg = init_lib.agreed_model(config, ModelConfig.from_dict(saved["model"]), key)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise UserError(f"{key}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
+                            f"{cfg.vocab_size} embedding rows")
     if saved is not None and (mismatch := model_mismatch(saved["model"], cfg)):
         raise UserError(f"{config.run_dir} holds a checkpoint (step {latest}) of a different model ({mismatch}); "
                         "refusing to touch it: choose another run.dir or the same model config")
@@ -150,5 +168,11 @@ def prepare(config: Config, devices=None) -> Setup:
                         f"{objective.row_length} tokens, fewer than data x fsdp = {ways}")
     messages.append(f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, "
                     f"fwd+bwd) over a peak of {job_peak:.3g} FLOP/s ({peak_note})")
-    return Setup(config.replace(model=cfg), mesh, tokenizer, objective, programs(cfg, tc, objective, mesh),
-                 stream, val_batches, latest, entropy, flops, job_peak, tuple(messages))
+    try:
+        prog = programs(cfg, tc, objective, mesh)
+    except ValueError as e:  # train.freeze naming no parameter
+        raise UserError(str(e)) from None
+    if start is not None:
+        messages.append(f"starting from the parameters of {init_lib.source(config)[0]}={init_lib.source(config)[1]}")
+    return Setup(config.replace(model=cfg), mesh, tokenizer, objective, prog, stream, val_batches, latest,
+                 None if start is None else start.params, entropy, flops, job_peak, tuple(messages))

@@ -63,6 +63,9 @@ class Programs:
     batch_sharding: NamedSharding
     abstract_state: Any
     init: Callable
+    """seed -> a fresh state, params initialised into their shardings."""
+    start_from: Callable
+    """(params, seed) -> a state with these params (fine-tuning), fresh optimizer state, step 0."""
     step: Callable
     evaluate: Callable
     compiled: dict = dataclasses.field(default_factory=dict)
@@ -97,6 +100,11 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     def init_state(seed):
         params_key, dropout_key = jax.random.split(jax.random.key(seed))
         return {**init(params_key), "rng": jax.random.key_data(dropout_key)}
+
+    def state_from(params, seed):
+        dropout_key = jax.random.split(jax.random.key(seed))[1]  # the same dropout keys as init_state
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.key_data(dropout_key)}
 
     abstract_state = jax.eval_shape(init_state, 0)
 
@@ -143,6 +151,7 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
         model=model, tx=tx, schedule=schedule, state_shardings=shardings, batch_sharding=b_sharding,
         abstract_state=abstract_like(abstract_state, shardings),
         init=jax.jit(init_state, static_argnums=0, out_shardings=shardings),
+        start_from=jax.jit(state_from, in_shardings=(p_shardings, replicated), out_shardings=shardings),
         step=jax.jit(step, in_shardings=(shardings, b_sharding), out_shardings=(shardings, replicated),
                      donate_argnums=0),
         evaluate=jax.jit(evaluate, in_shardings=(p_shardings, b_sharding), out_shardings=replicated))

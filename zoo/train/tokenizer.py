@@ -98,6 +98,29 @@ class ByteTokenizer:
         meta = {"type": "byte", "num_sentinels": self.num_sentinels}
         (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
+    def to_hf(self):
+        """The same ids as a `tokenizers.Tokenizer` (what tokenizer.json holds, for transformers' AutoTokenizer):
+        a byte-level BPE with no merges, each byte its own token at b + 3, specials and sentinels as here."""
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, pre_tokenizers
+
+        specials = {name: i for i, name in enumerate(self.SPECIALS)}
+        specials |= {f"<extra_id_{i}>": self.vocab_size - 1 - i for i in range(self.num_sentinels)}
+        vocab = {char: b + self.OFFSET for b, char in _byte_chars().items()} | specials
+        tok = HFTok(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens(list(specials))
+        return tok
+
+
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character map, the alphabet of byte-level BPE (pre_tokenizers.ByteLevel):
+    printable bytes stand for themselves, the others are shifted to 256 + n."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = (b for b in range(256) if b not in printable)
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(shifted)}}
+
 
 class HFTokenizer:
     """A HuggingFace `tokenizers.Tokenizer` (a trained BPE, or any tokenizer.json) behind the zoo interface."""
@@ -132,6 +155,9 @@ class HFTokenizer:
             raise ValueError(f"need {n} sentinels <extra_id_0..{n - 1}> but the tokenizer has "
                              f"{ids.index(None)}; train the BPE with num_sentinels >= {n}")
         return ids
+
+    def to_hf(self):
+        return self.tok
 
     def save(self, directory: str | os.PathLike) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,117 @@
+"""Starting from weights (init.hf, init.run) and freezing parameters (train.freeze): a tiny random Hugging
+Face checkpoint of every supported family fine-tunes through the trainer and its loss falls; the run
+starts from exactly the checkpoint's parameters; resuming it is exact; a preset that disagrees with the
+checkpoint is refused naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from zoo import hf
+from zoo.presets import get_config
+from zoo.train.config import UserError, resolve
+from zoo.train.loop import train
+from zoo.train.tokenizer import ByteTokenizer
+
+from test_train import FAST, ROOT, _env
+
+ONE = jax.devices("cpu")[:1]
+FAMILIES = {"gpt2": "gpt2-tiny", "t5": "t5-tiny", "llama": "llama-tiny", "gemma2": "gemma2-tiny",
+            "olmo2": "olmo2-tiny"}
+
+
+def hf_checkpoint(directory, preset: str):
+    """A random transformers model with the preset's architecture (zoo.hf.config_to_hf), saved with
+    save_pretrained, plus the byte tokenizer (T5: with 100 sentinels)."""
+    cfg = get_config(preset)
+    torch.manual_seed(0)
+    auto = transformers.AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else transformers.AutoModelForCausalLM
+    model = auto.from_config(transformers.AutoConfig.for_model(**hf.config_to_hf(cfg)))
+    with torch.no_grad():  # norm weights away from their init, so a wrong mapping shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+        embedding = model.get_input_embeddings().weight
+        if not cfg.tie_word_embeddings and model.lm_head.weight.data_ptr() == embedding.data_ptr():
+            # transformers 5 builds T5 tied whatever the config says; an untied checkpoint has its own head
+            model.lm_head.weight = torch.nn.Parameter(0.05 * torch.randn_like(embedding))
+    model.save_pretrained(directory)
+    ByteTokenizer(100 if cfg.is_encoder_decoder else 0).save(directory)
+    return directory
+
+
+def fine_tune(run_dir, preset, *overrides):
+    config = resolve(preset, [*FAST, f"run.dir={run_dir}", "mesh.data=1", *overrides])
+    return train(config, devices=ONE, echo=lambda _: None)
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_hf_checkpoint_fine_tunes_and_its_loss_falls(family, tmp_path):
+    preset = FAMILIES[family]
+    directory = hf_checkpoint(tmp_path / "hf", preset)
+    result = fine_tune(tmp_path / "run", preset, f"init.hf={directory}")
+    losses = np.array(result.losses)
+    assert np.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean() - 0.5, family
+
+
+def test_starts_from_exactly_the_checkpoint_and_freezes(tmp_path):
+    """Everything frozen: after 3 steps the params are still the checkpoint's, bit for bit. Embeddings
+    frozen: they stay, the rest moves."""
+    directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
+    _, loaded = hf.load(directory)
+    frozen = fine_tune(tmp_path / "all", "llama-tiny", f"init.hf={directory}", "train.freeze=.*", "run.steps=3")
+    for a, b in zip(leaves(frozen.state["params"]), leaves(loaded)):
+        np.testing.assert_array_equal(a, b)
+    partly = fine_tune(tmp_path / "embed", "llama-tiny", f"init.hf={directory}", "train.freeze=token_embed/.*",
+                       "run.steps=3")
+    params = partly.state["params"]
+    np.testing.assert_array_equal(params["token_embed"]["embedding"], loaded["token_embed"]["embedding"])
+    assert not np.array_equal(params["lm_head"]["kernel"], loaded["lm_head"]["kernel"])
+
+
+def test_resuming_a_fine_tuning_run_is_exact(tmp_path):
+    directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
+    whole = fine_tune(tmp_path / "whole", "llama-tiny", f"init.hf={directory}", "run.steps=10")
+    first = fine_tune(tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=5",
+                      "run.checkpoint_interval=5")
+    second = fine_tune(tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=10",
+                       "run.checkpoint_interval=5")
+    assert second.start_step == 5 and first.losses + second.losses == whole.losses
+
+
+def test_init_run_starts_from_another_runs_parameters(tmp_path):
+    base = fine_tune(tmp_path / "base", "llama-tiny", "run.steps=4")
+    follow = fine_tune(tmp_path / "follow", "llama-tiny", f"init.run={tmp_path / 'base'}", "train.freeze=.*",
+                       "run.steps=2")
+    for a, b in zip(leaves(follow.state["params"]), leaves(base.state["params"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_disagreements_are_refused_naming_the_field(tmp_path):
+    directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
+    with pytest.raises(UserError, match=r"init.hf: the checkpoint has model.num_layers=4 but the command line "
+                                        r"says 2"):
+        fine_tune(tmp_path / "a", "llama-tiny", f"init.hf={directory}", "model.num_layers=2")
+    with pytest.raises(UserError, match=r"init.hf: the checkpoint has model.attention_bias=False but preset "
+                                        r"'gpt2-tiny' says True \(also .*norm_type.*\)"):
+        fine_tune(tmp_path / "b", "gpt2-tiny", f"init.hf={directory}")
+    with pytest.raises(UserError, match=r"init.hf: .* is not a directory"):
+        fine_tune(tmp_path / "c", "llama-tiny", f"init.hf={tmp_path / 'nope'}")
+    with pytest.raises(UserError, match=r"TrainConfig.freeze: 'tokn_embed/.\*' matches no parameter"):
+        fine_tune(tmp_path / "d", "llama-tiny", f"init.hf={directory}", "train.freeze=tokn_embed/.*")
+    out = subprocess.run([sys.executable, "train.py", *FAST, f"run.dir={tmp_path / 'e'}", f"init.hf={directory}",
+                          "model.num_layers=2"], cwd=ROOT, env=_env(None), capture_output=True, text=True,
+                         timeout=300)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and "model.num_layers=4" in lines[0], out.stderr
