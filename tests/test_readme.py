@@ -65,10 +65,35 @@ def test_readme_tables_are_current():
         assert readme_tables.block(key) in README, f"README {key} is stale: run `python tools/readme_tables.py --write`"
 
 
+def _released_weights_block() -> list[str]:
+    """The commands of the "Use released weights" section, in order."""
+    section = README[README.index("## Use released weights"):]
+    return [line for line in _blocks("bash") if line in section[:section.index("\n## ", 1)]][0].strip().splitlines()
+
+
+def test_released_weights_commands_run(tmp_path):
+    """Make the tiny checkpoint, fine-tune, evaluate, export, evaluate the export, sample: in a scratch
+    directory, in the README's order."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    for command in _released_weights_block():
+        for script in ("train.py", "evaluate.py", "sample.py"):
+            command = command.replace(f"python {script}", f"python {ROOT / script}")
+        command = sys.executable + command.removeprefix("python")
+        out = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, f"{command}\n{out.stderr[-3000:]}"
+    evaluation = json.loads((tmp_path / "finetune-eval.json").read_text())
+    assert evaluation["validation"]["loss"] < math.log(384) - 1.0  # fine-tuning learnt something
+    assert (tmp_path / "finetune-hf" / "tokenizer.json").exists()
+
+
 def test_every_command_is_covered():
     """Each command is run below, resolved below, or listed in NOT_RUN with its reason."""
+    released = _released_weights_block()
     for command in _commands():
-        covered = ("train.py" in command or "sample.py" in command  # run or resolved below
+        synopsis = re.search(r"\b[A-Z]{3,}\b|\[", command)  # `python -m zoo.export RUN OUT`: a usage line
+        covered = (synopsis or "train.py" in command or "sample.py" in command  # run or resolved below
+                   or command in released                           # test_released_weights_commands_run
                    or "tools/readme_tables.py" in command              # its output: test_readme_tables_are_current
                    or any(command.startswith(skip) for skip in NOT_RUN))
         assert covered, f"README command with no test: {command}"
