@@ -23,7 +23,7 @@ README = (ROOT / "README.md").read_text()
 PROSE = " ".join(README.split())  # the README's text with line breaks as spaces, for phrases that wrap
 # Commands that are not run here, and why: installs (CI's own steps) and CI itself.
 NOT_RUN = {"bash .ci/run": "CI: it runs this test", "python -m pytest": "CI's test command: it runs this test",
-           'pip install -e ".[test,notebooks]"': "CI's install step", 'pip install -e ".[tensorboard]"': "an install"}
+           'pip install -e ".[test,notebooks,eval]"': "CI's install step", 'pip install -e ".[eval]"': "an install", 'pip install -e ".[tensorboard]"': "an install"}
 
 
 def _blocks(language: str) -> list[str]:
