@@ -16,7 +16,7 @@ MAX_LINES = 350
 # Each module's tier; a module may import only from its own tier or lower ones (and not in a cycle).
 TIERS = [
     ("zoo.fields",),                                  # dataclass machinery shared by every config
-    ("zoo.config", "zoo.recipe"),                     # ModelConfig, TrainConfig
+    ("zoo.config", "zoo.recipe", "zoo.semantics"),    # ModelConfig, TrainConfig
     ("zoo.presets",),                                 # configs/*.yaml -> the two above
     ("zoo.layers",),                                  # one idea per module
     ("zoo.model", "zoo.sharding", "zoo.flops"),

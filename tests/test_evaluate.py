@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import zoo
 from zoo.export import export_run
 from zoo.train.evaluate import main
 from zoo.train.sampling import load_for_sampling

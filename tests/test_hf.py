@@ -268,7 +268,7 @@ def test_transformers_4_configs():
     ("gemma2", {"use_bidirectional_attention": True}, "use_bidirectional_attention"),
     ("gemma2", {"layer_types": ["sliding_attention", "chunked_attention"], "num_hidden_layers": 2}, "layer_types"),
     ("t5", {"feed_forward_proj": "gated-tanh"}, "feed_forward_proj"),
-    ("falcon", {}, "model_type"),
+    ("mamba", {}, "model_type"),               # no attention at all
 ])
 def test_inexpressible_hf_config_names_the_field(tmp_path, model_type, change, field):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, **change}))

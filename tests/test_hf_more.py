@@ -95,12 +95,17 @@ def test_phi3_fused_projections(tmp_path):
 @pytest.mark.parametrize("name", ["mistral-tiny", "yi-tiny", "qwen2.5-tiny", "qwen3-tiny", "phi3-tiny"])
 def test_tiny_preset_through_its_hf_class(tmp_path, name):
     """Each family's -tiny preset as its HF class (Yi: LlamaForCausalLM), sequences of 48 past the windows of 32."""
-    values = hf.config_to_hf(get_config(name), _model_type(name))
+    assert_tiny_preset_round_trips(tmp_path, name, _model_type(name))
+
+
+def assert_tiny_preset_round_trips(tmp_path, name, model_type):
+    """Preset `name` as a random HF `model_type` model: HF -> zoo -> HF on sequences of 48, the same config back."""
+    values = hf.config_to_hf(get_config(name), model_type)
     config = transformers.AutoConfig.for_model(values.pop("model_type"), **{**values, "initializer_range": 0.1},
                                                attn_implementation="eager")
     model = _random_model(getattr(transformers, values["architectures"][0]), config)
-    cfg, _, _ = _roundtrip(name, model, _tokens(512, 48), tmp_path, family=_model_type(name))
-    assert cfg.replace(init_std=0.02) == get_config(name).replace(scan_layers=True)
+    cfg, _, _ = _roundtrip(name, model, _tokens(512, 48), tmp_path, family=model_type)
+    assert cfg.replace(init_std=get_config(name).init_std) == get_config(name).replace(scan_layers=True)
 
 
 # --------------------------------------------------------------------------------------------- refusals
@@ -118,6 +123,11 @@ def test_tiny_preset_through_its_hf_class(tmp_path, name):
     ("Yi", {"rope_theta": 5e6}, "model_type"),
 ])
 def test_inexpressible_hf_config_names_the_field(tmp_path, model_type, change, field):
+    assert_refused(tmp_path, model_type, change, field)
+
+
+def assert_refused(tmp_path, model_type, change, field):
+    """hf.load of a config.json {model_type, **change} raises a ValueError naming HF field `field`."""
     (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, **change}))
     with pytest.raises(ValueError, match=f"field {field}="):
         hf.load(tmp_path)
@@ -129,9 +139,13 @@ NAMED = [n for f in ("mistral", "yi", "qwen", "phi3") for n in family_presets(f)
 
 @pytest.mark.parametrize("name", NAMED)
 def test_exact_count_is_the_transformers_count(name):
+    assert_exact_count(name, _model_type(name))
+
+
+def assert_exact_count(name, model_type):
     """zoo.count_params == numel of the HF class built on the meta device (tied weights once) == published."""
     cfg = get_config(name)
-    values = hf.config_to_hf(cfg, _model_type(name))
+    values = hf.config_to_hf(cfg, model_type)
     config = transformers.AutoConfig.for_model(values.pop("model_type"), **values)
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)

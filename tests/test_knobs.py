@@ -61,6 +61,24 @@ def test_llama3_scaling_bands():
     assert mid.any() and np.all((scaled[mid] < plain[mid]) & (scaled[mid] > plain[mid] / 8))
 
 
+def test_rope_scaling_local_false_scales_global_layers_only():
+    """Gemma 3: linear x8 on global layers (every inverse frequency / 8), plain RoPE at its own base on local ones."""
+    c = cfg(head_dim=8, attention_pattern=("local", "global"), sliding_window_size=8, rope_local_theta=100.0,
+            rope_scaling="linear", rope_scaling_factor=8.0, rope_scaling_local=False, init_std=0.5)
+    plain = c.replace(rope_scaling="none", rope_scaling_local=True)
+    np.testing.assert_allclose(P.rope_frequencies(c, 1e4), P.rope_frequencies(plain, 1e4) / 8, rtol=1e-6)
+    np.testing.assert_allclose(P.rope_frequencies(c, 100.0, scaled=False), P.rope_frequencies(plain, 100.0))
+    x, pos = jax.random.normal(jax.random.key(0), (1, 6, 16)), jnp.arange(6)
+    run = lambda config, kind: Attention(config, kind).apply({"params": params}, x, pos)
+    params, local = init_apply(Attention(c, "local"), x, pos)
+    np.testing.assert_allclose(local, run(plain, "local"), atol=1e-6)      # local layers: no scaling
+    np.testing.assert_allclose(run(c, "global"), run(c.replace(rope_scaling_local=True), "global"), atol=1e-6)
+    assert np.abs(np.asarray(run(c, "global")) - np.asarray(run(plain, "global"))).max() > 1e-4
+    assert np.abs(np.asarray(local) - np.asarray(run(c.replace(rope_scaling_local=True), "local"))).max() > 1e-4
+    with pytest.raises(ValueError, match="rope_scaling_local"):
+        cfg(rope_scaling_local=False)                                       # nothing to scale
+
+
 def test_sinusoidal_matches_the_paper_formula():
     table = np.asarray(P.sinusoidal_table(jnp.arange(50), 16))
     pos, i = 37, 3
@@ -90,7 +108,9 @@ def test_alibi_slopes_published_values():
 
 # ----------------------------------------------------------------------------------------- norms
 @pytest.mark.parametrize("kw", [dict(norm_type="layernorm", norm_use_bias=True), dict(norm_type="rmsnorm"),
-                                dict(norm_type="rmsnorm", norm_scale_plus_one=True)])
+                                dict(norm_type="rmsnorm", norm_scale_plus_one=True),
+                                # Nemotron's LayerNorm1P: (x - mean) / std * (1 + w) + b
+                                dict(norm_type="layernorm", norm_use_bias=True, norm_scale_plus_one=True)])
 def test_norm_formulas(kw):
     c = cfg(norm_eps=1e-6, **kw)
     x = jax.random.normal(jax.random.key(0), (3, 16)) * 3 + 1
@@ -200,6 +220,21 @@ def test_final_logit_soft_cap_bounds_logits():
     assert float(jnp.max(jnp.abs(logits))) > 0.45  # the cap binds: big logits sit near it
 
 
+def test_lm_head_bias_is_added_to_the_logits():
+    """GPT-J: logits = h W + b with the untied head's own bias (vocab parameters more)."""
+    from zoo.model import build, count_params, init_params
+    c = cfg(tie_word_embeddings=False, lm_head_bias=True)
+    assert count_params(c) == count_params(c.replace(lm_head_bias=False)) + c.vocab_size
+    params = init_params(c, jax.random.key(0))
+    bias = jax.random.normal(jax.random.key(1), (c.vocab_size,))
+    tokens = jnp.arange(10)[None]
+    zero = build(c).apply({"params": params}, tokens)
+    params["lm_head"]["bias"] = bias
+    np.testing.assert_allclose(build(c).apply({"params": params}, tokens), zero + bias, atol=1e-5)
+    with pytest.raises(ValueError, match="lm_head_bias"):
+        cfg(lm_head_bias=True)                                              # tied: no head of its own
+
+
 def test_sliding_window_hides_distant_keys():
     """A local layer's output at position t ignores values at positions <= t - window."""
     c = cfg(attention_pattern=("local",), sliding_window_size=3)
@@ -247,3 +282,91 @@ def test_attention_out_bias_apart_from_qkv_bias():
     np.testing.assert_allclose(y[0], np.einsum("thk,hkd->td", heads, p["out"]["kernel"]), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="attention_out_bias"):
         cfg(attention_out_bias=1)
+
+
+# ------------------------------------------------------------------ OPT, BLOOM, Cohere knobs
+def test_interleaved_rope_rotates_adjacent_pairs():
+    """GPT-J / Cohere: dims (2i, 2i+1) rotate by angle p * inv_freq[i], i.e. the half-split rotation of the
+    dims reordered evens-then-odds."""
+    inv = P.rope_frequencies(cfg(head_dim=8), 10000.0)
+    x = jax.random.normal(jax.random.key(0), (1, 1, 2, 8))
+    y = np.asarray(P.apply_rope(x, jnp.array([3]), inv, interleaved=True))
+    angle = 3 * inv
+    xe, xo = np.asarray(x[..., 0::2]), np.asarray(x[..., 1::2])
+    np.testing.assert_allclose(y[..., 0::2], xe * np.cos(angle) - xo * np.sin(angle), atol=1e-6)
+    np.testing.assert_allclose(y[..., 1::2], xo * np.cos(angle) + xe * np.sin(angle), atol=1e-6)
+    order = np.r_[0:8:2, 1:8:2]
+    np.testing.assert_allclose(y[..., order], P.apply_rope(x[..., order], jnp.array([3]), inv), atol=1e-6)
+    with pytest.raises(ValueError, match="rope_interleaved"):
+        cfg(position_embedding="alibi", rope_interleaved=True)
+
+
+def _logits(c, params):
+    from zoo.model import build
+    return np.asarray(build(c).apply({"params": params}, jnp.arange(12)[None]))
+
+
+def test_position_offset_reads_row_p_plus_offset():
+    """OPT: a max_seq_len + 2 row table whose row p + 2 holds position p."""
+    from zoo.model import count_params, init_params
+    c = cfg(position_embedding="learned", position_offset=2)
+    assert count_params(c) == count_params(c.replace(position_offset=0)) + 2 * c.d_model
+    params = init_params(c, jax.random.key(0))
+    plain = {**params, "position_embed": {"embedding": params["position_embed"]["embedding"][2:]}}
+    np.testing.assert_allclose(_logits(c, params), _logits(c.replace(position_offset=0), plain), atol=1e-5)
+    with pytest.raises(ValueError, match="position_offset"):
+        cfg(position_offset=2)                                               # RoPE has no table
+
+
+def test_embedding_dim_projects_in_and_out():
+    """OPT-350m: tokens E[t] P_in enter the stream, the head reads h P_out. The same model with d_model-wide
+    embeddings E P_in and head P_out W gives the same logits (untied, so the two can be folded)."""
+    from zoo.model import count_params, init_params
+    c = cfg(embedding_dim=8, tie_word_embeddings=False)
+    wide = c.replace(embedding_dim=None)
+    v, d, e = c.vocab_size, c.d_model, 8
+    assert count_params(c) == count_params(wide) - 2 * v * d + 2 * v * e + 2 * d * e
+    params = init_params(c, jax.random.key(0))
+    folded = {k: p for k, p in params.items() if k not in ("project_in", "project_out")}
+    folded["token_embed"] = {"embedding": params["token_embed"]["embedding"] @ params["project_in"]["kernel"]}
+    folded["lm_head"] = {"kernel": params["project_out"]["kernel"] @ params["lm_head"]["kernel"]}
+    np.testing.assert_allclose(_logits(c, params), _logits(wide, folded), rtol=1e-4, atol=1e-5)
+
+
+def test_embedding_norm_normalises_the_embeddings():
+    """BLOOM: the stream starts from norm(E[t]) (here LayerNorm with a perturbed gain and bias)."""
+    from zoo.model import init_params
+    c = cfg(embedding_norm=True, norm_type="layernorm", norm_use_bias=True, tie_word_embeddings=False)
+    params = init_params(c, jax.random.key(0))
+    gain = 1 + 0.3 * jax.random.normal(jax.random.key(1), (c.d_model,))
+    params["embed_norm"] = {"scale": gain, "bias": 0.1 * gain}
+    table = np.asarray(params["token_embed"]["embedding"])
+    mean, var = table.mean(-1, keepdims=True), table.var(-1, keepdims=True)
+    normed = (table - mean) / np.sqrt(var + c.norm_eps) * np.asarray(gain) + 0.1 * np.asarray(gain)
+    plain = {**{k: p for k, p in params.items() if k != "embed_norm"}, "token_embed": {"embedding": normed}}
+    np.testing.assert_allclose(_logits(c, params), _logits(c.replace(embedding_norm=False), plain), atol=1e-5)
+
+
+def test_logits_scale_multiplies_the_logits():
+    """Cohere: logits = logit_scale * h E^T."""
+    from zoo.model import init_params
+    c = cfg(logits_scale=0.25)
+    params = init_params(c, jax.random.key(0))
+    np.testing.assert_allclose(_logits(c, params), 0.25 * _logits(c.replace(logits_scale=None), params), atol=1e-6)
+    with pytest.raises(ValueError, match="logits_scale"):
+        cfg(logits_scale=0.0)
+
+
+def test_qk_norm_per_head_untied():
+    """Command R+: each head normalised over head_dim by its own statistics, then a gain per (head, dim)."""
+    c = cfg(norm_type="layernorm", qk_norm="per_head_untied")
+    norm = Norm(c, axes=("heads", "head_dim"), stat_axes=1)
+    x = jax.random.normal(jax.random.key(0), (1, 3, 4, 8))
+    params = {"scale": 1 + jax.random.normal(jax.random.key(1), (4, 8))}
+    y = np.asarray(norm.apply({"params": params}, x))
+    xs = np.asarray(x)
+    ref = (xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + c.norm_eps)
+    np.testing.assert_allclose(y, ref * np.asarray(params["scale"]), rtol=1e-5, atol=1e-5)
+    p = jax.eval_shape(lambda: Attention(c.replace(num_kv_heads=2)).init(jax.random.key(0), X, jnp.arange(5)))
+    assert p["params"]["query_norm"]["scale"].value.shape == (4, 4)
+    assert p["params"]["key_norm"]["scale"].value.shape == (2, 4)

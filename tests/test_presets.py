@@ -33,16 +33,24 @@ mistral-7b-v0.1 mistral-tiny yi-6b yi-34b yi-tiny
 qwen2.5-0.5b qwen2.5-1.5b qwen2.5-3b qwen2.5-7b qwen2.5-14b qwen2.5-32b qwen2.5-72b qwen2.5-tiny
 qwen3-0.6b qwen3-1.7b qwen3-4b qwen3-8b qwen3-14b qwen3-32b qwen3-tiny
 phi-3-mini-4k phi-3-medium-4k phi3-tiny
+opt-125m opt-350m opt-1.3b opt-2.7b opt-6.7b opt-13b opt-30b opt-66b opt-175b opt-tiny
+bloom-560m bloom-1b1 bloom-1b7 bloom-3b bloom-7b1 bloom-176b bloom-tiny
+falcon-7b falcon-40b falcon-180b falcon2-11b falcon-tiny
+command-r command-r-plus command-a command-r-plus-tiny command-a-tiny
+gpt-neox-20b pythia-70m pythia-160m pythia-410m pythia-1b pythia-1.4b pythia-2.8b pythia-6.9b pythia-12b pythia-tiny
+gpt-j-6b gptj-tiny gemma3-1b gemma3-4b gemma3-12b gemma3-27b gemma3-tiny nemotron-4-15b nemotron-4-340b nemotron-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
 FAMILIES = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2", "mistral", "yi", "qwen",
-            "phi3")
+            "phi3", "opt", "bloom", "falcon", "cohere", "gpt_neox", "gptj", "gemma3", "nemotron")
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {"transformer-tiny": 3_817_472, "gpt2-tiny": 3_356_160, "gpt3-tiny": 3_356_160, "t5-tiny": 4_197_440,
                "llama-tiny": 3_410_176, "palm-tiny": 3_933_440, "gemma2-tiny": 4_067_584, "olmo2-tiny": 3_411_712,
                "mistral-tiny": 3_279_104, "yi-tiny": 3_279_104, "qwen2.5-tiny": 3_329_120, "qwen3-tiny": 4_066_560,
-               "phi3-tiny": 3_672_320}
+               "phi3-tiny": 3_672_320, "opt-tiny": 3_356_160, "bloom-tiny": 3_191_328, "falcon-tiny": 2_888_192,
+               "command-r-plus-tiny": 3_148_288, "command-a-tiny": 3_147_008, "pythia-tiny": 3_421_696,
+               "gptj-tiny": 3_416_064, "gemma3-tiny": 3_642_816, "nemotron-tiny": 3_019_264}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -84,11 +92,14 @@ def test_presets_ship_as_package_data():
 # Fields a tiny preset may change relative to its family's reference preset; every other knob must match.
 SIZE_FIELDS = {"vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_ff",
                "max_seq_len", "num_decoder_layers", "sliding_window_size", "relative_num_buckets",
-               "relative_max_distance", "query_scale"}
+               "relative_max_distance", "query_scale", "embedding_dim"}
 TINY_REFERENCE = {"transformer": "transformer-base", "gpt2": "gpt2", "gpt3": "gpt3-small",
                   "t5": "t5-v1_1-small", "llama": "llama2-7b", "palm": "palm-8b",
                   "gemma2": "gemma2-2b", "olmo2": "olmo2-7b", "mistral": "mistral-7b-v0.1", "yi": "yi-6b",
-                  "qwen2.5": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b", "phi3": "phi-3-mini-4k"}
+                  "qwen2.5": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b", "phi3": "phi-3-mini-4k", "opt": "opt-350m",
+                  "bloom": "bloom-560m", "falcon": "falcon-40b", "command-r-plus": "command-r-plus",
+                  "command-a": "command-a", "pythia": "pythia-70m", "gptj": "gpt-j-6b", "gemma3": "gemma3-12b",
+                  "nemotron": "nemotron-4-15b"}
 
 
 # Keyed by the tiny preset's stem: a family with two generations (qwen: Qwen2.5, Qwen3) has one tiny each.
@@ -101,7 +112,8 @@ def test_tiny_preset_keeps_the_family_knobs(stem):
     assert not differ - SIZE_FIELDS, f"{name} changes knobs of {TINY_REFERENCE[stem]}: {differ - SIZE_FIELDS}"
     # CPU-sized and byte-tokenizer friendly.
     assert tiny.vocab_size == 512 and tiny.max_seq_len <= 256 and 128 <= tiny.d_model <= 256
-    assert 2 <= tiny.num_layers <= 4 and 1_000_000 <= TINY_COUNTS[name] <= 5_000_000
+    # Up to 4 layers, or one whole cycle of a longer attention pattern (Gemma 3's 5 local : 1 global).
+    assert 2 <= tiny.num_layers <= max(4, tiny.cycle_length) and 1_000_000 <= TINY_COUNTS[name] <= 5_000_000
     tc = TrainConfig.from_dict(get_recipe(name))
     assert tc.total_steps <= 1000 and tc.batch_size <= 16 and tc.seq_len <= 128
 
@@ -136,6 +148,29 @@ def test_tiny_presets_of_the_later_families_exercise_their_knobs():
     assert q3.qk_norm == "per_head" and not q3.attention_bias and q3.num_heads * q3.head_dim != q3.d_model
     y = get_config("yi-tiny")
     assert 1 < y.num_kv_heads < y.num_heads and y.rope_theta == 5e6 and not y.tie_word_embeddings
+    o = get_config("opt-tiny")
+    assert o.position_offset == 2 and o.embedding_dim < o.d_model and o.norm_position == "post"
+    b = get_config("bloom-tiny")
+    assert b.position_embedding == "alibi" and b.num_heads & (b.num_heads - 1) and b.embedding_norm
+    f = get_config("falcon-tiny")
+    assert f.parallel_layers and not f.parallel_shared_norm and 1 < f.num_kv_heads < f.num_heads
+    r, a = get_config("command-r-plus-tiny"), get_config("command-a-tiny")
+    assert r.qk_norm == "per_head_untied" and r.rope_interleaved and r.logits_scale and r.parallel_layers
+    assert a.attention_pattern == ("local",) * 3 + ("global_nope",) and a.sliding_window_size < 48
+
+
+def test_tiny_presets_of_neox_gptj_gemma3_nemotron_exercise_their_knobs():
+    p, j = get_config("pythia-tiny"), get_config("gptj-tiny")
+    assert p.parallel_layers and not p.parallel_shared_norm and p.rope_fraction == 0.25 and not p.rope_interleaved
+    assert j.parallel_layers and j.parallel_shared_norm and j.rope_interleaved and j.lm_head_bias
+    assert 0 < j.head_dim * j.rope_fraction < j.head_dim and not j.attention_bias and j.mlp_bias
+    g = get_config("gemma3-tiny")   # the window binds inside test sequences of 48; both RoPE bases are used
+    assert g.attention_pattern == ("local",) * 5 + ("global",) and g.sliding_window_size < 48
+    assert g.rope_scaling == "linear" and not g.rope_scaling_local and g.rope_local_theta != g.rope_theta
+    assert g.qk_norm == "per_head" and g.num_heads * g.head_dim != g.d_model and g.query_scale != g.head_dim ** -0.5
+    n = get_config("nemotron-tiny")
+    assert n.norm_type == "layernorm" and n.norm_scale_plus_one and n.norm_use_bias and n.rope_fraction == 0.5
+    assert n.mlp_activations == ("squared_relu",) and 1 < n.num_kv_heads < n.num_heads
 
 
 # ------------------------------------------------------------------------------------- lookup and errors

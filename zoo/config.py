@@ -8,8 +8,6 @@ error names the field and the values it accepts.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
 
 from zoo.fields import Replaceable, fail, is_default
 
@@ -20,7 +18,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm_type": ("layernorm", "rmsnorm"),
     "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "none"),
     "rope_scaling": ("none", "linear", "llama3"),
-    "qk_norm": ("none", "per_head", "full"),
+    "qk_norm": ("none", "per_head", "per_head_untied", "full"),
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
     "attention_impl": ("auto", "xla", "cudnn"),
@@ -101,8 +99,8 @@ class ModelConfig(Replaceable):
     """Multiplier on q.k. None = 1/sqrt(head_dim); 1.0 = no scaling (T5, whose init absorbs it);
     Gemma 2's query_pre_attn_scalar s is query_scale = s ** -0.5."""
     qk_norm: str = "none"
-    """Normalise queries and keys (Dehghani 2023): per_head (Gemma 3) or over the full projection before
-    the split into heads (OLMo 2). Uses norm_type."""
+    """Normalise queries and keys (Dehghani 2023): per_head (Gemma 3), per_head_untied (per-head statistics, a
+    gain per head and dim: Command R+), or over the full projection before the head split (OLMo 2). Uses norm_type."""
     attn_logits_soft_cap: float | None = None
     """cap * tanh(scores / cap) on attention logits (Gemma 2). None = off."""
     attention_pattern: tuple[str, ...] = ("global",)
@@ -122,10 +120,14 @@ class ModelConfig(Replaceable):
     """RoPE base for local layers (Gemma 3 uses 10k local, 1M global). None = rope_theta."""
     rope_fraction: float = 1.0
     """Fraction of each head's dims that rotate (GPT-NeoX 0.25, GPT-J 64/256); the rest pass through."""
+    rope_interleaved: bool = False
+    """Rotate adjacent pairs (2i, 2i+1) (GPT-J, Cohere) instead of (i, i + rotary_dim/2) (GPT-NeoX, LLaMA)."""
     rope_scaling: str = "none"
     """Context extension: linear (position interpolation, Chen 2023) or llama3 (Llama 3.1 frequency bands)."""
     rope_scaling_factor: float = 1.0
     """Factor for rope_scaling."""
+    rope_scaling_local: bool = True
+    """rope_scaling on local layers too; false = global layers only (Gemma 3's linear x8, HF gemma3_text)."""
     rope_low_freq_factor: float = 1.0
     """llama3 scaling: wavelengths above original_len / low_freq_factor are divided by the factor."""
     rope_high_freq_factor: float = 4.0
@@ -138,16 +140,26 @@ class ModelConfig(Replaceable):
     """T5 relative bias: distances beyond this share the last bucket."""
     relative_bias_shared: bool = True
     """T5 computes one bias table per stack and reuses it in every layer. False = a table per layer."""
+    position_offset: int = 0
+    """Learned positions: position p reads row p + offset of a max_seq_len + offset table (OPT: 2)."""
 
     # --- embeddings and output ---------------------------------------------------------------------
     tie_word_embeddings: bool = True
     """Output projection = transposed token embedding (Press & Wolf 2017)."""
+    lm_head_bias: bool = False
+    """Bias on the untied output head (GPT-J: transformers models/gptj/modeling_gptj.py lm_head)."""
+    embedding_dim: int | None = None
+    """Token-embedding width; != d_model adds bias-free project_in/out around the stack (OPT-350m). None = d_model."""
+    embedding_norm: bool = False
+    """A norm on the embeddings before the first block (BLOOM's word_embeddings_layernorm)."""
     scale_embeddings: bool = False
     """Multiply token embeddings by sqrt(d_model) (Vaswani §3.4, Gemma)."""
     scale_logits_by_inv_sqrt_d_model: bool = False
     """Multiply logits by d_model ** -0.5 (T5 with a tied head, PaLM's shared embeddings)."""
     final_logits_soft_cap: float | None = None
     """cap * tanh(logits / cap) on the output logits (Gemma 2). None = off."""
+    logits_scale: float | None = None
+    """Multiplier on the output logits, before any soft-cap (Cohere's logit_scale). None = off."""
     z_loss_multiplier: float = 0.0
     """Weight of log(Z)^2 in the training loss (PaLM 1e-4, OLMo 2 1e-5); read by the trainer."""
 
@@ -185,7 +197,8 @@ class ModelConfig(Replaceable):
     def __post_init__(self):
         _validate(self)
         derived = {"num_kv_heads": self.num_heads, "head_dim": self.d_model // self.num_heads,
-                   "num_decoder_layers": self.num_layers, "attention_out_bias": self.attention_bias}
+                   "num_decoder_layers": self.num_layers, "attention_out_bias": self.attention_bias,
+                   "embedding_dim": self.d_model}
         unset = frozenset(name for name in derived if getattr(self, name) is None)
         for name in unset:
             object.__setattr__(self, name, derived[name])
@@ -211,44 +224,6 @@ class ModelConfig(Replaceable):
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
 
-    def semantics(self) -> dict[str, Any]:
-        """The fields that decide what the model computes from its parameters, with unused knobs dropped and
-        defaults resolved: two configs with equal semantics give equal logits for equal parameters. Left out:
-        how it runs (RUNTIME_FIELDS, scan_layers, param_dtype) and training-only fields (TRAINING_FIELDS)."""
-        skip = {*RUNTIME_FIELDS, *TRAINING_FIELDS, "scan_layers", "param_dtype"}
-        values = {k: v for k, v in self.to_dict().items() if k not in skip}
-        values["query_scale"] = self.query_scale if self.query_scale is not None else self.head_dim ** -0.5
-        values["attention_pattern"] = self.layer_kinds()
-        unused = set()
-        if self.position_embedding != "rope":
-            unused |= {k for k in values if k.startswith("rope_")}
-        elif self.rope_scaling == "none":
-            unused |= {"rope_scaling_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
-        elif self.rope_scaling == "linear":
-            unused |= {"rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"}
-        if not any(k.startswith("local") for k in self.attention_pattern):
-            unused |= {"sliding_window_size", "rope_local_theta"}
-        if self.position_embedding != "relative_bias":
-            unused |= {"relative_num_buckets", "relative_max_distance", "relative_bias_shared"}
-        if not self.parallel_layers:
-            unused.add("parallel_shared_norm")
-        if not self.is_encoder_decoder:
-            unused.add("num_decoder_layers")
-        return {k: v for k, v in values.items() if k not in unused}
-
-    def semantic_differences(self, other: ModelConfig) -> list[tuple[str, Any, Any]]:
-        """(field, ours, theirs) for every semantic field that differs (floats to a relative 1e-6; a field
-        one config does not use shows as "<unused>"), sorted by field; attention_pattern, compared layer by
-        layer, comes last, since it also differs when only num_layers does."""
-        ours, theirs = self.semantics(), other.semantics()
-        out = []
-        for name in sorted(ours.keys() | theirs.keys(), key=lambda n: (n == "attention_pattern", n)):
-            a, b = ours.get(name, "<unused>"), theirs.get(name, "<unused>")
-            close = isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-6)
-            if a != b and not close:
-                out.append((name, a, b))
-        return out
-
 
 def _validate(c: ModelConfig) -> None:
     for name, allowed in CHOICES.items():
@@ -260,7 +235,7 @@ def _validate(c: ModelConfig) -> None:
             fail(c, name, f"must be a positive integer, got {value!r}")
     if c.attention_out_bias is not None and not isinstance(c.attention_out_bias, bool):
         fail(c, "attention_out_bias", f"must be true, false or null (= attention_bias), got {c.attention_out_bias!r}")
-    for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size"):
+    for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size", "embedding_dim"):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             fail(c, name, f"must be a positive integer or null, got {value!r}")
@@ -312,7 +287,7 @@ def _validate(c: ModelConfig) -> None:
             if not is_default(c, name):
                 fail(c, name, f"only applies with position_embedding: relative_bias, not {c.position_embedding!r}")
     rope_fields = {"rope_local_theta": c.rope_local_theta is not None, "rope_fraction": c.rope_fraction != 1.0,
-                   "rope_scaling": c.rope_scaling != "none"}
+                   "rope_scaling": c.rope_scaling != "none", "rope_interleaved": c.rope_interleaved}
     if c.position_embedding != "rope":
         for name, is_set in rope_fields.items():
             if is_set:
@@ -322,6 +297,8 @@ def _validate(c: ModelConfig) -> None:
         fail(c, "rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
     if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
         fail(c, "rope_theta", "must be > 0")
+    if c.rope_scaling == "none" and not c.rope_scaling_local:
+        fail(c, "rope_scaling_local", "only applies with rope_scaling linear or llama3")
     if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
         fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
     if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
@@ -329,13 +306,18 @@ def _validate(c: ModelConfig) -> None:
     if c.position_embedding == "sinusoidal" and c.d_model % 2:
         fail(c, "d_model", "sinusoidal positions need an even d_model")
 
-    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale"):
+    if not isinstance(c.position_offset, int) or c.position_offset < 0 or (
+            c.position_offset and c.position_embedding != "learned"):
+        fail(c, "position_offset", "must be an integer >= 0, and nonzero only with position_embedding: learned")
+    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale", "logits_scale"):
         value = getattr(c, name)
         if value is not None and not value > 0:
             fail(c, name, f"must be > 0 or null, got {value}")
     for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
         if not 0.0 <= getattr(c, name) < 1.0:
             fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
+    if c.lm_head_bias and c.tie_word_embeddings:
+        fail(c, "lm_head_bias", "needs an untied output head (tie_word_embeddings: false)")
     if c.z_loss_multiplier < 0:
         fail(c, "z_loss_multiplier", "must be >= 0")
     if c.init_std <= 0:

@@ -19,11 +19,12 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
 
     {"encoder": ..., "decoder": ..., "cross_kv": ..., "head": ...}: "decoder" is the decoder stack (the whole
     stack of a decoder-only model) minus the cross-attention key/value projections ("cross_kv", applied to
-    encoder tokens); "head" is the output projection d_model x vocab (tied or not). Embedding lookups
-    (token, learned positions, T5 relative-bias tables) are not matmuls and are left out.
+    encoder tokens); "head" is the output projection embedding_dim x vocab (tied or not), with OPT-350m's
+    project_in/project_out when embedding_dim != d_model. Embedding lookups (token, learned positions, T5
+    relative-bias tables) are not matmuls and are left out.
     """
-
-    out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.d_model * cfg.vocab_size}
+    projections = 2 * cfg.d_model * cfg.embedding_dim if cfg.embedding_dim != cfg.d_model else 0
+    out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.embedding_dim * cfg.vocab_size + projections}
     for path, leaf in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]:
         names = path_names(path)
         if names[0] not in ("encoder", "decoder") or "relative_bias" in names[-1]:

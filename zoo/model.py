@@ -83,9 +83,9 @@ class Stack(nn.Module):
         return x
 
 
-def _embedding(cfg: ModelConfig, *, rows: int, axis: str, role: str) -> nn.Embed:
-    """A [rows, d_model] lookup table whose dims carry the logical names (axis, "embed")."""
-    return nn.Embed(num_embeddings=rows, features=cfg.d_model, dtype=dtype_of(cfg.dtype),
+def _embedding(cfg: ModelConfig, *, rows: int, axis: str, role: str, features: int | None = None) -> nn.Embed:
+    """A [rows, features (default d_model)] lookup table whose dims carry the logical names (axis, "embed")."""
+    return nn.Embed(num_embeddings=rows, features=features or cfg.d_model, dtype=dtype_of(cfg.dtype),
                     param_dtype=dtype_of(cfg.param_dtype),
                     embedding_init=nn.with_logical_partitioning(initializer(cfg, role), (axis, "embed")))
 
@@ -101,12 +101,19 @@ class _Transformer(nn.Module):
 
     def _setup_io(self):
         cfg = self.cfg
-        self.token_embed = _embedding(cfg, rows=cfg.vocab_size, axis="vocab", role="embed")
+        self.token_embed = _embedding(cfg, rows=cfg.vocab_size, axis="vocab", role="embed", features=cfg.embedding_dim)
+        if cfg.embedding_dim != cfg.d_model:  # OPT-350m: a narrower embedding, mapped to and from the stream
+            self.project_in = dense(cfg, features=cfg.d_model, axes=(None, "embed"), role="mlp_in", use_bias=False)
+            self.project_out = dense(cfg, features=cfg.embedding_dim, axes=("embed", None), role="mlp_in",
+                                     use_bias=False)
+        if cfg.embedding_norm:
+            self.embed_norm = Norm(cfg)
         if cfg.position_embedding == "learned":
-            self.position_embed = _embedding(cfg, rows=cfg.max_seq_len, axis="positions", role="position")
+            self.position_embed = _embedding(cfg, rows=cfg.max_seq_len + cfg.position_offset, axis="positions",
+                                             role="position")
         if not cfg.tie_word_embeddings:
             self.lm_head = dense(cfg, features=cfg.vocab_size, axes=("embed", "vocab"), role="lm_head",
-                                 use_bias=False)
+                                 use_bias=cfg.lm_head_bias)
         self.embed_dropout = nn.Dropout(cfg.embedding_dropout)
         if self.decode_len is not None:
             self.cache_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
@@ -133,22 +140,30 @@ class _Transformer(nn.Module):
         cfg = self.cfg
         check_tokens(cfg, tokens, decode_len=decode_len)
         x = self.token_embed(tokens)
+        if cfg.embedding_dim != cfg.d_model:
+            x = self.project_in(x)
         if cfg.scale_embeddings:
             x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
         if cfg.position_embedding == "learned":
-            x = x + self.position_embed(positions)[None]
+            x = x + self.position_embed(positions + cfg.position_offset)[None]
         elif cfg.position_embedding == "sinusoidal":
             x = x + pos_lib.sinusoidal_table(positions, cfg.d_model)[None].astype(x.dtype)
+        if cfg.embedding_norm:
+            x = self.embed_norm(x)
         x = self.embed_dropout(x, deterministic=self.deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     def _logits(self, x):
         """[B, T, d_model] -> float32 logits [B, T, vocab]."""
         cfg = self.cfg
+        if cfg.embedding_dim != cfg.d_model:
+            x = self.project_out(x)
         if cfg.scale_logits_by_inv_sqrt_d_model:
             x = x * jnp.asarray(cfg.d_model ** -0.5, x.dtype)
         logits = self.token_embed.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
         logits = logits.astype(jnp.float32)
+        if cfg.logits_scale is not None:
+            logits = logits * cfg.logits_scale
         if cfg.final_logits_soft_cap is not None:
             cap = cfg.final_logits_soft_cap
             logits = cap * jnp.tanh(logits / cap)

@@ -65,14 +65,15 @@ class _Names:
         return self.ckpt.get(name)
 
 
-def _decide_tying(cfg: ModelConfig, names: _Names, embed: str) -> ModelConfig:
-    """The checkpoint decides tying, as in transformers 5: a stored lm_head that differs from the embedding is
-    its own matrix whatever the config says (T5 v1.1 under transformers 5 writes tie_word_embeddings: true)."""
-    if "lm_head.weight" not in names.ckpt:
+def _decide_tying(cfg: ModelConfig, names: _Names, embed: str, head: str) -> ModelConfig:
+    """The checkpoint decides tying, as in transformers 5: a stored head (`head`, lm_head.weight in most families)
+    that differs from the embedding is its own matrix whatever the config says (T5 v1.1 under transformers 5
+    writes tie_word_embeddings: true)."""
+    if head not in names.ckpt:
         if not cfg.tie_word_embeddings:
-            raise ValueError("HF config field tie_word_embeddings=false, but the checkpoint has no lm_head.weight")
+            raise ValueError(f"HF config field tie_word_embeddings=false, but the checkpoint has no {head}")
         return cfg
-    tied = cfg.tie_word_embeddings and np.array_equal(names.get("lm_head.weight"), names.get(embed))
+    tied = cfg.tie_word_embeddings and np.array_equal(names.get(head), names.get(embed))
     return cfg.replace(tie_word_embeddings=bool(tied))
 
 
@@ -123,7 +124,7 @@ def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
     family = hf_family(values)
     ckpt = Checkpoint(path)
     names = _Names(ckpt, family.prefix)
-    cfg = _decide_tying(cfg, names, family.embedding).replace(**overrides)
+    cfg = _decide_tying(cfg, names, family.embedding, family.head).replace(**overrides)
     params = _read_params(cfg, family.weights(cfg), names)
     unused = [n for n in ckpt.unused() if not any(re.search(p, n) for p in family.ignored)]
     if unused:

@@ -65,11 +65,14 @@ def norm_rules(prefix: str, zoo: str, cfg: ModelConfig) -> list[Rule]:
     return rules
 
 
-def embedding_rules(cfg: ModelConfig, embed: str) -> list[Rule]:
-    """The token embedding [vocab, d], and the output head lm_head [vocab, d] when it is not tied to it."""
+def embedding_rules(cfg: ModelConfig, embed: str, head: str = "lm_head.weight") -> list[Rule]:
+    """The token embedding [vocab, d], and the output head `head` [vocab, d] when it is not tied to it, with its
+    bias (GPT-J's lm_head.bias) when the config has one."""
     rules = [rule(embed, "token_embed/embedding", SAME)]
     if not cfg.tie_word_embeddings:
-        rules.append(rule("lm_head.weight", "lm_head/kernel", TRANSPOSE))
+        rules.append(rule(head, "lm_head/kernel", TRANSPOSE))
+    if cfg.lm_head_bias:
+        rules.append(rule(head.removesuffix("weight") + "bias", "lm_head/bias", SAME))
     return rules
 
 
@@ -112,11 +115,11 @@ class HFConfig:
         return self.values.get(name, default)
 
     def fail(self, name: str, why: str):
-        """ValueError naming the field; `name` may be "dict_field.key"."""
-        head, _, key = name.partition(".")
+        """ValueError naming the field; `name` may be "dict_field.key" (or "dict_field.dict_key.key")."""
+        head, *keys = name.split(".")
         value = self.values.get(head, "<absent>")
-        if key and isinstance(value, dict):
-            value = value.get(key, "<absent>")
+        for key in keys:
+            value = value.get(key, "<absent>") if isinstance(value, dict) else value
         raise ValueError(f"HF {self.model_type} config field {name}={value!r}: {why}")
 
 
@@ -141,6 +144,32 @@ def hf_activation(name: str, gelu_tanh: str = "gelu_pytorch_tanh") -> str:
     return gelu_tanh if name == "gelu_tanh" else _ZOO_ACTIVATIONS[name]
 
 
+def layer_types_to_zoo(hf: HFConfig, kinds_of: dict[str, str], slides: Callable[[int], bool], layers: int) -> dict:
+    """HF `layer_types` (absent: layer i is sliding_attention when `slides(i)`) -> the shortest repeating
+    attention_pattern (`kinds_of`: HF layer type -> zoo layer kind) and the window of its local layers;
+    `layers`: the class's default num_hidden_layers."""
+    n = hf.get("num_hidden_layers", layers)
+    types = hf.get("layer_types") or ["sliding_attention" if slides(i) else "full_attention" for i in range(n)]
+    if len(types) != n or any(t not in kinds_of for t in types):
+        hf.fail("layer_types", f"needs {n} entries from {', '.join(kinds_of)}")
+    kinds = [kinds_of[t] for t in types]
+    period = next(p for p in range(1, n + 1) if n % p == 0 and all(k == kinds[i % p] for i, k in enumerate(kinds)))
+    window = hf.get("sliding_window", 4096)
+    if "local" in kinds and window is None:
+        hf.fail("sliding_window", "is null but layer_types has sliding_attention layers")
+    return {"attention_pattern": tuple(kinds[:period]), "sliding_window_size": window if "local" in kinds else None}
+
+
+def layer_types_to_hf(cfg: ModelConfig, kinds_of: dict[str, str], what: str) -> dict:
+    """attention_pattern -> HF `layer_types` and `sliding_window`; a zoo kind `kinds_of` lacks raises, naming `what`."""
+    types = {v: k for k, v in kinds_of.items()}
+    for kind in cfg.attention_pattern:
+        if kind not in types:
+            raise ValueError(f"ModelConfig.attention_pattern: {kind!r} layers cannot be expressed as {what} "
+                             f"(layer_types has only {', '.join(kinds_of)})")
+    return {"layer_types": [types[k] for k in cfg.layer_kinds()], "sliding_window": cfg.sliding_window_size}
+
+
 # The decoder-only layout every HF causal LM here shares.
 DECODER = {"architecture": "decoder_only", "parallel_layers": False, "final_norm": True, "norm_use_scale": True,
            "scale_logits_by_inv_sqrt_d_model": False}
@@ -159,6 +188,7 @@ class Family:
     to_hf: Callable[[ModelConfig], dict]
     weights: Callable[[ModelConfig], Weights]
     embedding: str                       # HF name of the token embedding (what a tied head reads)
+    head: str = "lm_head.weight"         # HF name of an untied output head (GPT-NeoX: embed_out.weight)
     prefix: str = ""                     # base-model prefix of tensor names ("model.", "transformer.")
     ignored: tuple[str, ...] = ()        # regexes: buffers and tied copies checkpoints carry, HF ignores too
 

@@ -6,14 +6,19 @@ import json
 from pathlib import Path
 
 from zoo.config import ModelConfig
+from zoo.semantics import semantic_differences
 from zoo.hf import gemma2, gpt2, llama, mistral, olmo2, phi3, qwen2, qwen3, t5
+from zoo.hf import bloom, cohere, cohere2, falcon, opt
+from zoo.hf import gemma3, gpt_neox, gptj, nemotron
 from zoo.hf.core import Family
 
 # In the order `family_of` tries them. A new family: its module, and one entry here. Phi-3 after Mistral: a
 # config both express saves as Mistral unless save(family="phi3") asks.
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (gpt2.FAMILY, t5.FAMILY, llama.FAMILY, gemma2.FAMILY,
                                                          olmo2.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY,
-                                                         phi3.FAMILY)}
+                                                         phi3.FAMILY, opt.FAMILY, bloom.FAMILY, falcon.FAMILY,
+                                                         cohere.FAMILY, cohere2.FAMILY, gpt_neox.FAMILY, gptj.FAMILY,
+                                                         gemma3.FAMILY, nemotron.FAMILY)}
 
 def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
     """Why `cfg` cannot be saved as `family` (empty when it can): the fields that change on a round trip."""
@@ -21,10 +26,10 @@ def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
         back = family.config_to_zoo(family.config_to_hf(cfg))
     except ValueError as e:
         return [str(e)]
-    # ModelConfig.semantics leaves out how the model runs and training-only fields: `save` exports those
+    # zoo.semantics leaves out how the model runs and training-only fields: `save` exports those
     # where HF has them and does not hold the family to them.
     return [f"ModelConfig.{name}={a!r} cannot be expressed as HF {family.model_type} (it would load back as {b!r})"
-            for name, a, b in cfg.semantic_differences(back)]
+            for name, a, b in semantic_differences(cfg, back)]
 
 
 def family_of(cfg: ModelConfig, family: str | None = None) -> Family:

@@ -5,45 +5,40 @@ sqrt(d_model) embedding scale, GeGLU MLP, tied head."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from zoo.config import ModelConfig
-from zoo.hf.core import HFConfig, hf_activation
+from zoo.hf.core import HFConfig, hf_activation, layer_types_to_hf, layer_types_to_zoo
 from zoo.hf.llama import LLAMA_LIKE_RENAMES, ROPE_DECODER, glu, llama_like_family, rope_to_hf, rope_to_zoo
 
 _LAYER_TYPES = {"sliding_attention": "local", "full_attention": "global"}
 
 
-def _to_zoo(hf: HFConfig) -> dict:
-    n = hf.get("num_hidden_layers", 26)
-    # HF's default (and Gemma 2's layout): layer i slides when i is even.
-    types = hf.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
-    if len(types) != n or any(t not in _LAYER_TYPES for t in types):
-        hf.fail("layer_types", f"needs {n} entries from {', '.join(_LAYER_TYPES)}")
-    kinds = [_LAYER_TYPES[t] for t in types]
-    period = next(p for p in range(1, n + 1) if n % p == 0 and all(k == kinds[i % p] for i, k in enumerate(kinds)))
-    window = hf.get("sliding_window", 4096)
-    if "local" in kinds and window is None:
-        hf.fail("sliding_window", "is null but layer_types has sliding_attention layers")
+def gemma_to_zoo(hf: HFConfig, slides: Callable[[int], bool]) -> dict:
+    """What Gemma 2 and 3 share but RoPE: layer_types (by default layer i slides when `slides(i)`), the window,
+    query_pre_attn_scalar, the GeGLU activation."""
     # Early Gemma 2 configs named the activation hidden_act.
     act_field = "hidden_act" if hf.get("hidden_act") and not hf.get("hidden_activation") else "hidden_activation"
-    return {"attention_pattern": tuple(kinds[:period]),
-            "sliding_window_size": window if "local" in kinds else None,
+    return {**layer_types_to_zoo(hf, _LAYER_TYPES, slides, 26),
             "query_scale": float(hf.get("query_pre_attn_scalar", 256)) ** -0.5,
-            **glu(hf, act_field, "gelu_pytorch_tanh"), **rope_to_zoo(hf)}
+            **glu(hf, act_field, "gelu_pytorch_tanh")}
 
 
-def _to_hf(cfg: ModelConfig) -> dict:
-    kinds = {v: k for k, v in _LAYER_TYPES.items()}
-    for kind in cfg.attention_pattern:
-        if kind not in kinds:
-            raise ValueError(f"ModelConfig.attention_pattern: {kind!r} layers cannot be expressed as HF gemma2 "
-                             f"(layer_types has only {', '.join(kinds)})")
+def gemma_to_hf(cfg: ModelConfig) -> dict:
     scalar = (cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5) ** -2
     if math.isclose(scalar, round(scalar), rel_tol=1e-6):
         scalar = round(scalar)  # an int, as HF types it
-    return {"layer_types": [kinds[k] for k in cfg.layer_kinds()],
-            "sliding_window": cfg.sliding_window_size, "query_pre_attn_scalar": scalar,
-            "hidden_activation": hf_activation(cfg.mlp_activations[0]), **rope_to_hf(cfg)}
+    return {**layer_types_to_hf(cfg, _LAYER_TYPES, "an HF Gemma config"), "query_pre_attn_scalar": scalar,
+            "hidden_activation": hf_activation(cfg.mlp_activations[0])}
+
+
+def _to_zoo(hf: HFConfig) -> dict:
+    # HF's default (and Gemma 2's layout): layer i slides when i is even.
+    return {**gemma_to_zoo(hf, lambda i: i % 2 == 0), **rope_to_zoo(hf)}
+
+
+def _to_hf(cfg: ModelConfig) -> dict:
+    return {**gemma_to_hf(cfg), **rope_to_hf(cfg)}
 
 
 FAMILY = llama_like_family(

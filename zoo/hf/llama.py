@@ -14,23 +14,39 @@ from zoo.hf.core import (DECODER, Family, HFConfig, Rule, Weights, activation, a
 _ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3"}
 
 
-def rope_to_zoo(hf: HFConfig) -> dict:
-    """RoPE: transformers 5 writes `rope_parameters` {rope_type, rope_theta, ...}; 4.x wrote `rope_theta` plus
-    an optional `rope_scaling` {type | rope_type, factor, ...}."""
+def rope_to_zoo(hf: HFConfig, partial: tuple[str, float, int] | None = None, theta: str = "rope_theta") -> dict:
+    """RoPE: transformers 5 writes `rope_parameters` {rope_type, rope_theta, ...}; 4.x wrote `theta` (GPT-NeoX:
+    rotary_emb_base) plus an optional `rope_scaling` {type | rope_type, factor, ...}. `partial` = (4.x field, HF
+    default, head_dim) for a family whose attention rotates partial_rotary_factor of each head (GPT-NeoX's
+    rotary_pct, Nemotron); without it any fraction but 1 is refused."""
     field, params = "rope_parameters", hf.get("rope_parameters")
     if not params:
         field, params = "rope_scaling", dict(hf.get("rope_scaling") or {})
-        params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+        params.setdefault("rope_theta", hf.get(theta, 10000.0))
     if "full_attention" in params or "sliding_attention" in params:
         hf.fail(field, "per-layer-type RoPE parameters are not supported for this family")
-    key = "rope_type" if "rope_type" in params else "type"
-    kind = params.get(key, "default")
-    if kind not in _ROPE_TYPES:
-        hf.fail(f"{field}.{key}", f"RoPE scaling {kind!r} is not in the zoo; supported: {', '.join(_ROPE_TYPES)}")
+    out = rope_params_to_zoo(hf, field, params)
+    if partial:
+        name, default, head_dim = partial
+        where = f"{field}.partial_rotary_factor" if "partial_rotary_factor" in params else name
+        out["rope_fraction"] = float(params.get("partial_rotary_factor", hf.get(name, default)))
+        rotary = head_dim * out["rope_fraction"]
+        if not 0 < rotary <= head_dim or rotary != int(rotary) or int(rotary) % 2:
+            hf.fail(where, f"must rotate a whole, even number of the {head_dim} head dims")
+        return out
     for where, value in (("partial_rotary_factor", hf.get("partial_rotary_factor")),
                          (f"{field}.partial_rotary_factor", params.get("partial_rotary_factor"))):
         if value not in (None, 1, 1.0):
             hf.fail(where, f"partial rotary ({value}) is not applied by this HF family's attention")
+    return out
+
+
+def rope_params_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
+    """One RoPE parameter dict {rope_type | type, rope_theta, factor, ...} (HF field `field`) -> zoo fields."""
+    key = "rope_type" if "rope_type" in params else "type"
+    kind = params.get(key, "default")
+    if kind not in _ROPE_TYPES:
+        hf.fail(f"{field}.{key}", f"RoPE scaling {kind!r} is not in the zoo; supported: {', '.join(_ROPE_TYPES)}")
     out = {"rope_theta": float(params.get("rope_theta", 10000.0)), "rope_scaling": _ROPE_TYPES[kind]}
     if kind != "default":
         out["rope_scaling_factor"] = float(params["factor"])
@@ -41,8 +57,8 @@ def rope_to_zoo(hf: HFConfig) -> dict:
     return out
 
 
-def rope_to_hf(cfg: ModelConfig) -> dict:
-    """Both spellings, so transformers 4.x and 5.x read the same RoPE."""
+def rope_params_to_hf(cfg: ModelConfig) -> dict:
+    """The zoo's RoPE scaling as one HF parameter dict {rope_type, factor, ...} (rope_theta left to the caller)."""
     kind = {v: k for k, v in _ROPE_TYPES.items()}[cfg.rope_scaling]
     scaling = {"rope_type": kind}
     if kind != "default":
@@ -50,8 +66,17 @@ def rope_to_hf(cfg: ModelConfig) -> dict:
     if kind == "llama3":
         scaling.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
                        original_max_position_embeddings=cfg.rope_original_max_len)
-    return {"rope_parameters": {**scaling, "rope_theta": cfg.rope_theta}, "rope_theta": cfg.rope_theta,
-            "rope_scaling": None if kind == "default" else {**scaling, "type": kind}}
+    return scaling
+
+
+def rope_to_hf(cfg: ModelConfig, partial: str | None = None, theta: str = "rope_theta") -> dict:
+    """Both spellings, so transformers 4.x and 5.x read the same RoPE; `partial` and `theta` as in rope_to_zoo."""
+    scaling = rope_params_to_hf(cfg)
+    kind = scaling["rope_type"]
+    fraction = {"partial_rotary_factor": cfg.rope_fraction} if partial else {}
+    return {"rope_parameters": {**scaling, "rope_theta": cfg.rope_theta, **fraction}, theta: cfg.rope_theta,
+            "rope_scaling": None if kind == "default" else {**scaling, "type": kind},
+            **({partial: cfg.rope_fraction} if partial else {})}
 
 
 def glu(hf: HFConfig, field: str, default: str) -> dict:

@@ -116,9 +116,9 @@ class Attention(nn.Module):
             k_pos = positions
         if use_positions and cfg.position_embedding == "rope":
             theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
-            inv_freq = pos_lib.rope_frequencies(cfg, theta)
-            q = pos_lib.apply_rope(q, positions, inv_freq)
-            k = pos_lib.apply_rope(k, positions, inv_freq)
+            inv_freq = pos_lib.rope_frequencies(cfg, theta, scaled=cfg.rope_scaling_local or not local)
+            q = pos_lib.apply_rope(q, positions, inv_freq, cfg.rope_interleaved)
+            k = pos_lib.apply_rope(k, positions, inv_freq, cfg.rope_interleaved)
         if decoding and not self.cross:
             k, v, k_pos = self._update_cache(k, v, positions, cache_index)
 
@@ -163,9 +163,11 @@ class Attention(nn.Module):
         return k, v
 
     def _qk_norm(self, x, *, name, heads_axis):
-        """Per-head norm (Gemma 3), or OLMo 2's norm over the whole projection before the head split."""
+        """Per-head norm (Gemma 3; Command R+'s with a gain per head), or OLMo 2's over the whole projection."""
         if self.cfg.qk_norm == "per_head":
             return Norm(self.cfg, axes=("head_dim",), name=name)(x)
+        if self.cfg.qk_norm == "per_head_untied":
+            return Norm(self.cfg, axes=(heads_axis, "head_dim"), stat_axes=1, name=name)(x)
         if self.cfg.qk_norm == "full":
             return Norm(self.cfg, axes=(heads_axis, "head_dim"), name=name)(x)
         return x

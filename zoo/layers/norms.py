@@ -15,13 +15,14 @@ class Norm(nn.Module):
 
     cfg: ModelConfig
     axes: tuple[str, ...] = ("embed",)
+    stat_axes: int | None = None  # trailing axes the statistics run over; None = all of `axes`
 
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
         n = len(self.axes)
         shape = x.shape[-n:]
-        reduce = tuple(range(-n, 0))
+        reduce = tuple(range(-(self.stat_axes or n), 0))
         # Statistics in float32 whatever the compute dtype: bf16 variance loses too many bits.
         h = x.astype(jnp.float32)
         if cfg.norm_type == "layernorm":

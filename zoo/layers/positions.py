@@ -26,14 +26,16 @@ def sinusoidal_table(positions, d_model: int):
 
 
 # ------------------------------------------------------------------------------------------------- RoPE
-def rope_frequencies(cfg: ModelConfig, theta: float) -> np.ndarray:
-    """Inverse frequencies of the rotated pairs (Su 2021), with optional context-extension scaling."""
+def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.ndarray:
+    """Inverse frequencies of the rotated pairs (Su 2021), with optional context-extension scaling (none when
+    not `scaled`: the local layers under rope_scaling_local false)."""
     rotary_dim = int(cfg.head_dim * cfg.rope_fraction)
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
-    if cfg.rope_scaling == "linear":
+    scaling = cfg.rope_scaling if scaled else "none"
+    if scaling == "linear":
         # Position interpolation (Chen 2023): positions / factor.
         inv_freq = inv_freq / cfg.rope_scaling_factor
-    elif cfg.rope_scaling == "llama3":
+    elif scaling == "llama3":
         # Llama 3.1: long wavelengths are stretched by `factor`, short ones kept, a smooth blend between.
         factor, old = cfg.rope_scaling_factor, cfg.rope_original_max_len
         low_wavelen = old / cfg.rope_low_freq_factor
@@ -46,19 +48,24 @@ def rope_frequencies(cfg: ModelConfig, theta: float) -> np.ndarray:
     return inv_freq.astype(np.float32)
 
 
-def apply_rope(x, positions, inv_freq):
+def apply_rope(x, positions, inv_freq, interleaved: bool = False):
     """Rotates the first 2*len(inv_freq) dims of each head by position-dependent angles.
 
     x: [B, T, heads, head_dim]; positions: [T] int. Pairs are (i, i + rotary_dim/2) ("rotate half"
-    layout, as in HF transformers and GPT-NeoX); the remaining dims pass through (partial rotary).
+    layout, as in HF transformers and GPT-NeoX), or (2i, 2i+1) when `interleaved` (GPT-J, Cohere); the
+    remaining dims pass through (partial rotary).
     """
     rotary_dim = 2 * inv_freq.shape[0]
     angles = positions.astype(jnp.float32)[:, None] * jnp.asarray(inv_freq)[None, :]  # [T, rot/2]
     cos = jnp.cos(angles)[None, :, None, :]
     sin = jnp.sin(angles)[None, :, None, :]
     rot, rest = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
-    x1, x2 = jnp.split(rot, 2, axis=-1)
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    if interleaved:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rotated = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(rot.shape).astype(x.dtype)
+    else:
+        x1, x2 = jnp.split(rot, 2, axis=-1)
+        rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
     return jnp.concatenate([rotated, rest], axis=-1) if rest.shape[-1] else rotated
 
 

@@ -1,7 +1,7 @@
 """Starting a run from existing weights: a Hugging Face checkpoint (init.hf) or another zoo run (init.run).
 
 The model is the checkpoint's. What the preset and the command line say about it must agree with it
-(ModelConfig.semantics: the fields that decide what the parameters compute) or the run is refused, naming
+(zoo.semantics: the fields that decide what the parameters compute) or the run is refused, naming
 the field; the rest follows this run's config: how the model runs (dtype, remat, attention kernel, scan)
 and training-only fields (dropout, z-loss). The vocabulary is the checkpoint's, and so is the tokenizer.
 A run started this way that has a checkpoint of its own resumes from that, like any run.
@@ -18,6 +18,7 @@ import jax
 from zoo import hf
 from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
 from zoo.model import stack_layers, unstack_layers
+from zoo.semantics import semantic_differences
 from zoo.sharding import make_mesh
 from zoo.train.checkpoint import Checkpoints
 from zoo.train.config import Config, UserError, load_run_config
@@ -51,7 +52,7 @@ def source(config: Config) -> tuple[str, Path] | None:
 def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConfig:
     """The checkpoint's model with this run's runtime and training fields; UserError if the preset or the
     command line sets a semantic field (other than the vocabulary) to another value than the checkpoint."""
-    differences = config.model.replace(vocab_size=checkpoint.vocab_size).semantic_differences(checkpoint)
+    differences = semantic_differences(config.model.replace(vocab_size=checkpoint.vocab_size), checkpoint)
     if differences:
         name, wanted, found = differences[0]
         given = "the command line" if f"model.{name}" in config.explicit else f"preset {config.preset!r}"
