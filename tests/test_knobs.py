@@ -106,6 +106,47 @@ def test_alibi_slopes_published_values():
     assert float(bias[0, 0, 3, 0]) == pytest.approx(-0.5 * 3)
 
 
+@pytest.mark.parametrize("causal, kv_heads", [(True, 4), (True, 2), (False, 4)])
+def test_transformer_xl_four_terms(causal, kv_heads):
+    """Dai 2019 §3.3: score(i, j) = scale * (q_i.k_j + q_i.W_r R_{i-j} + u.k_j + v.W_r R_{i-j}), R the sinusoids
+    of the distance i - j (negative ones too without a causal mask); W_r, u, v are this layer's parameters."""
+    from flax.linen import meta
+    c = cfg(position_embedding="transformer_xl", num_kv_heads=kv_heads, max_seq_len=8)
+    x = jax.random.normal(jax.random.key(0), (1, 6, 16))
+    pos = jnp.arange(6)
+    params = Attention(c, causal=causal).init(jax.random.key(0), x, pos)["params"]
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), params)
+    y = np.asarray(Attention(c, causal=causal).apply({"params": params}, x, pos))
+    p = jax.tree_util.tree_map(np.asarray, meta.unbox(params))
+    assert p["position_key"]["kernel"].shape == (16, 4, 4) and "bias" not in p["position_key"]
+    assert p["content_bias"].shape == p["position_bias"].shape == (4, 4)                # per layer, per head
+    xs, group = np.asarray(x)[0], 4 // kv_heads
+    q = np.einsum("td,dhk->thk", xs, p["query"]["kernel"])                              # [T, 4, 4]
+    k = np.repeat(np.einsum("td,dhk->thk", xs, p["key"]["kernel"]), group, axis=1)
+    v = np.repeat(np.einsum("td,dhk->thk", xs, p["value"]["kernel"]), group, axis=1)
+    dist = np.arange(6)[:, None] - np.arange(6)[None, :]                                 # i - j
+    freq = 10000.0 ** (-np.arange(0, 16, 2) / 16)
+    R = np.zeros((6, 6, 16))
+    R[..., 0::2], R[..., 1::2] = np.sin(dist[..., None] * freq), np.cos(dist[..., None] * freq)
+    r = np.einsum("tsd,dhk->tshk", R, p["position_key"]["kernel"])                      # W_r R_{i-j}
+    u, w = p["content_bias"], p["position_bias"]
+    a = np.einsum("thk,shk->hts", q, k)
+    b = np.einsum("thk,tshk->hts", q, r)
+    c_ = np.einsum("hk,shk->hs", u, k)[:, None, :]
+    d = np.einsum("hk,tshk->hts", w, r)
+    scores = (a + b + c_ + d) / 2.0                                                     # 1 / sqrt(4)
+    if causal:
+        scores = np.where(dist >= 0, scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    heads = np.einsum("hts,shk->thk", probs, v)
+    np.testing.assert_allclose(y[0], np.einsum("thk,hkd->td", heads, p["out"]["kernel"]), rtol=1e-4, atol=1e-5)
+    for term in (b, c_, d):                                                             # each term matters
+        assert np.abs(term).max() > 1e-2
+    with pytest.raises(ValueError, match="even d_model"):
+        cfg(position_embedding="transformer_xl", d_model=15, num_heads=3, head_dim=4)
+
+
 # ----------------------------------------------------------------------------------------- norms
 @pytest.mark.parametrize("kw", [dict(norm_type="layernorm", norm_use_bias=True), dict(norm_type="rmsnorm"),
                                 dict(norm_type="rmsnorm", norm_scale_plus_one=True),

@@ -39,18 +39,20 @@ falcon-7b falcon-40b falcon-180b falcon2-11b falcon-tiny
 command-r command-r-plus command-a command-r-plus-tiny command-a-tiny
 gpt-neox-20b pythia-70m pythia-160m pythia-410m pythia-1b pythia-1.4b pythia-2.8b pythia-6.9b pythia-12b pythia-tiny
 gpt-j-6b gptj-tiny gemma3-1b gemma3-4b gemma3-12b gemma3-27b gemma3-tiny nemotron-4-15b nemotron-4-340b nemotron-tiny
+gopher-44m gopher-117m gopher-417m gopher-1.4b gopher-7.1b gopher-280b chinchilla-70b gopher-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
 FAMILIES = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2", "mistral", "yi", "qwen",
-            "phi3", "opt", "bloom", "falcon", "cohere", "gpt_neox", "gptj", "gemma3", "nemotron")
+            "phi3", "opt", "bloom", "falcon", "cohere", "gpt_neox", "gptj", "gemma3", "nemotron", "gopher")
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {"transformer-tiny": 3_817_472, "gpt2-tiny": 3_356_160, "gpt3-tiny": 3_356_160, "t5-tiny": 4_197_440,
                "llama-tiny": 3_410_176, "palm-tiny": 3_933_440, "gemma2-tiny": 4_067_584, "olmo2-tiny": 3_411_712,
                "mistral-tiny": 3_279_104, "yi-tiny": 3_279_104, "qwen2.5-tiny": 3_329_120, "qwen3-tiny": 4_066_560,
                "phi3-tiny": 3_672_320, "opt-tiny": 3_356_160, "bloom-tiny": 3_191_328, "falcon-tiny": 2_888_192,
                "command-r-plus-tiny": 3_148_288, "command-a-tiny": 3_147_008, "pythia-tiny": 3_421_696,
-               "gptj-tiny": 3_416_064, "gemma3-tiny": 3_642_816, "nemotron-tiny": 3_019_264}
+               "gptj-tiny": 3_416_064, "gemma3-tiny": 3_642_816, "nemotron-tiny": 3_019_264,
+               "gopher-tiny": 3_543_296}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -99,7 +101,7 @@ TINY_REFERENCE = {"transformer": "transformer-base", "gpt2": "gpt2", "gpt3": "gp
                   "qwen2.5": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b", "phi3": "phi-3-mini-4k", "opt": "opt-350m",
                   "bloom": "bloom-560m", "falcon": "falcon-40b", "command-r-plus": "command-r-plus",
                   "command-a": "command-a", "pythia": "pythia-70m", "gptj": "gpt-j-6b", "gemma3": "gemma3-12b",
-                  "nemotron": "nemotron-4-15b"}
+                  "nemotron": "nemotron-4-15b", "gopher": "gopher-44m"}
 
 
 # Keyed by the tiny preset's stem: a family with two generations (qwen: Qwen2.5, Qwen3) has one tiny each.
@@ -171,6 +173,8 @@ def test_tiny_presets_of_neox_gptj_gemma3_nemotron_exercise_their_knobs():
     n = get_config("nemotron-tiny")
     assert n.norm_type == "layernorm" and n.norm_scale_plus_one and n.norm_use_bias and n.rope_fraction == 0.5
     assert n.mlp_activations == ("squared_relu",) and 1 < n.num_kv_heads < n.num_heads
+    go = get_config("gopher-tiny")   # relative positions only: no absolute table, no RoPE
+    assert go.position_embedding == "transformer_xl" and go.norm_type == "rmsnorm" and go.tie_word_embeddings
 
 
 # ------------------------------------------------------------------------------------- lookup and errors

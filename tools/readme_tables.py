@@ -67,7 +67,8 @@ PAPERS = {
     "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",
     "sliding_window_size": "Child 2019; Beltagy 2020; Jiang 2023 (Mistral)",
     "position_embedding": "sinusoidal: Vaswani 2017; learned: Gehring 2017, Radford 2018; rope: Su 2021; "
-                          "relative_bias: Raffel 2020; alibi: Press 2022; none: Kazemnejad 2023",
+                          "relative_bias: Raffel 2020; alibi: Press 2022; transformer_xl: Dai 2019 (Gopher, "
+                          "Rae 2021); none: Kazemnejad 2023",
     "rope_theta": "Su 2021; 500000: Llama Team 2024",
     "rope_local_theta": "Gemma 3 (Gemma Team 2025)",
     "rope_fraction": "GPT-J (Wang & Komatsuzaki 2021); GPT-NeoX (Black 2022)",

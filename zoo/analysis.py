@@ -209,7 +209,7 @@ def _attention_label(cfg: ModelConfig, cross: bool = False) -> str:
     lines = ["Cross-attention" if cross else "Causal self-attention", f"{kind}: {heads} x {cfg.head_dim}"]
     if not cross:
         positions = {"rope": f"RoPE (theta {cfg.rope_theta:g})", "alibi": "ALiBi", "none": "NoPE",
-                     "relative_bias": "relative position bias"}
+                     "relative_bias": "relative position bias", "transformer_xl": "Transformer-XL relative"}
         lines += [positions[cfg.position_embedding]] if cfg.position_embedding in positions else []
         lines += [f"{'/'.join(cfg.attention_pattern)}, window {cfg.sliding_window_size}"] \
             if cfg.sliding_window_size else []

@@ -16,7 +16,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "architecture": ("decoder_only", "encoder_decoder"),
     "norm_position": ("pre", "post", "double", "output"),
     "norm_type": ("layernorm", "rmsnorm"),
-    "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "none"),
+    "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "transformer_xl", "none"),
     "rope_scaling": ("none", "linear", "llama3"),
     "qk_norm": ("none", "per_head", "per_head_untied", "full"),
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
@@ -113,7 +113,8 @@ class ModelConfig(Replaceable):
     # --- positions -------------------------------------------------------------------------------
     position_embedding: str = "rope"
     """sinusoidal (Vaswani), learned (GPT-2), rope (Su 2021), relative_bias (T5, Raffel 2020),
-    alibi (Press 2022), none (NoPE: causal masking alone, Kazemnejad 2023)."""
+    alibi (Press 2022), none (NoPE: causal masking alone, Kazemnejad 2023), transformer_xl (Dai 2019 §3.3:
+    q.k + q.W_r R_{i-j} + u.k + v.W_r R_{i-j}, sinusoidal R; W_r, u, v per layer, Transformer-XL's untie_r)."""
     rope_theta: float = 10000.0
     """RoPE base wavelength."""
     rope_local_theta: float | None = None
@@ -303,8 +304,8 @@ def _validate(c: ModelConfig) -> None:
         fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
     if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
         fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
-    if c.position_embedding == "sinusoidal" and c.d_model % 2:
-        fail(c, "d_model", "sinusoidal positions need an even d_model")
+    if c.position_embedding in ("sinusoidal", "transformer_xl") and c.d_model % 2:
+        fail(c, "d_model", f"{c.position_embedding} positions need an even d_model")
 
     if not isinstance(c.position_offset, int) or c.position_offset < 0 or (
             c.position_offset and c.position_embedding != "learned"):

@@ -1,6 +1,6 @@
 """Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, soft-capping, sliding windows,
-positions (RoPE, relative bias, ALiBi), causal/bidirectional/cross, and a KV cache whose local layers
-are ring buffers of `sliding_window_size` slots.
+positions (RoPE, relative bias, ALiBi, Transformer-XL), causal/bidirectional/cross, and a KV cache whose
+local layers are ring buffers of `sliding_window_size` slots.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from jax.ad_checkpoint import checkpoint_name
 from zoo.config import ModelConfig
 from zoo.layers import positions as pos_lib
 from zoo.layers.dense import dense
+from zoo.layers.init import dtype_of, initializer
 from zoo.layers.norms import Norm
 
 
@@ -126,6 +127,7 @@ class Attention(nn.Module):
         if local:
             w = cfg.sliding_window_size - 1
             window = (w, 0) if self.causal else (w, w)
+        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
         bias = None
         if use_positions and cfg.position_embedding == "relative_bias":
             if not cfg.relative_bias_shared:
@@ -133,6 +135,8 @@ class Attention(nn.Module):
             bias = pos_lib.relative_bias(cfg, rel_table, positions, k_pos, bidirectional=not self.causal)
         elif use_positions and cfg.position_embedding == "alibi":
             bias = pos_lib.alibi_bias(cfg.num_heads, positions, k_pos)
+        elif use_positions and cfg.position_embedding == "transformer_xl":
+            bias = scale * self._transformer_xl(q, k, positions, k_pos)
 
         # Fused masking (is_causal / window) only when keys are the queries' own positions.
         aligned = not self.cross and not decoding and kv_mask is None
@@ -145,7 +149,6 @@ class Attention(nn.Module):
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
-        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
         out = attend(q, k, v, scale=scale, mask=mask, bias=bias, soft_cap=cfg.attn_logits_soft_cap,
                      is_causal=aligned and causal, window=window if aligned else None,
                      impl=resolve_impl(cfg), dropout=dropout)
@@ -161,6 +164,20 @@ class Attention(nn.Module):
         k = dense(cfg, features=shape, axes=axes, role="k", use_bias=cfg.attention_bias, name="key")(x)
         v = dense(cfg, features=shape, axes=axes, role="v", use_bias=cfg.attention_bias, name="value")(x)
         return k, v
+
+    def _transformer_xl(self, q, k, q_pos, k_pos):
+        """Dai 2019 §3.3's position terms with this layer's own W_r (a bias-free d_model -> heads x head_dim
+        projection of the sinusoids R) and global biases u, v [heads, head_dim]; keys are the cached ones
+        when decoding, so query i and key j always meet at distance i - j."""
+        cfg = self.cfg
+        lo, table = pos_lib.relative_sinusoids(cfg, causal=self.causal)
+        r = dense(cfg, features=(cfg.num_heads, cfg.head_dim), axes=("embed", "heads", "head_dim"), role="k",
+                  use_bias=False, name="position_key")(table)
+        u, v = (self.param(name, nn.with_logical_partitioning(initializer(cfg, "relative"), ("heads", "head_dim")),
+                           (cfg.num_heads, cfg.head_dim), dtype_of(cfg.param_dtype))
+                for name in ("content_bias", "position_bias"))
+        k = jnp.repeat(k, cfg.num_heads // cfg.num_kv_heads, axis=2)   # query head h reads kv group h // group
+        return pos_lib.transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo)
 
     def _qk_norm(self, x, *, name, heads_axis):
         """Per-head norm (Gemma 3; Command R+'s with a gain per head), or OLMo 2's over the whole projection."""

@@ -1,8 +1,8 @@
-"""Position information: sinusoidal and learned tables, RoPE, T5 relative bias, ALiBi.
+"""Position information: sinusoidal and learned tables, RoPE, T5 relative bias, ALiBi, Transformer-XL terms.
 
-Everything but the T5 table parameter is a function of integer positions, so the same code serves
-training (positions 0..T-1), decoding (a KV cache at offset `index`) and ring-buffer caches (slots hold
-older positions).
+Everything but the parameters (the T5 table; Transformer-XL's W_r, u, v) is a function of integer
+positions, so the same code serves training (positions 0..T-1), decoding (a KV cache at offset `index`)
+and ring-buffer caches (slots hold older positions).
 """
 
 from __future__ import annotations
@@ -124,3 +124,28 @@ def alibi_bias(num_heads: int, q_pos, k_pos):
     """Bias [1, heads, T, S] = -slope * |q - k| (a linear penalty on distance)."""
     distance = jnp.abs(q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
     return -jnp.asarray(alibi_slopes(num_heads))[None, :, None, None] * distance[None, None]
+
+
+# ------------------------------------------------------------------------------------- Transformer-XL
+def relative_sinusoids(cfg: ModelConfig, causal: bool):
+    """R_{i-j} of Dai 2019 §3.3 for every distance a query can have to a key: the sinusoidal table of the
+    distances lo..max_seq_len-1 (lo = 0 under causal masking, where later keys are masked anyway; else
+    -(max_seq_len-1)). Returns (lo, [N, d_model]). Dai's code concatenates sin and cos where this table
+    interleaves them: a fixed permutation of W_r's input rows, so the same family of functions."""
+    lo = 0 if causal else 1 - cfg.max_seq_len
+    return lo, sinusoidal_table(jnp.arange(lo, cfg.max_seq_len), cfg.d_model)
+
+
+def transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo: int):
+    """Terms (b), (c), (d) of Dai 2019 §3.3, added to the content term (a) q.k:
+    u.k_j + (q_i + v).r_{i-j}, unscaled, float32 [B, H, T, S].
+
+    q: [B, T, H, hd]; k: [B, S, H, hd] (groups already repeated); r: W_r R for distances lo.. [N, H, hd];
+    u, v: [H, hd]; q_pos [T], k_pos [S] absolute positions (cache slots included), so the distance is
+    always i - j, clipped into the table (clipped entries are masked: later keys, empty cache slots)."""
+    f32 = jnp.float32
+    content = jnp.einsum("hd,bshd->bhs", u.astype(f32), k.astype(f32))[:, :, None, :]
+    per_distance = jnp.einsum("bthd,nhd->bhtn", (q.astype(f32) + v.astype(f32)), r.astype(f32))
+    index = jnp.clip(q_pos[:, None] - k_pos[None, :] - lo, 0, r.shape[0] - 1)   # [T, S] rows of r
+    index = jnp.broadcast_to(index[None, None], per_distance.shape[:2] + index.shape)
+    return content + jnp.take_along_axis(per_distance, index, axis=-1)
