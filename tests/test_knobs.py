@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import zoo
 from zoo.config import ModelConfig
 from zoo.layers import positions as P
 from zoo.layers.attention import Attention, attend
@@ -411,3 +412,24 @@ def test_qk_norm_per_head_untied():
     p = jax.eval_shape(lambda: Attention(c.replace(num_kv_heads=2)).init(jax.random.key(0), X, jnp.arange(5)))
     assert p["params"]["query_norm"]["scale"].value.shape == (4, 4)
     assert p["params"]["key_norm"]["scale"].value.shape == (2, 4)
+
+
+def test_mlp_hidden_and_final_norm_dropout():
+    """mlp_hidden_dropout drops the MLP's hidden units (inverted dropout: unbiased on average), and
+    final_norm_dropout the stack's output after its final norm; without a dropout rng both are the identity."""
+    cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=2, num_heads=4, d_ff=64, max_seq_len=16,
+                      mlp_activations=("relu",), mlp_hidden_dropout=0.5)
+    mlp = Mlp(cfg)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 32))
+    params = mlp.init(jax.random.key(1), x)
+    plain = mlp.apply(params, x)
+    dropped = [Mlp(cfg, deterministic=False).apply(params, x, rngs={"dropout": jax.random.key(i)}) for i in range(300)]
+    assert not np.allclose(dropped[0], plain)
+    np.testing.assert_allclose(np.mean(dropped, axis=0), plain, atol=0.15 * float(jnp.abs(plain).max()))
+    model_cfg = cfg.replace(mlp_hidden_dropout=0.0, final_norm_dropout=0.5)
+    model = zoo.build(model_cfg)
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    variables = model.init(jax.random.key(0), tokens)
+    a = model.apply(variables, tokens, rngs={"dropout": jax.random.key(0)})
+    b = model.apply(variables, tokens, rngs={"dropout": jax.random.key(1)})
+    assert not np.allclose(a, b) and np.allclose(model.apply(variables, tokens), model.apply(variables, tokens))

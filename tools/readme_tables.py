@@ -95,6 +95,8 @@ PAPERS = {
     "embedding_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
     "attention_dropout": "Srivastava 2014",
     "residual_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
+    "mlp_hidden_dropout": "Mesh TensorFlow T5 (Raffel 2020)",
+    "final_norm_dropout": "Mesh TensorFlow T5 (Raffel 2020)",
     "init_scheme": "xavier: Glorot & Bengio 2010; gpt2_scaled: Radford 2019; t5: Mesh TensorFlow; "
                    "fan_in: Chowdhery 2022; truncated_normal: OLMo 2 (2024)",
     "init_std": "",

@@ -32,7 +32,7 @@ LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
 RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
 # Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
 TRAINING_FIELDS = ("init_scheme", "init_std", "z_loss_multiplier", "embedding_dropout", "attention_dropout",
-                   "residual_dropout")
+                   "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +171,10 @@ class ModelConfig(Replaceable):
     """Dropout on attention probabilities."""
     residual_dropout: float = 0.0
     """Dropout on each sublayer's output before it joins the residual stream."""
+    mlp_hidden_dropout: float = 0.0
+    """Dropout on the MLP's hidden activation (Mesh TF's DenseReluDense dropout_rate; T5 v1.0: 0.1)."""
+    final_norm_dropout: float = 0.0
+    """Dropout after each stack's final norm (Mesh TF LayerStack's sublayers_final; T5 v1.0: 0.1)."""
 
     # --- initialisation ---------------------------------------------------------------------------
     init_scheme: str = "normal"
@@ -314,7 +318,8 @@ def _validate(c: ModelConfig) -> None:
         value = getattr(c, name)
         if value is not None and not value > 0:
             fail(c, name, f"must be > 0 or null, got {value}")
-    for name in ("embedding_dropout", "attention_dropout", "residual_dropout"):
+    for name in ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout",
+                 "final_norm_dropout"):
         if not 0.0 <= getattr(c, name) < 1.0:
             fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
     if c.lm_head_bias and c.tie_word_embeddings:

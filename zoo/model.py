@@ -80,7 +80,7 @@ class Stack(nn.Module):
                 x, _ = make(cycle, f"cycle_{i}")(x, *args)
         if cfg.final_norm:
             x = Norm(cfg, name="final_norm")(x)
-        return x
+        return nn.Dropout(cfg.final_norm_dropout, deterministic=self.deterministic)(x)
 
 
 def _embedding(cfg: ModelConfig, *, rows: int, axis: str, role: str, features: int | None = None) -> nn.Embed:

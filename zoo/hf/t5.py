@@ -50,7 +50,10 @@ def _to_zoo(hf: HFConfig) -> dict:
     dropout = hf.get("dropout_rate", 0.1)
     return {"mlp_activations": (act, "linear") if gated else (act,), "tie_word_embeddings": tied,
             "scale_logits_by_inv_sqrt_d_model": bool(hf.get("scale_decoder_outputs", tied)),
-            "embedding_dropout": dropout, "attention_dropout": dropout, "residual_dropout": dropout}
+            # HF's T5 applies dropout_rate at every Mesh TF site: embeddings, attention, sublayer outputs, the MLP's
+            # hidden activation (T5DenseActDense) and after each stack's final norm (T5Stack).
+            **dict.fromkeys(("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout",
+                             "final_norm_dropout"), dropout)}
 
 
 def _to_hf(cfg: ModelConfig) -> dict:

@@ -34,7 +34,7 @@ class Block(nn.Module):
         attention = Attention(cfg, kind=self.kind, causal=self.causal, decode_len=self.decode_len,
                               deterministic=self.deterministic, name="attention")
         attn = lambda h: attention(h, positions, cache_index=cache_index, rel_table=rel_table)
-        mlp = Mlp(cfg, name="mlp")
+        mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)
         x = self._sublayer("attn", attn, x)

@@ -25,6 +25,7 @@ class Mlp(nn.Module):
     act0(x wi_0) * act1(x wi_1) -> wo (wi_0 is the gate of SwiGLU/GeGLU, wi_1 the linear branch)."""
 
     cfg: ModelConfig
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -37,6 +38,7 @@ class Mlp(nn.Module):
             branches.append(ACTIVATION_FNS[act](h))
         h = branches[0] * branches[1] if cfg.is_gated else branches[0]
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = nn.Dropout(cfg.mlp_hidden_dropout, deterministic=self.deterministic)(h)
         out = dense(cfg, features=cfg.d_model, axes=("mlp", "embed"), role="mlp_out", use_bias=cfg.mlp_bias,
                     name="wo")(h)
         return checkpoint_name(out, "mlp_out")

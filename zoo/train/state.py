@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from zoo.config import ModelConfig
+from zoo.config import TRAINING_FIELDS, ModelConfig
 from zoo.model import abstract_params, build, dummy_inputs, path_names
 from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, param_shardings
@@ -85,7 +85,7 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     tx, schedule = make_optimizer(tc, boxed, cfg.d_model)
     p_shardings = param_shardings(boxed, mesh)
     replicated = NamedSharding(mesh, P())
-    uses_dropout = max(cfg.embedding_dropout, cfg.attention_dropout, cfg.residual_dropout) > 0
+    uses_dropout = max(getattr(cfg, name) for name in TRAINING_FIELDS if name.endswith("_dropout")) > 0
     accum = tc.grad_accum_steps
 
     def init(key):
@@ -150,7 +150,7 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     return Programs(
         model=model, tx=tx, schedule=schedule, state_shardings=shardings, batch_sharding=b_sharding,
         abstract_state=abstract_like(abstract_state, shardings),
-        init=jax.jit(init_state, static_argnums=0, out_shardings=shardings),
+        init=jax.jit(init_state, out_shardings=shardings),  # the seed is traced: one compile for every seed
         start_from=jax.jit(state_from, in_shardings=(p_shardings, replicated), out_shardings=shardings),
         step=jax.jit(step, in_shardings=(shardings, b_sharding), out_shardings=(shardings, replicated),
                      donate_argnums=0),
