@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from zoo import hf
 from zoo.model import build
@@ -55,11 +56,16 @@ def validation_loss(cfg, params, tokenizer, documents, recipe: TrainConfig, eval
     with use_mesh(mesh):
         totals = [jax.device_get(prog.evaluate(params, device_batch(objective.make_batch(r, i, split=1),
                                                                      prog.batch_sharding)))
-                  for i, r in enumerate(batches)]
+                  for i, r in enumerate(_progress(batches, "validation"))]
     nll = float(np.mean([t["nll"] for t in totals]))
     return {"loss": nll, "perplexity": math.exp(min(nll, 700.0)),
             "accuracy": float(np.mean([t["accuracy"] for t in totals])), "batches": len(batches),
             "tokens": int(sum(t["tokens"] for t in totals))}
+
+
+def _progress(items, what: str):
+    """A progress bar on a terminal (tqdm), the plain iterable otherwise."""
+    return tqdm(items, desc=what, unit="batch", disable=not sys.stderr.isatty(), leave=False)
 
 
 def document_losses(cfg, params, tokenizer, documents, seq_len: int, batch_size: int, mesh=None) -> dict:
@@ -90,7 +96,7 @@ def document_losses(cfg, params, tokenizer, documents, seq_len: int, batch_size:
 
     nll_sum, counts = np.zeros(len(documents)), np.zeros(len(documents), np.int64)
     with use_mesh(mesh):
-        for i in range(0, len(owners), batch_size):
+        for i in _progress(range(0, len(owners), batch_size), "documents"):
             chunk = jax.device_put(np.stack(rows[i:i + batch_size]), sharding)
             sums, n = jax.device_get(score(params, chunk))
             for j, owner in enumerate(owners[i:i + batch_size]):
