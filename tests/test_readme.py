@@ -143,7 +143,7 @@ def test_main_job_numbers_are_the_readmes(main_job):
     run_dir, stdout, _ = main_job
     entropy = float(re.search(r"unigram entropy ([\d.]+) nats/token", stdout).group(1))
     stated = float(re.search(r"unigram entropy of ([\d.]+) nats/token", PROSE).group(1))
-    assert abs(entropy - stated) <= 0.005  # the README rounds to two decimals
+    assert abs(entropy - stated) <= 0.005 + 1e-9  # the README rounds to two decimals (3.235 -> 3.24)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first = next(r["loss"] for r in rows if "loss" in r)
     val = [r["val_loss"] for r in rows if "val_loss" in r][-1]
@@ -157,7 +157,8 @@ def test_main_job_numbers_are_the_readmes(main_job):
 
 def test_sample_command_runs(main_job):
     run_dir, _, env = main_job
-    command = next(c for c in _commands() if c.startswith("python sample.py"))
+    # the Training table's sample command, which reads the main job's run (the released-weights one is run above)
+    command = next(c for c in _commands() if c.startswith("python sample.py") and "runs/llama-tiny" in c)
     argv = [str(run_dir) if a == "runs/llama-tiny" else a for a in shlex.split(command)]
     out = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
