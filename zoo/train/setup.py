@@ -116,11 +116,12 @@ def prepare(config: Config, devices=None) -> Setup:
 
     corpus = load_documents(config.data)
     start = None
-    if init_lib.source(config) is None:
+    source = init_lib.source(config)  # ("init.hf" | "init.run", directory), or None for a fresh init
+    if source is None:
         tokenizer = get_tokenizer(config, corpus, saved)
         cfg = fit_model(config, tokenizer)
     else:
-        key = init_lib.source(config)[0]
+        key = source[0]
         if "data.tokenizer" in config.explicit:
             raise UserError(f"data.tokenizer: the tokenizer is {key}'s; leave data.tokenizer unset")
         if saved is None:
@@ -173,6 +174,6 @@ def prepare(config: Config, devices=None) -> Setup:
     except ValueError as e:  # train.freeze naming no parameter
         raise UserError(str(e)) from None
     if start is not None:
-        messages.append(f"starting from the parameters of {init_lib.source(config)[0]}={init_lib.source(config)[1]}")
+        messages.append(f"starting from the parameters of {source[0]}={source[1]}")
     return Setup(config.replace(model=cfg), mesh, tokenizer, objective, prog, stream, val_batches, latest,
                  None if start is None else start.params, entropy, flops, job_peak, tuple(messages))
