@@ -32,11 +32,11 @@ def test_rope_scores_depend_only_on_relative_position():
     c = cfg(head_dim=8)
     inv = P.rope_frequencies(c, 10000.0)
     q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 1, 8))
-    score = lambda m, n: float(jnp.sum(P.apply_rope(q, jnp.array([m]), inv) * P.apply_rope(k, jnp.array([n]), inv)))
+    score = lambda m, n: float(jnp.sum(P.apply_rope(q, jnp.array([[m]]), inv) * P.apply_rope(k, jnp.array([[n]]), inv)))
     assert score(7, 3) == pytest.approx(score(107, 103), abs=1e-4)
     assert score(7, 3) != pytest.approx(score(7, 4), abs=1e-3)
     # Position 0 is the identity rotation.
-    np.testing.assert_allclose(P.apply_rope(q, jnp.array([0]), inv), q, atol=1e-7)
+    np.testing.assert_allclose(P.apply_rope(q, jnp.array([[0]]), inv), q, atol=1e-7)
 
 
 def test_partial_rope_leaves_the_tail_untouched():
@@ -44,7 +44,7 @@ def test_partial_rope_leaves_the_tail_untouched():
     inv = P.rope_frequencies(c, 10000.0)
     assert inv.shape == (2,)
     x = jax.random.normal(jax.random.key(0), (1, 1, 1, 8))
-    y = P.apply_rope(x, jnp.array([5]), inv)
+    y = P.apply_rope(x, jnp.array([[5]]), inv)
     np.testing.assert_array_equal(y[..., 4:], x[..., 4:])
     assert not np.allclose(y[..., :4], x[..., :4])
 
@@ -69,7 +69,7 @@ def test_rope_scaling_local_false_scales_global_layers_only():
     plain = c.replace(rope_scaling="none", rope_scaling_local=True)
     np.testing.assert_allclose(P.rope_frequencies(c, 1e4), P.rope_frequencies(plain, 1e4) / 8, rtol=1e-6)
     np.testing.assert_allclose(P.rope_frequencies(c, 100.0, scaled=False), P.rope_frequencies(plain, 100.0))
-    x, pos = jax.random.normal(jax.random.key(0), (1, 6, 16)), jnp.arange(6)
+    x, pos = jax.random.normal(jax.random.key(0), (1, 6, 16)), jnp.arange(6)[None]
     run = lambda config, kind: Attention(config, kind).apply({"params": params}, x, pos)
     params, local = init_apply(Attention(c, "local"), x, pos)
     np.testing.assert_allclose(local, run(plain, "local"), atol=1e-6)      # local layers: no scaling
@@ -103,7 +103,7 @@ def test_alibi_slopes_published_values():
     # 12 heads: the 8-head slopes, then every other slope of the 16-head sequence (Press 2022 code).
     expected = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -(0.5 + i) for i in range(4)]
     np.testing.assert_allclose(P.alibi_slopes(12), expected, rtol=1e-6)
-    bias = P.alibi_bias(8, jnp.arange(4), jnp.arange(4))
+    bias = P.alibi_bias(8, jnp.arange(4)[None], jnp.arange(4)[None])
     assert float(bias[0, 0, 3, 0]) == pytest.approx(-0.5 * 3)
 
 
@@ -114,7 +114,7 @@ def test_transformer_xl_four_terms(causal, kv_heads):
     from flax.linen import meta
     c = cfg(position_embedding="transformer_xl", num_kv_heads=kv_heads, max_seq_len=8)
     x = jax.random.normal(jax.random.key(0), (1, 6, 16))
-    pos = jnp.arange(6)
+    pos = jnp.arange(6)[None]
     params = Attention(c, causal=causal).init(jax.random.key(0), x, pos)["params"]
     params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), params)
     y = np.asarray(Attention(c, causal=causal).apply({"params": params}, x, pos))
@@ -196,7 +196,7 @@ def test_mlp_forms(acts, fn):
 def block_parts(c, x):
     """Run a Block, then recompute it from its own sub-modules' outputs."""
     block = Block(c)
-    pos = jnp.arange(x.shape[1])
+    pos = jnp.arange(x.shape[1])[None]
     params = block.init(jax.random.key(0), x, pos)["params"]
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
     out = block.apply({"params": params}, x, pos)
@@ -281,7 +281,7 @@ def test_sliding_window_hides_distant_keys():
     """A local layer's output at position t ignores values at positions <= t - window."""
     c = cfg(attention_pattern=("local",), sliding_window_size=3)
     x = jax.random.normal(jax.random.key(0), (1, 10, 16))
-    pos = jnp.arange(10)
+    pos = jnp.arange(10)[None]
     params, y = init_apply(Attention(c, "local"), x, pos)
     y2 = Attention(c, "local").apply({"params": params}, x.at[:, :5].set(0.0), pos)
     np.testing.assert_allclose(y[:, 7:], y2[:, 7:], atol=1e-6)   # 7 - 3 >= 4: never sees 0..4
@@ -290,7 +290,7 @@ def test_sliding_window_hides_distant_keys():
 
 def test_query_scale_none_means_inverse_sqrt_head_dim():
     x = jax.random.normal(jax.random.key(0), (1, 4, 16))
-    pos = jnp.arange(4)
+    pos = jnp.arange(4)[None]
     params, default = init_apply(Attention(cfg()), x, pos)
     explicit = Attention(cfg(query_scale=4 ** -0.5)).apply({"params": params}, x, pos)
     np.testing.assert_allclose(default, explicit, atol=1e-6)
@@ -306,7 +306,7 @@ def test_attention_out_bias_apart_from_qkv_bias():
     assert cfg(attention_bias=True).replace(attention_bias=False).attention_out_bias is False  # derived again
     c = cfg(attention_bias=True, attention_out_bias=False, num_kv_heads=1, position_embedding="none")
     x = jax.random.normal(jax.random.key(0), (1, 5, 16))
-    pos = jnp.arange(5)
+    pos = jnp.arange(5)[None]
     params, y = init_apply(Attention(c), x, pos)
     assert "bias" not in params["out"] and all("bias" in params[n] for n in ("query", "key", "value"))
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
@@ -332,13 +332,13 @@ def test_interleaved_rope_rotates_adjacent_pairs():
     dims reordered evens-then-odds."""
     inv = P.rope_frequencies(cfg(head_dim=8), 10000.0)
     x = jax.random.normal(jax.random.key(0), (1, 1, 2, 8))
-    y = np.asarray(P.apply_rope(x, jnp.array([3]), inv, interleaved=True))
+    y = np.asarray(P.apply_rope(x, jnp.array([[3]]), inv, interleaved=True))
     angle = 3 * inv
     xe, xo = np.asarray(x[..., 0::2]), np.asarray(x[..., 1::2])
     np.testing.assert_allclose(y[..., 0::2], xe * np.cos(angle) - xo * np.sin(angle), atol=1e-6)
     np.testing.assert_allclose(y[..., 1::2], xo * np.cos(angle) + xe * np.sin(angle), atol=1e-6)
     order = np.r_[0:8:2, 1:8:2]
-    np.testing.assert_allclose(y[..., order], P.apply_rope(x[..., order], jnp.array([3]), inv), atol=1e-6)
+    np.testing.assert_allclose(y[..., order], P.apply_rope(x[..., order], jnp.array([[3]]), inv), atol=1e-6)
     with pytest.raises(ValueError, match="rope_interleaved"):
         cfg(position_embedding="alibi", rope_interleaved=True)
 
@@ -409,7 +409,7 @@ def test_qk_norm_per_head_untied():
     xs = np.asarray(x)
     ref = (xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + c.norm_eps)
     np.testing.assert_allclose(y, ref * np.asarray(params["scale"]), rtol=1e-5, atol=1e-5)
-    p = jax.eval_shape(lambda: Attention(c.replace(num_kv_heads=2)).init(jax.random.key(0), X, jnp.arange(5)))
+    p = jax.eval_shape(lambda: Attention(c.replace(num_kv_heads=2)).init(jax.random.key(0), X, jnp.arange(5)[None]))
     assert p["params"]["query_norm"]["scale"].value.shape == (4, 4)
     assert p["params"]["key_norm"]["scale"].value.shape == (2, 4)
 

@@ -148,7 +148,7 @@ def cache_shapes(cfg, decode_len, batch=1):
 def test_grouped_heads_shrink_the_cache():
     cfg = get_config("llama-tiny").replace(num_heads=8, num_kv_heads=8, head_dim=32)
     kv = lambda c: sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
-                       if "cached_" in jax.tree_util.keystr(p))
+                       if "cached_key" in jax.tree_util.keystr(p) or "cached_value" in jax.tree_util.keystr(p))
     mha, gqa, mqa = kv(cfg), kv(cfg.replace(num_kv_heads=2)), kv(cfg.replace(num_kv_heads=1))
     assert mha == 4 * gqa == 8 * mqa  # MQA cache is num_heads x smaller
 

@@ -7,9 +7,9 @@
 
 from zoo import hf
 from zoo.config import ModelConfig
-from zoo.generate import generate
+from zoo.generate import generate, generate_stream
 from zoo.model import build, count_params, init_params, logical_axes
 from zoo.presets import get_config, get_recipe, list_presets
 
-__all__ = ["ModelConfig", "build", "count_params", "generate", "get_config", "get_recipe", "hf",
+__all__ = ["ModelConfig", "build", "count_params", "generate", "generate_stream", "get_config", "get_recipe", "hf",
            "init_params", "list_presets", "logical_axes"]

@@ -1,94 +1,272 @@
-"""Jitted autoregressive sampling with a KV cache: one prefill call over the prompt, then a scan of
-single-token steps. Local (sliding-window) layers keep ring-buffer caches of window size."""
+"""Autoregressive sampling with a KV cache: one prefill call over the prompts, then single-token steps in a
+`while_loop` that stops as soon as every row has stopped. Local (sliding-window) layers keep ring-buffer
+caches of window size.
+
+    out = generate(model, params, prompts, max_new_tokens)   # [B, T] array -> [B, T + N] array;
+                                                             # list of 1-D sequences -> list of 1-D arrays
+    for new in generate_stream(model, params, prompts, N):   # int [B] per step, as soon as it is sampled
+        ...
+
+Rows of different lengths are left-padded; padding has position -1, which no query attends to, and each
+row's positions start at 0, so every row continues exactly as it would alone. Shapes are bucketed (batch,
+prompt length and new tokens each rounded up to a power of two, at least 8 for lengths), so a program is
+compiled once per bucket and sampling settings, not once per prompt length. With `mesh`, the parameters and
+the KV cache are sharded over it by the same logical-axis rules as training (zoo.sharding), so a model too
+big for one device can be sampled.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from zoo.config import ModelConfig
-from zoo.model import build, check_tokens
+from zoo.model import abstract_params, build, check_tokens
+from zoo.sharding import batch_sharding, data_parallelism, param_shardings, use_mesh
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How the next token is picked: greedy at temperature 0, else from softmax(logits / temperature),
+    optionally restricted to the top_k tokens and/or the smallest set whose probability reaches top_p
+    (nucleus, Holtzman 2020). A row stops after any of `stop_tokens` and then repeats it."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    stop_tokens: tuple[int, ...] = ()
+
+    def check(self, cfg: ModelConfig) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and not 1 <= self.top_k <= cfg.vocab_size:
+            raise ValueError(f"top_k must be in [1, vocab_size={cfg.vocab_size}], got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        bad = [t for t in self.stop_tokens if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"stop_tokens must be in [0, vocab_size={cfg.vocab_size}), got {bad}")
 
 
 def generate(model, params, prompt, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, rng=None, encoder_tokens=None, encoder_mask=None,
-             eos_id: int | None = None):
-    """Continue `prompt` (int [B, T]) by `max_new_tokens` tokens -> int32 [B, T + max_new_tokens].
+             stop_tokens: Sequence[int] = (), mesh=None):
+    """Continue each prompt by `max_new_tokens` tokens.
 
-    temperature 0 is greedy; otherwise sample from softmax(logits / temperature), optionally restricted
-    to the top_k tokens and/or the smallest set whose probability reaches top_p (nucleus, Holtzman 2020).
-    Encoder-decoder models: `encoder_tokens` [B, S] (and optional `encoder_mask`) are the input and
-    `prompt` is the decoder prefix (e.g. [[0]], T5's start token). After `eos_id` a row repeats eos_id.
+    prompt: int [B, T] (returns int32 [B, T + max_new_tokens]) or a list of 1-D token sequences of any
+    lengths (returns a list of 1-D arrays, the i-th equal to generating prompt i alone). Encoder-decoder
+    models: `encoder_tokens` (int [B, S] with optional `encoder_mask`, or a list of 1-D sequences) are the
+    input and `prompt` is the decoder prefix (e.g. [[0]], T5's start token).
     """
-    cfg: ModelConfig = model.cfg
-    prompt = jnp.asarray(prompt, jnp.int32)
+    batch = _prepare(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask)
+    sampling = Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens))
+    sampling.check(model.cfg)
+    if max_new_tokens == 0:
+        return batch.results(np.zeros((batch.rows, 0), np.int32), prompt)
+    programs = _programs(model.cfg, batch.decode_len, batch.new_bucket, sampling, mesh)
+    rng = jax.random.key(0) if rng is None else rng
+    params = _place(params, model.cfg, mesh)   # outside the mesh context: unboxing there would constrain
+    with _context(mesh):
+        new = programs.run(params, *batch.device_inputs(mesh), rng, jnp.int32(max_new_tokens))
+    return batch.results(np.asarray(new)[:batch.rows, :max_new_tokens], prompt)
+
+
+def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: float = 0.0,
+                    top_k: int | None = None, top_p: float | None = None, rng=None, encoder_tokens=None,
+                    encoder_mask=None, stop_tokens: Sequence[int] = (), mesh=None) -> Iterator[np.ndarray]:
+    """`generate`, one step at a time: yields int32 [B] (one new token per prompt) as soon as it is
+    sampled, and stops early once every row has stopped. Same arguments, same tokens."""
+    batch = _prepare(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask)
+    sampling = Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens))
+    sampling.check(model.cfg)
+    if max_new_tokens == 0:
+        return
+    programs = _programs(model.cfg, batch.decode_len, batch.new_bucket, sampling, mesh)
+    rng = jax.random.key(0) if rng is None else rng
+    params = _place(params, model.cfg, mesh)
+    with _context(mesh):
+        carry = programs.prefill(params, *batch.device_inputs(mesh), rng)
+        for i in range(max_new_tokens):
+            if i:
+                carry = programs.step(params, carry)
+            token, done = np.asarray(carry[1]), np.asarray(carry[4])
+            yield token[:batch.rows]
+            if done[:batch.rows].all():
+                return
+
+
+# ---------------------------------------------------------------------------------------- host-side inputs
+def _bucket(n: int, minimum: int = 8) -> int:
+    return max(minimum, 1 << max(n - 1, 0).bit_length())
+
+
+def _rows(name: str, value) -> list[np.ndarray]:
+    """A [B, T] array or a list of 1-D sequences -> a list of 1-D int32 arrays, each non-empty."""
+    if isinstance(value, (list, tuple)):
+        rows = [np.asarray(r) for r in value]
+        if not rows or any(r.ndim != 1 for r in rows):
+            raise ValueError(f"{name}: a list of prompts must hold 1-D token sequences, got shapes "
+                             f"{[r.shape for r in rows]}")
+    else:
+        array = np.asarray(value)
+        if array.ndim != 2:
+            raise ValueError(f"{name} must be int [batch, length] or a list of 1-D sequences, got shape {array.shape}")
+        rows = list(array)
+    if any(r.size and not np.issubdtype(r.dtype, np.integer) for r in rows):
+        raise ValueError(f"{name} must hold integer token ids")
+    if any(r.size == 0 for r in rows):
+        raise ValueError(f"{name}: every prompt must hold at least one token")
+    return [r.astype(np.int32) for r in rows]
+
+
+def _pad(rows: list[np.ndarray], length: int, batch: int, *, left: bool):
+    """Rows padded with 0 to `length` (left or right) and to `batch` rows (repeating the first row, so the
+    filler rows compute something ordinary), with positions (-1 on padding) or a validity mask."""
+    rows = rows + [rows[0]] * (batch - len(rows))
+    tokens = np.zeros((batch, length), np.int32)
+    positions = np.full((batch, length), -1, np.int32)
+    for i, r in enumerate(rows):
+        span = slice(length - len(r), length) if left else slice(0, len(r))
+        tokens[i, span], positions[i, span] = r, np.arange(len(r))
+    return tokens, positions
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    rows: int
+    lengths: tuple[int, ...]
+    tokens: np.ndarray            # [batch bucket, prompt bucket], left-padded
+    positions: np.ndarray         # same shape, -1 on padding
+    encoder_tokens: np.ndarray | None
+    encoder_mask: np.ndarray | None
+    decode_len: int
+    new_bucket: int
+
+    def device_inputs(self, mesh):
+        arrays = (self.tokens, self.positions, self.encoder_tokens, self.encoder_mask)
+        if mesh is None:
+            return arrays
+        # Rows split over data x fsdp when they divide evenly (else every device holds the whole batch).
+        split = self.tokens.shape[0] % data_parallelism(mesh) == 0
+        sharding = batch_sharding(mesh) if split else NamedSharding(mesh, PartitionSpec())
+        return tuple(None if a is None else jax.device_put(a, sharding) for a in arrays)
+
+    def results(self, new: np.ndarray, prompt):
+        """The caller's form: an array [B, T + N] for an array prompt, else a list of 1-D arrays."""
+        rows = [np.concatenate([self.tokens[i, self.tokens.shape[1] - n:], new[i]]) for i, n in enumerate(self.lengths)]
+        return rows if isinstance(prompt, (list, tuple)) else jnp.asarray(np.stack(rows))
+
+
+def _prepare(cfg: ModelConfig, prompt, max_new_tokens: int, encoder_tokens, encoder_mask) -> _Batch:
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= cfg.vocab_size:
-        raise ValueError(f"top_k must be in [1, vocab_size={cfg.vocab_size}], got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    total = prompt.shape[1] + max_new_tokens
-    check_tokens(cfg, prompt, decode_len=total)
-    if prompt.shape[1] < 1:
-        raise ValueError("prompt must hold at least one token")
+    rows = _rows("prompt", prompt)
+    longest = max(len(r) for r in rows)
+    check_tokens(cfg, jnp.asarray(np.concatenate(rows))[None], decode_len=longest + max_new_tokens)
+    # Round the prompt length and the new tokens up, unless that would pass max_seq_len.
+    length = _bucket(longest) if _bucket(longest) + max_new_tokens <= cfg.max_seq_len else longest
+    new_bucket = min(_bucket(max_new_tokens), cfg.max_seq_len - length)
+    batch = _bucket(len(rows), minimum=1)
+    tokens, positions = _pad(rows, length, batch, left=True)
+    enc_tokens = enc_mask = None
     if cfg.is_encoder_decoder:
         if encoder_tokens is None:
             raise ValueError("encoder-decoder models need encoder_tokens")
-        encoder_tokens = jnp.asarray(encoder_tokens, jnp.int32)
-        check_tokens(cfg, encoder_tokens)
-        if encoder_mask is None:
-            encoder_mask = jnp.ones(encoder_tokens.shape, bool)
-    if max_new_tokens == 0:
-        return prompt
-    if rng is None:
-        rng = jax.random.key(0)
-    run = _compiled(cfg, total=total, max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=top_k,
-                    top_p=top_p, eos_id=eos_id)
-    return run(nn.meta.unbox(params), prompt, rng, encoder_tokens, encoder_mask)
+        enc_rows = _rows("encoder_tokens", encoder_tokens)
+        if len(enc_rows) != len(rows):
+            raise ValueError(f"{len(enc_rows)} encoder inputs for {len(rows)} prompts")
+        if encoder_mask is not None:  # an array input's own padding: keep only the rows' valid prefixes
+            mask = np.asarray(encoder_mask, bool)
+            enc_rows = [r[:int(m.sum())] for r, m in zip(enc_rows, mask)]
+        longest_enc = max(len(r) for r in enc_rows)
+        check_tokens(cfg, jnp.asarray(np.concatenate(enc_rows))[None], decode_len=longest_enc)
+        enc_length = min(_bucket(longest_enc), cfg.max_seq_len)
+        enc_tokens, enc_positions = _pad(enc_rows, enc_length, batch, left=False)
+        enc_mask = enc_positions >= 0
+    return _Batch(len(rows), tuple(len(r) for r in rows), tokens, positions, enc_tokens, enc_mask,
+                  length + new_bucket, new_bucket)
+
+
+# ------------------------------------------------------------------------------------------ the programs
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    prefill: callable   # (params, tokens, positions, enc, enc_mask, rng) -> carry
+    step: callable      # (params, carry) -> carry
+    run: callable       # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(cfg, *, total, max_new_tokens, temperature, top_k, top_p, eos_id):
-    """One jitted program per (config, lengths, sampling settings): prefill + scan over steps."""
-    model = build(cfg).clone(decode_len=total)
+def _programs(cfg: ModelConfig, decode_len: int, new_bucket: int, sampling: Sampling, mesh) -> _Programs:
+    """Jitted prefill, single step and whole loop for one (config, bucket, sampling, mesh).
 
-    def forward(variables, tokens, *, encoder_tokens=None, encoder_mask=None):
+    carry = (cache, token [B], position [B], rng, done [B]): the newest token, the position it will be read
+    at, and which rows have stopped.
+    """
+    model = build(cfg).clone(decode_len=decode_len)
+    stops = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
+
+    def forward(variables, tokens, positions, encoder_tokens=None, encoder_mask=None):
         if cfg.is_encoder_decoder:
-            return model.apply(variables, encoder_tokens, tokens, encoder_mask=encoder_mask, mutable=["cache"])
-        return model.apply(variables, tokens, mutable=["cache"])
+            return model.apply(variables, encoder_tokens, tokens, encoder_mask=encoder_mask,
+                               decoder_positions=positions, mutable=["cache"])
+        return model.apply(variables, tokens, positions=positions, mutable=["cache"])
 
-    def pick(logits, key):
-        return sample(logits, key, temperature, top_k=top_k, top_p=top_p)
-
-    @jax.jit
-    def run(params, prompt, rng, encoder_tokens, encoder_mask):
-        logits, state = forward({"params": params}, prompt, encoder_tokens=encoder_tokens,
-                                encoder_mask=encoder_mask)
+    def pick(logits, rng, done, previous):
         rng, key = jax.random.split(rng)
-        first = pick(logits[:, -1], key)
-        done = jnp.zeros(first.shape, bool) if eos_id is None else first == eos_id
+        token = sample(logits, key, sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
+        token = jnp.where(done, previous, token)   # a stopped row repeats its stop token
+        return token, rng, done | jnp.isin(token, stops)
 
-        def step(carry, _):
-            cache, token, rng, done = carry
-            rng, key = jax.random.split(rng)
-            # Later steps pass no encoder input: cross-attention keys and the mask are in the cache.
-            logits, state = forward({"params": params, "cache": cache}, token[:, None])
-            nxt = pick(logits[:, -1], key)
-            if eos_id is not None:
-                nxt = jnp.where(done, eos_id, nxt)
-                done = done | (nxt == eos_id)
-            return (state["cache"], nxt, rng, done), nxt
+    def prefill(params, tokens, positions, encoder_tokens, encoder_mask, rng):
+        logits, state = forward({"params": params}, tokens, positions, encoder_tokens, encoder_mask)
+        no = jnp.zeros(tokens.shape[0], bool)
+        token, rng, done = pick(logits[:, -1], rng, no, tokens[:, -1])
+        return state["cache"], token, positions[:, -1] + 1, rng, done
 
-        _, rest = jax.lax.scan(step, (state["cache"], first, rng, done), None, length=max_new_tokens - 1)
-        return jnp.concatenate([prompt, first[:, None], rest.T], axis=1)
+    def step(params, carry):
+        cache, token, position, rng, done = carry
+        # Encoder-decoder: cross-attention keys and the encoder mask are in the cache.
+        logits, state = forward({"params": params, "cache": cache}, token[:, None], position[:, None])
+        token, rng, done = pick(logits[:, -1], rng, done, token)
+        return state["cache"], token, position + 1, rng, done
 
-    return run
+    def run(params, tokens, positions, encoder_tokens, encoder_mask, rng, max_new):
+        carry = prefill(params, tokens, positions, encoder_tokens, encoder_mask, rng)
+        out = jnp.zeros((tokens.shape[0], new_bucket), jnp.int32).at[:, 0].set(carry[1])
+
+        def cond(loop):
+            i, carry, _ = loop
+            return (i < max_new) & ~jnp.all(carry[4])
+
+        def body(loop):
+            i, carry, out = loop
+            carry = step(params, carry)
+            return i + 1, carry, jax.lax.dynamic_update_slice_in_dim(out, carry[1][:, None], i, axis=1)
+
+        i, carry, out = jax.lax.while_loop(cond, body, (jnp.int32(1), carry, out))
+        # Stopped early: every row has stopped, so the rest of each row repeats its last token.
+        return jnp.where(jnp.arange(new_bucket)[None] < i, out, carry[1][:, None])
+
+    return _Programs(jax.jit(prefill), jax.jit(step, donate_argnums=1), jax.jit(run))
+
+
+def _context(mesh):
+    return use_mesh(mesh) if mesh is not None else contextlib.nullcontext()
+
+
+def _place(params, cfg: ModelConfig, mesh):
+    params = nn.meta.unbox(params)
+    if mesh is None:
+        return params
+    return jax.device_put(params, param_shardings(abstract_params(cfg), mesh))
 
 
 def sample(logits, key, temperature: float, *, top_k: int | None = None, top_p: float | None = None):

@@ -110,7 +110,7 @@ class ZooLM(LM):
             ids = ([self.tokenizer.eos_id] + self.tokenizer.encode(context))[-(self.max_length - 1):]
             new = min(int(kwargs.get("max_gen_toks", 64)), self.max_length - len(ids))
             tokens = np.asarray(generate(self.model, self.params, np.asarray([ids], np.int32), new,
-                                         eos_id=self.tokenizer.eos_id))[0, len(ids):].tolist()
+                                         stop_tokens=(self.tokenizer.eos_id,)))[0, len(ids):].tolist()
             if self.tokenizer.eos_id in tokens:
                 tokens = tokens[:tokens.index(self.tokenizer.eos_id)]
             text = self.tokenizer.decode(tokens)

@@ -32,12 +32,12 @@ class Cycle(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask):
+    def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask, segment_ids):
         for j, kind in enumerate(self.cfg.attention_pattern):
             block = Block(self.cfg, kind=kind, causal=self.causal, has_cross=self.has_cross,
                           decode_len=self.decode_len, deterministic=self.deterministic, name=f"block_{j}")
             x = block(x, positions, cache_index=cache_index, rel_table=rel_table, encoded=encoded,
-                      encoder_mask=encoder_mask)
+                      encoder_mask=encoder_mask, segment_ids=segment_ids)
         return x, None
 
 
@@ -52,7 +52,7 @@ class Stack(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index=None, encoded=None, encoder_mask=None):
+    def __call__(self, x, positions, cache_index=None, encoded=None, encoder_mask=None, segment_ids=None):
         cfg = self.cfg
         rel_table = None
         if cfg.position_embedding == "relative_bias" and cfg.relative_bias_shared:
@@ -66,11 +66,11 @@ class Stack(nn.Module):
             cycle = nn.remat(Cycle, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
         num_cycles = self.num_layers // cfg.cycle_length
         # Positional: nn.scan broadcasts these by position (in_axes), one entry per argument.
-        args = (positions, cache_index, rel_table, encoded, encoder_mask)
+        args = (positions, cache_index, rel_table, encoded, encoder_mask, segment_ids)
         make = lambda cls, name: cls(cfg, causal=self.causal, has_cross=self.has_cross, decode_len=self.decode_len,
                                      deterministic=self.deterministic, name=name)
         if cfg.scan_layers:
-            scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0},
+            scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                               split_rngs={"params": True, "dropout": True},
                               in_axes=(nn.broadcast,) * len(args), length=num_cycles,
                               metadata_params={nn.PARTITION_NAME: "layers"})
@@ -127,14 +127,21 @@ class _Transformer(nn.Module):
         return Stack(self.cfg, num_layers=num_layers, causal=causal, has_cross=has_cross,
                      decode_len=self.decode_len, deterministic=self.deterministic)
 
-    def _positions(self, tokens):
-        """Absolute positions of `tokens` [T] and the cache offset (None without a cache)."""
+    def _positions(self, tokens, positions=None):
+        """Positions of `tokens` ([B, T] as given, else [1, T]: 0..T-1 after what the cache holds) and the
+        cache's write offset (None without a cache). Given positions may differ per row: packed documents
+        restart at 0, left-padded prompts mark their padding -1."""
         steps = tokens.shape[1]
-        if self.decode_len is None:
-            return jnp.arange(steps), None
-        start = self.cache_index.value
-        self.cache_index.value = start + steps
-        return start + jnp.arange(steps), start
+        start = None
+        if self.decode_len is not None:
+            start = self.cache_index.value
+            self.cache_index.value = start + steps
+        if positions is not None:
+            if positions.shape != tokens.shape:
+                raise ValueError(f"positions must have the tokens' shape {tokens.shape}, got {positions.shape}")
+            return jnp.asarray(positions, jnp.int32), start
+        offset = 0 if start is None else start
+        return (offset + jnp.arange(steps))[None], start
 
     def _embed(self, tokens, positions, *, decode_len):
         cfg = self.cfg
@@ -145,9 +152,10 @@ class _Transformer(nn.Module):
         if cfg.scale_embeddings:
             x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
         if cfg.position_embedding == "learned":
-            x = x + self.position_embed(positions + cfg.position_offset)[None]
+            # Padding (-1) reads row 0 (or the offset's rows): its output is never attended to or used.
+            x = x + self.position_embed(jnp.maximum(positions, 0) + cfg.position_offset)
         elif cfg.position_embedding == "sinusoidal":
-            x = x + pos_lib.sinusoidal_table(positions, cfg.d_model)[None].astype(x.dtype)
+            x = x + pos_lib.sinusoidal_table(positions, cfg.d_model).astype(x.dtype)
         if cfg.embedding_norm:
             x = self.embed_norm(x)
         x = self.embed_dropout(x, deterministic=self.deterministic)
@@ -171,16 +179,22 @@ class _Transformer(nn.Module):
 
 
 class DecoderOnly(_Transformer):
-    """tokens int32 [B, T] -> logits float32 [B, T, vocab_size]."""
+    """tokens int32 [B, T] -> logits float32 [B, T, vocab_size].
+
+    Optional, both int [B, T]: `positions` (default 0..T-1; -1 marks padding no token attends to) and
+    `segment_ids` (packed documents: a token attends only to earlier tokens of its own segment).
+    """
 
     def setup(self):
         self._setup_io()
         self.decoder = self._stack(self.cfg.num_layers, causal=True)
 
-    def __call__(self, tokens):
-        positions, cache_index = self._positions(tokens)
+    def __call__(self, tokens, positions=None, segment_ids=None):
+        positions, cache_index = self._positions(tokens, positions)
+        if segment_ids is not None and segment_ids.shape != tokens.shape:
+            raise ValueError(f"segment_ids must have the tokens' shape {tokens.shape}, got {segment_ids.shape}")
         x = self._embed(tokens, positions, decode_len=self.decode_len)
-        x = self.decoder(x, positions, cache_index=cache_index)
+        x = self.decoder(x, positions, cache_index=cache_index, segment_ids=segment_ids)
         return self._logits(x)
 
 
@@ -200,11 +214,11 @@ class EncoderDecoder(_Transformer):
 
     def encode(self, encoder_tokens, encoder_mask=None):
         """[B, S] -> encoder output [B, S, d_model]."""
-        positions = jnp.arange(encoder_tokens.shape[1])
+        positions = jnp.arange(encoder_tokens.shape[1])[None]
         x = self._embed(encoder_tokens, positions, decode_len=None)
         return self.encoder(x, positions, encoder_mask=encoder_mask)
 
-    def __call__(self, encoder_tokens, decoder_tokens, encoder_mask=None):
+    def __call__(self, encoder_tokens, decoder_tokens, encoder_mask=None, decoder_positions=None):
         encoded = None
         if encoder_tokens is not None:
             if encoder_mask is None:
@@ -212,7 +226,7 @@ class EncoderDecoder(_Transformer):
             encoded = self.encode(encoder_tokens, encoder_mask)
         if encoder_tokens is None and self.decode_len is None:
             raise ValueError("EncoderDecoder: encoder_tokens are required outside cached decoding")
-        positions, cache_index = self._positions(decoder_tokens)
+        positions, cache_index = self._positions(decoder_tokens, decoder_positions)
         x = self._embed(decoder_tokens, positions, decode_len=self.decode_len)
         x = self.decoder(x, positions, cache_index=cache_index, encoded=encoded, encoder_mask=encoder_mask)
         return self._logits(x)

@@ -1,6 +1,10 @@
 """Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, soft-capping, sliding windows,
-positions (RoPE, relative bias, ALiBi, Transformer-XL), causal/bidirectional/cross, and a KV cache whose
-local layers are ring buffers of `sliding_window_size` slots.
+positions (RoPE, relative bias, ALiBi, Transformer-XL), causal/bidirectional/cross, document masking
+(segment ids), and a KV cache whose local layers are ring buffers of `sliding_window_size` slots.
+
+The cache stores each slot's absolute position per row (-1: empty or padding), so masks, relative biases
+and left-padded batches all follow from positions; a decode step writes its key in place and attends over
+the cache (no per-step copy of the whole cache).
 """
 
 from __future__ import annotations
@@ -24,15 +28,6 @@ def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
     return decode_len
 
 
-def slot_positions(index, size: int):
-    """Absolute position held by each slot of a ring buffer of `size` slots after `index` tokens were
-    written at slot = position % size (the latest such position), or -1 for a slot not yet written."""
-    slots = jnp.arange(size)
-    last = index - 1
-    held = slots + size * jnp.floor_divide(last - slots, size)
-    return jnp.where(slots <= last, held, -1)
-
-
 def resolve_impl(cfg: ModelConfig) -> str:
     """cuDNN flash attention needs a GPU, 16-bit inputs and no soft-cap; everything else runs on XLA."""
     if cfg.attention_impl != "auto":
@@ -41,13 +36,26 @@ def resolve_impl(cfg: ModelConfig) -> str:
     return "cudnn" if on_gpu and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None else "xla"
 
 
+def scores(q, k, scale, soft_cap=None, bias=None):
+    """Pre-softmax float32 logits [B, KV, H/KV, T, S]: scale * q.k, soft-capped, plus bias [B, H, T, S]."""
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    logits = jnp.einsum("btkgd,bskd->bkgts", q.reshape(b, t, kv, h // kv, d), k,
+                        preferred_element_type=jnp.float32) * scale
+    if soft_cap is not None:
+        logits = soft_cap * jnp.tanh(logits / soft_cap)  # Gemma 2: bounded logits, smooth gradient
+    if bias is not None:
+        logits = logits + jnp.broadcast_to(bias, (bias.shape[0], h, t, s)).reshape(bias.shape[0], kv, h // kv, t, s)
+    return logits
+
+
 def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None,
            impl="xla", dropout=None):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
 
     q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
     bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
-    positions instead (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
+    positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
     """
     if soft_cap is None and dropout is None:
         return jax.nn.dot_product_attention(
@@ -55,18 +63,13 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
             local_window_size=window, implementation=impl)
     # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
     b, t, h, d = q.shape
-    s, kv = k.shape[1], k.shape[2]
-    qg = q.reshape(b, t, kv, h // kv, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-    if soft_cap is not None:
-        scores = soft_cap * jnp.tanh(scores / soft_cap)  # Gemma 2: bounded logits, smooth gradient
-    if bias is not None:
-        scores = scores + jnp.broadcast_to(bias, (bias.shape[0], h, t, s)).reshape(bias.shape[0], kv, h // kv, t, s)
-    if mask is None and (is_causal or window is not None):
-        mask = position_mask(jnp.arange(t), jnp.arange(s), causal=is_causal, window=window)
+    logits = scores(q, k, scale, soft_cap, bias)
+    if is_causal or window is not None:
+        aligned = position_mask(jnp.arange(t)[None], jnp.arange(k.shape[1])[None], causal=is_causal, window=window)
+        mask = aligned if mask is None else mask & aligned
     if mask is not None:
-        scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
+        logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
     if dropout is not None:
         probs = dropout(probs)
     out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
@@ -74,22 +77,25 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
 
 
 def position_mask(q_pos, k_pos, *, causal: bool, window=None):
-    """Boolean [1, 1, T, S] mask from absolute positions q_pos [T], k_pos [S]; -1 marks an empty cache
-    slot. window (left, right) bounds q - k and k - q."""
-    keep = (k_pos >= 0)[None, :]
+    """Boolean [B, 1, T, S] mask from absolute positions q_pos [B, T], k_pos [B, S]; -1 marks an empty
+    cache slot or a padding token. window (left, right) bounds q - k and k - q."""
+    q_pos, k_pos = q_pos[:, :, None], k_pos[:, None, :]
+    keep = k_pos >= 0
     if causal:
-        keep = keep & (k_pos[None, :] <= q_pos[:, None])
+        keep = keep & (k_pos <= q_pos)
     if window is not None:
-        delta = q_pos[:, None] - k_pos[None, :]
+        delta = q_pos - k_pos
         keep = keep & (delta <= window[0]) & (-delta <= window[1])
-    return keep[None, None]
+    return keep[:, None]
 
 
 class Attention(nn.Module):
     """Self- or cross-attention. x: [B, T, d_model] -> [B, T, d_model].
 
     `kind` is this layer's entry of `attention_pattern`; `decode_len` switches on the KV cache (the
-    'cache' collection) sized for that many tokens.
+    'cache' collection) sized for that many tokens. positions: int [B or 1, T] (-1: padding);
+    segment_ids: int [B, T] or None, keys of another segment (packed document) are masked.
+    With the 'intermediates' collection mutable, sows `max_logit`: the largest unmasked pre-softmax logit.
     """
 
     cfg: ModelConfig
@@ -100,7 +106,8 @@ class Attention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index=None, rel_table=None, kv_input=None, kv_mask=None):
+    def __call__(self, x, positions, cache_index=None, rel_table=None, kv_input=None, kv_mask=None,
+                 segment_ids=None):
         cfg = self.cfg
         local = self.kind.startswith("local")
         use_positions = not self.kind.endswith("_nope") and not self.cross
@@ -146,6 +153,13 @@ class Attention(nn.Module):
             mask = position_mask(positions, k_pos, causal=causal, window=window)
             if kv_mask is not None:
                 mask = mask & kv_mask[:, None, None, :]
+        if segment_ids is not None and not self.cross:
+            if decoding:
+                raise ValueError("segment_ids are for training on packed documents, not for cached decoding")
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            mask = same[:, None] if mask is None else mask & same[:, None]
+        if self.is_mutable_collection("intermediates"):
+            self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, window if aligned else None)
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
@@ -156,6 +170,18 @@ class Attention(nn.Module):
         out = dense(cfg, features=cfg.d_model, axes=("heads", "head_dim", "embed"), role="o",
                     use_bias=cfg.attention_out_bias, name="out", contract=(-2, -1))(out)
         return checkpoint_name(out, "attention_out")
+
+    def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window):
+        """The largest logit the softmax sees (what QK-norm and soft-capping bound): recomputed here, only
+        when asked for, since the fused attention never exposes its scores."""
+        logits = scores(q, k, scale, self.cfg.attn_logits_soft_cap, bias)
+        if is_causal or window is not None:
+            t, s = q.shape[1], k.shape[1]
+            aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window)
+            mask = aligned if mask is None else mask & aligned
+        if mask is not None:
+            logits = jnp.where(mask[:, :, None], logits, -jnp.inf)
+        self.sow("intermediates", "max_logit", jnp.max(logits))
 
     def _project_kv(self, x):
         cfg = self.cfg
@@ -199,20 +225,32 @@ class Attention(nn.Module):
             if self.decode_len is not None:
                 self.put_variable("cache", "cross_key", k)
                 self.put_variable("cache", "cross_value", v)
-        return k, v, jnp.arange(k.shape[1])
+        return k, v, jnp.arange(k.shape[1])[None]
 
     def _update_cache(self, k, v, positions, cache_index):
-        """Attend over [cached keys; new keys], then write the newest keys at slot = position % size."""
+        """Write the new keys (the i-th token ever written goes to slot i % size) and return what to attend
+        over: the cache itself when the new keys fit without overwriting a slot an earlier query of the same
+        call still needs (always for one decode step, and in global layers, whose cache holds every token);
+        else (a ring-buffer layer's prefill) the old cache followed by the new keys."""
         size = cache_size(self.cfg, self.kind, self.decode_len)
         batch, steps = k.shape[0], k.shape[1]
         shape = (batch, size) + k.shape[2:]
         cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
         cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
-        k_pos = jnp.concatenate([slot_positions(cache_index, size), positions])
-        keys = jnp.concatenate([cached_k.value, k], axis=1)
-        values = jnp.concatenate([cached_v.value, v], axis=1)
-        n = min(steps, size)  # a prompt longer than the ring keeps only its newest `size` keys
-        slots = positions[-n:] % size
-        cached_k.value = cached_k.value.at[:, slots].set(k[:, -n:])
-        cached_v.value = cached_v.value.at[:, slots].set(v[:, -n:])
-        return keys, values, k_pos
+        cached_pos = self.variable("cache", "cached_positions", jnp.full, (batch, size), -1, jnp.int32)
+        positions = jnp.broadcast_to(positions, (batch, steps)).astype(jnp.int32)
+        old = (cached_k.value, cached_v.value, cached_pos.value)
+        writes = min(steps, size)  # a prompt longer than the ring keeps only its newest `size` keys
+        if steps == 1 or size == self.decode_len:
+            start = cache_index % size if size < self.decode_len else cache_index
+            write = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new, start, axis=1)  # noqa: E731
+        else:
+            slots = (cache_index + jnp.arange(steps - writes, steps)) % size
+            write = lambda buf, new: buf.at[:, slots].set(new[:, -writes:])  # noqa: E731
+        cache_axes = ("batch", "length", "kv_heads", "head_dim")  # sharded like the keys it holds
+        cached_k.value = nn.with_logical_constraint(write(cached_k.value, k), cache_axes)
+        cached_v.value = nn.with_logical_constraint(write(cached_v.value, v), cache_axes)
+        cached_pos.value = write(cached_pos.value, positions)
+        if steps == 1 or size == self.decode_len:
+            return cached_k.value, cached_v.value, cached_pos.value
+        return tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(old, (k, v, positions)))

@@ -29,11 +29,16 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index=None, rel_table=None, encoded=None, encoder_mask=None):
+    def __call__(self, x, positions, cache_index=None, rel_table=None, encoded=None, encoder_mask=None,
+                 segment_ids=None):
         cfg = self.cfg
         attention = Attention(cfg, kind=self.kind, causal=self.causal, decode_len=self.decode_len,
                               deterministic=self.deterministic, name="attention")
-        attn = lambda h: attention(h, positions, cache_index=cache_index, rel_table=rel_table)
+        # encoder_mask (True = real token) is the encoder's own padding in the encoder's self-attention, and
+        # what cross-attention may read in the decoder.
+        self_mask = None if self.has_cross else encoder_mask
+        attn = lambda h: attention(h, positions, cache_index=cache_index, rel_table=rel_table,  # noqa: E731
+                                   kv_mask=self_mask, segment_ids=segment_ids)
         mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)

@@ -1,8 +1,9 @@
 """Position information: sinusoidal and learned tables, RoPE, T5 relative bias, ALiBi, Transformer-XL terms.
 
 Everything but the parameters (the T5 table; Transformer-XL's W_r, u, v) is a function of integer
-positions, so the same code serves training (positions 0..T-1), decoding (a KV cache at offset `index`)
-and ring-buffer caches (slots hold older positions).
+positions, so the same code serves training (positions 0..T-1, or restarting at each packed document),
+decoding (a KV cache at offset `index`, left-padded rows) and ring-buffer caches (slots hold older positions).
+Positions carry a batch axis, [B, T] (or [1, T], shared by every row).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from zoo.layers.init import dtype_of, initializer
 
 
 def sinusoidal_table(positions, d_model: int):
-    """Vaswani 2017 §3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same). Returns [T, d]."""
+    """Vaswani 2017 §3.5: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same). positions [...] ->
+    [..., d]."""
     i = jnp.arange(d_model // 2, dtype=jnp.float32)
-    angles = positions[:, None].astype(jnp.float32) / jnp.power(10000.0, 2.0 * i / d_model)
+    angles = positions[..., None].astype(jnp.float32) / jnp.power(10000.0, 2.0 * i / d_model)
     # Interleave sin (even dims) and cos (odd dims) as the paper writes it.
-    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape[0], d_model)
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape + (d_model,))
 
 
 # ------------------------------------------------------------------------------------------------- RoPE
@@ -51,14 +53,14 @@ def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.
 def apply_rope(x, positions, inv_freq, interleaved: bool = False):
     """Rotates the first 2*len(inv_freq) dims of each head by position-dependent angles.
 
-    x: [B, T, heads, head_dim]; positions: [T] int. Pairs are (i, i + rotary_dim/2) ("rotate half"
+    x: [B, T, heads, head_dim]; positions: [B or 1, T] int. Pairs are (i, i + rotary_dim/2) ("rotate half"
     layout, as in HF transformers and GPT-NeoX), or (2i, 2i+1) when `interleaved` (GPT-J, Cohere); the
     remaining dims pass through (partial rotary).
     """
     rotary_dim = 2 * inv_freq.shape[0]
-    angles = positions.astype(jnp.float32)[:, None] * jnp.asarray(inv_freq)[None, :]  # [T, rot/2]
-    cos = jnp.cos(angles)[None, :, None, :]
-    sin = jnp.sin(angles)[None, :, None, :]
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, rot/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
     rot, rest = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
     if interleaved:
         x1, x2 = rot[..., 0::2], rot[..., 1::2]
@@ -99,10 +101,10 @@ def relative_table(module: nn.Module, cfg: ModelConfig):
 
 
 def relative_bias(cfg: ModelConfig, table, q_pos, k_pos, *, bidirectional: bool):
-    """Bias [1, heads, T, S] added to attention scores; table: [num_buckets, heads]; q_pos [T], k_pos [S]."""
-    buckets = relative_bucket(k_pos[None, :] - q_pos[:, None], bidirectional,
+    """Bias [B, heads, T, S] added to attention scores; table: [num_buckets, heads]; q_pos [B, T], k_pos [B, S]."""
+    buckets = relative_bucket(k_pos[:, None, :] - q_pos[:, :, None], bidirectional,
                               num_buckets=cfg.relative_num_buckets, max_distance=cfg.relative_max_distance)
-    return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)
+    return jnp.transpose(table[buckets], (0, 3, 1, 2)).astype(jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------------ ALiBi
@@ -121,9 +123,9 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
 
 
 def alibi_bias(num_heads: int, q_pos, k_pos):
-    """Bias [1, heads, T, S] = -slope * |q - k| (a linear penalty on distance)."""
-    distance = jnp.abs(q_pos[:, None] - k_pos[None, :]).astype(jnp.float32)
-    return -jnp.asarray(alibi_slopes(num_heads))[None, :, None, None] * distance[None, None]
+    """Bias [B, heads, T, S] = -slope * |q - k| (a linear penalty on distance); q_pos [B, T], k_pos [B, S]."""
+    distance = jnp.abs(q_pos[:, :, None] - k_pos[:, None, :]).astype(jnp.float32)
+    return -jnp.asarray(alibi_slopes(num_heads))[None, :, None, None] * distance[:, None]
 
 
 # ------------------------------------------------------------------------------------- Transformer-XL
@@ -141,11 +143,11 @@ def transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo: int):
     u.k_j + (q_i + v).r_{i-j}, unscaled, float32 [B, H, T, S].
 
     q: [B, T, H, hd]; k: [B, S, H, hd] (groups already repeated); r: W_r R for distances lo.. [N, H, hd];
-    u, v: [H, hd]; q_pos [T], k_pos [S] absolute positions (cache slots included), so the distance is
+    u, v: [H, hd]; q_pos [B, T], k_pos [B, S] absolute positions (cache slots included), so the distance is
     always i - j, clipped into the table (clipped entries are masked: later keys, empty cache slots)."""
     f32 = jnp.float32
     content = jnp.einsum("hd,bshd->bhs", u.astype(f32), k.astype(f32))[:, :, None, :]
     per_distance = jnp.einsum("bthd,nhd->bhtn", (q.astype(f32) + v.astype(f32)), r.astype(f32))
-    index = jnp.clip(q_pos[:, None] - k_pos[None, :] - lo, 0, r.shape[0] - 1)   # [T, S] rows of r
-    index = jnp.broadcast_to(index[None, None], per_distance.shape[:2] + index.shape)
+    index = jnp.clip(q_pos[:, :, None] - k_pos[:, None, :] - lo, 0, r.shape[0] - 1)   # [B, T, S] rows of r
+    index = jnp.broadcast_to(index[:, None], per_distance.shape[:3] + index.shape[-1:])
     return content + jnp.take_along_axis(per_distance, index, axis=-1)
