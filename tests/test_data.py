@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import sysconfig
 from functools import cache
 from pathlib import Path
@@ -48,6 +49,33 @@ def test_folder_and_jsonl_inputs(tmp_path):
     assert data.read_documents(tmp_path / "c.jsonl", text_field="body") == ["json doc 1", "json 2"]
     with pytest.raises(ValueError, match="'text'"):
         data.read_documents(tmp_path / "c.jsonl")
+
+
+def test_compressed_jsonl_and_parquet_inputs(tmp_path, monkeypatch):
+    import gzip
+
+    import zstandard
+
+    docs = [f"document {i} ünïcode\u2028line" for i in range(50)]
+    lines = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    assert data.read_documents(tmp_path / "a.jsonl.gz") == docs
+    assert data.read_documents(tmp_path / "b.jsonl.zst") == docs
+    assert data.read_documents(tmp_path) == docs + docs  # a folder: each file by its format, in name order
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
+        data.read_documents(tmp_path / "bad.jsonl")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow
+
+    pq.write_table(pyarrow.table({"id": list(range(50)), "body": docs}), tmp_path / "c.parquet", row_group_size=7)
+    assert data.read_documents(tmp_path / "c.parquet", text_field="body") == docs
+    with pytest.raises(ValueError, match="no column 'text'"):
+        data.read_documents(tmp_path / "c.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[parquet\]"'):
+        data.read_documents(tmp_path / "c.parquet", text_field="body")
 
 
 def test_single_text_file_still_gets_both_splits(tmp_path):
@@ -147,6 +175,92 @@ def test_resume_from_saved_state_gives_identical_batches():
     assert not np.array_equal(next(fresh), first[0])  # and the next epoch reshuffles
     with pytest.raises(ValueError, match="different stream"):
         data.TrainStream(rows[:-40], batch_size=32, seed=3, state=state)
+    assert state == {"step": 7, "seed": 3, "num_rows": [len(rows)], "taken": [7 * 32]}  # a few global ints
+
+
+def test_hosts_read_their_rows_and_together_make_the_global_batch():
+    """Two hosts (index = their halves of the batch) read exactly the rows of the one-host batch, and a
+    state saved by two hosts resumes on one (and back): the state is global."""
+    rows = data.pack(np.arange(5000, dtype=np.int32), 9, stride=8)
+    one = data.TrainStream(rows, batch_size=16, seed=1)
+    hosts = [data.TrainStream(rows, 16, 1, index=np.arange(8) + 8 * i) for i in range(2)]
+    for _ in range(50):
+        np.testing.assert_array_equal(next(one), np.concatenate([next(h) for h in hosts]))
+    assert hosts[0].state == hosts[1].state == one.state
+    resumed = data.TrainStream(rows, 16, 1, state=json.loads(json.dumps(hosts[0].state)))
+    two = [data.TrainStream(rows, 16, 1, state=one.state, index=np.arange(i, 16, 2)) for i in range(2)]
+    for _ in range(5):
+        batch = next(resumed)
+        np.testing.assert_array_equal(batch, next(one))
+        np.testing.assert_array_equal(batch[0::2], next(two[0]))
+        np.testing.assert_array_equal(batch[1::2], next(two[1]))
+
+
+# --- mixtures ------------------------------------------------------------------------------------------------
+
+
+def _two_sources():
+    """Source 0's tokens are < 100_000, source 1's >= 100_000: a row tells where it came from."""
+    return [data.pack(np.arange(4000, dtype=np.int32), 9, 8),
+            data.pack(100_000 + np.arange(900, dtype=np.int32), 9, 8)]
+
+
+def test_mixture_is_deterministic_follows_the_weights_and_resumes_exactly():
+    sources = _two_sources()
+    stream = data.TrainStream(sources, 64, seed=5, weights=[0.7, 0.3])
+    again = data.TrainStream(sources, 64, seed=5, weights=[0.7, 0.3])
+    batches = [next(stream) for _ in range(150)]  # source 1 (112 rows) wraps around many epochs
+    for b in batches[:20]:
+        np.testing.assert_array_equal(b, next(again))
+    from_1 = np.concatenate(batches)[:, 0] >= 100_000
+    assert abs(from_1.mean() - 0.3) < 0.015, from_1.mean()  # 9600 rows: 3 sigma = 0.014
+    assert stream.state["taken"] == [int((~from_1).sum()), int(from_1.sum())]
+    state = json.loads(json.dumps(stream.state))
+    rest = [next(stream) for _ in range(30)]
+    resumed = data.TrainStream(sources, 64, seed=5, weights=[0.7, 0.3], state=state)
+    for a in rest:
+        np.testing.assert_array_equal(a, next(resumed))
+    # Each source visits its rows once per epoch: source 1's first 112 rows are a permutation of its rows.
+    ones = np.concatenate([b[b[:, 0] >= 100_000] for b in batches])[:len(sources[1])]
+    assert sorted(ones[:, 0]) == sorted(sources[1][:, 0])
+    other = data.TrainStream(sources, 64, seed=6, weights=[0.7, 0.3])
+    assert not np.array_equal(next(other), batches[0])
+    with pytest.raises(ValueError, match="different stream"):
+        data.TrainStream(sources[:1], 64, seed=5, state=state)
+
+
+def test_sources_setting_parses_and_rejects_bad_weights():
+    from zoo.train.config import UserError, resolve
+    from zoo.train.data_sources import parse_sources
+
+    assert parse_sources(["a.jsonl:0.7", "b/:0.3", "c.txt", "C:/x.txt:2"]) == [
+        ("a.jsonl", 0.7), ("b/", 0.3), ("c.txt", 1.0), ("C:/x.txt", 2.0)]
+    assert resolve("llama-tiny", ["data.sources=a.jsonl:0.7,b/:0.3"]).data.sources == ("a.jsonl:0.7", "b/:0.3")
+    with pytest.raises(UserError, match=r"DataConfig.sources: 'b:-1': the weight must be a positive number.*"
+                                        r"from the command line"):
+        resolve("llama-tiny", ["data.sources=a:1,b:-1"])
+    with pytest.raises(UserError, match="both name the training text"):
+        resolve("llama-tiny", ["data.sources=a:1", "data.path=b"])
+
+
+def test_mixture_through_the_cache(tmp_path):
+    """data.sources: each source cached on its own; the stream mixes them by weight, validation holds both."""
+    from zoo.train import data_setup
+    from zoo.train.config import DataConfig
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": "a" * 300 + str(i)}) + "\n" for i in range(300)))
+    (tmp_path / "b").mkdir()
+    for i in range(300):
+        (tmp_path / "b" / f"{i}.txt").write_text("b" * 300 + str(i))
+    cfg = DataConfig(sources=(f"{tmp_path / 'a.jsonl'}:3", f"{tmp_path / 'b'}:1"),
+                     cache_dir=str(tmp_path / "cache"), validation_percent=10)
+    tok = tk.ByteTokenizer()
+    run = data_setup.open_training_data(cfg, tok, 65, 64, batch_size=32, seed=0, val_limit=40, progress=False)
+    rows = np.concatenate([next(run.stream) for _ in range(100)])
+    share_b = np.mean(rows[:, 10] == ord("b") + 3)
+    assert abs(share_b - 0.25) < 0.03, share_b
+    assert len(list((tmp_path / "cache").iterdir())) == 2 and "mixture" in run.message
+    assert len(run.val_rows) == 40 and {ord("a") + 3, ord("b") + 3} <= set(run.val_rows[:, 10].tolist())
 
 
 def test_validation_batches_fixed_and_limited():

@@ -85,6 +85,10 @@ class TrainConfig(Replaceable):
     sequences at a time before the one update (same result as the full batch, less activation memory)."""
     label_smoothing: float = 0.0
     """Mix this much uniform distribution into the targets (Szegedy 2016; Vaswani: 0.1)."""
+    document_masking: bool = False
+    """Packed sequences: a token attends only to earlier tokens of its own document, and positions restart
+    at each document (Llama 3, Dubey et al. 2024 §3.2). false = documents in a row see each other, with EOS
+    as the only separator (GPT-2/3)."""
     freeze: tuple[str, ...] = ()
     """Fine-tuning: regular expressions over parameter paths ("token_embed/.*", "decoder/cycles/block_0/.*");
     a parameter whose path matches one is not updated (its gradient leaves the clipping norm too)."""

@@ -5,7 +5,8 @@ Each checkpoint holds two items:
   state  the train state pytree {"params", "opt_state", "step", "rng"}, saved as sharded arrays (every
          host writes its own shards) and restored onto whatever shardings the caller asks for, so a
          checkpoint written on one mesh loads onto another.
-  meta   JSON: the step, the data stream position (TrainStream.state), the resolved config, the model
+  meta   JSON: the step, the data stream position (TrainStream.state: the step and the rows taken from
+         each source, global, so it restores exactly on any number of hosts), the resolved config, the model
          config it was trained with.
 
 Orbax writes a checkpoint into a temporary directory and renames it when complete, so a process killed

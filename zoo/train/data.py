@@ -1,12 +1,16 @@
-"""Corpus -> token stream -> packed rows -> deterministic, resumable batches.
+"""Corpus -> tokens (cached, memory-mapped) -> packed rows -> deterministic, resumable batches.
 
-Flow::
+Flow (zoo/train/setup.py)::
 
-    corpus = load_corpus(path)                       # None: the embedded default corpus
-    tok = make_tokenizer("byte" | "bpe" | path, train_texts=corpus.train)
-    rows = pack(tokenize_documents(tok, corpus.train), length=seq_len + 1, stride=seq_len)
-    stream = TrainStream(rows, batch_size, seed)     # next(stream): int32 [batch, seq_len + 1]
+    texts = TrainTexts(sources, ...)                  # lazy: the train documents, for training a BPE
+    tok = make_tokenizer("byte" | "bpe" | path, train_texts=texts.train)
+    corpus = data_cache.open_tokens(path, tok)        # tokenized once, then a memmap on every start
+    rows = corpus.train.rows(seq_len + 1, seq_len)    # windows into the memmap, nothing read
+    stream = TrainStream([rows, ...], batch_size, seed, weights=..., index=this_process_rows)
     inputs, targets = batch[:, :-1], batch[:, 1:]     # causal LM: each [batch, seq_len]
+
+Sources: `data.path` (one) or `data.sources` (a weighted mixture); formats and the corpus fingerprint in
+zoo/train/data_sources.py, the token cache (numpy memmaps, and why not grain) in zoo/train/data_cache.py.
 
 Default corpus, offline and deterministic: the running interpreter's standard library (`*.py` under
 `sysconfig.get_paths()["stdlib"]`, without test directories, site-packages, or the machine-specific
@@ -20,33 +24,34 @@ becomes the validation document instead.
 
 Packing: each document is followed by EOS and all are concatenated; rows are windows of `length` tokens taken
 every `stride` tokens. Causal LM uses length seq_len + 1 at stride seq_len, so consecutive rows overlap by one
-token and every token is a target exactly once. T5 uses stride == length. Attention is not masked at document
-boundaries; EOS is the only separator (as in GPT-2).
+token and every token is a target exactly once. T5 uses stride == length. A row's documents are told apart by
+the EOS that ends each one (tokenizers never produce EOS from text): `document_segments` gives segment ids
+(1-based per row) and positions restarting at 0 at each document start (and at the row start), which the
+model uses to block attention across documents when the recipe sets train.document_masking.
 
-Batches: numpy, not grain: the whole train set is one in-memory int32 array, a batch is one fancy index of a
-per-epoch permutation (numpy Generator seeded with (seed, epoch)), and the resume state is a few ints.
+Batches: the per-epoch order of source k is `default_rng((seed, k + 1, epoch)).permutation(num_rows)`;
+a mixture draws each row's source from `default_rng((seed, 0, step))` with the weights. Row n of source k
+(counting from the start of the run) is row `perm(epoch = n // num_rows)[n % num_rows]`, so the resume state
+is a few ints (the step and the rows taken from each source), global: the same checkpoint resumes on any
+number of hosts, each of which reads only the rows of the global batch its devices hold (`index`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import itertools
 import os
-import sysconfig
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from zoo.train import data_sources as sources_lib
 from zoo.train.tokenizer import Tokenizer
-
-_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """Documents (whole texts) of each split."""
+    """Documents (whole texts) of each split, in memory (evaluation and small corpora)."""
 
     train: list[str]
     validation: list[str]
@@ -57,92 +62,68 @@ class Corpus:
                 "train_bytes": count(self.train), "validation_bytes": count(self.validation)}
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainTexts:
+    """The train documents of `paths` (None: the default corpus), read lazily each time `train` is iterated:
+    what a BPE tokenizer trains on, without the corpus in memory."""
+
+    paths: tuple
+    text_field: str = "text"
+    validation_percent: int = 2
+    max_documents: int | None = None
+
+    @property
+    def train(self):
+        return _Reiterable(self._train)
+
+    def _train(self) -> Iterator[str]:
+        for path in self.paths:
+            for split, text in sources_lib.assign_splits(self._documents(path), self.validation_percent):
+                if split == "swap":  # every earlier document was validation (a tiny corpus): now train
+                    yield from list(self._documents(path))[:-1]
+                elif split == "train":
+                    yield text
+
+    def _documents(self, path):
+        docs = sources_lib.iter_documents(path, self.text_field)
+        return docs if self.max_documents is None else itertools.islice(docs, self.max_documents)
+
+
+class _Reiterable:
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return self.make()
+
+
 # --- reading -----------------------------------------------------------------------------------------------
 
 
 def stdlib_documents() -> list[str]:
     """The default corpus: the interpreter's stdlib sources (~730 files, ~12 MB) + pydoc topics."""
-    root = sysconfig.get_paths()["stdlib"]
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]  # prune: never walk site-packages
-        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        files += [f if rel == "." else f"{rel}/{f}" for f in filenames
-                  if f.endswith(".py") and not f.startswith("_sysconfigdata")]
-    docs = []
-    for rel in sorted(files):
-        try:
-            docs.append(Path(root, rel).read_bytes().decode("utf-8"))
-        except UnicodeDecodeError:  # a legacy-encoded source: not text we want to learn from
-            continue
-    import pydoc_data.topics
-
-    topics = pydoc_data.topics.topics
-    return [d for d in docs if d] + [topics[k] for k in sorted(topics)]
+    return list(sources_lib.iter_stdlib_documents())
 
 
 def read_documents(path: str | os.PathLike, text_field: str = "text") -> list[str]:
-    """Documents under `path`: a text file (one document), a `.jsonl` file (one per line, `text_field`), or a
-    folder: every non-hidden file below it, recursively in sorted order, that decodes as UTF-8 (`.jsonl`
-    files read as JSONL). Empty documents are dropped.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data path does not exist: {path}")
-    if path.is_dir():
-        files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-        docs = []
-        for rel in files:
-            if any(part.startswith(".") for part in rel.split("/")):
-                continue  # .git, editor swap files, ...
-            try:
-                docs += _read_file(path / rel, text_field)
-            except UnicodeDecodeError:
-                continue  # binaries and other non-text files
-        return docs
-    try:
-        return _read_file(path, text_field)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def _read_file(path: Path, text_field: str) -> list[str]:
-    text = path.read_bytes().decode("utf-8")
-    if path.suffix != ".jsonl":
-        return [text] if text else []
-    docs = []
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise ValueError(f"{path}:{n}: expected a JSON object with a string field {text_field!r}")
-        if record[text_field]:
-            docs.append(record[text_field])
-    return docs
+    """Documents under `path` (any format of zoo/train/data_sources.py), in memory. Empty ones are dropped."""
+    return list(sources_lib.iter_documents(path, text_field))
 
 
 def split_documents(docs: Sequence[str], validation_percent: int = 2) -> Corpus:
     """Deterministic train/validation split by a stable content hash (see the module docstring)."""
-    is_val = [int.from_bytes(hashlib.sha1(d.encode("utf-8")).digest()[:8], "little") % 100 < validation_percent
-              for d in docs]
-    train = [d for d, v in zip(docs, is_val, strict=True) if not v]
-    validation = [d for d, v in zip(docs, is_val, strict=True) if v]
-    if validation_percent > 0 and (not train or not validation) and docs:
-        # Too few documents to split by document: cut the last one at a line near the corpus' last N%.
-        need = sum(map(len, docs)) * validation_percent // 100 or 1
-        last = docs[-1]
-        cut = max(len(last) - need, 0)
-        newline = last.rfind("\n", max(cut - need, 0), cut)  # prefer a line boundary just before the cut
-        cut = newline + 1 if newline >= 0 else cut
-        train, validation = [*docs[:-1], last[:cut]], [last[cut:]]
-        train = [d for d in train if d]
+    train, validation = [], []
+    for split, text in sources_lib.assign_splits(docs, validation_percent):
+        if split == "swap":
+            train, validation = validation, []
+        else:
+            (train if split == "train" else validation).append(text)
     return Corpus(train, validation)
 
 
 def load_corpus(path: str | os.PathLike | None = None, *, text_field: str = "text",
                 validation_percent: int = 2) -> Corpus:
-    """Read and split a corpus; `path=None` is the embedded default corpus."""
+    """Read and split a corpus into memory; `path=None` is the embedded default corpus."""
     docs = stdlib_documents() if path is None else read_documents(path, text_field)
     if not docs:
         raise ValueError(f"no documents in {path}: expected non-empty UTF-8 text files or JSONL "
@@ -188,48 +169,118 @@ def unigram_entropy(tokens: np.ndarray) -> float:
 
 
 class TrainStream:
-    """Endless shuffled batches of `rows`, int32 [batch_size, row_length]; resumable from `state`.
+    """Endless shuffled batches from one or more sources of rows (a weighted mixture); resumable from `state`.
 
-    Epoch e visits the rows in the order `default_rng((seed, e)).permutation(num_rows)`, `batch_size` at a
-    time, and drops the remainder. `state` is {"epoch", "step", "seed", "num_rows"}, all ints: the position
-    of the next batch plus what must match on restore (a different corpus, tokenizer or seq_len changes
-    num_rows). When batch_size is unchanged, (epoch, step) == divmod(global_step, steps_per_epoch).
+    `next(stream)`: int32 [len(index), row_length], the rows `index` (default: all) of the next global batch
+    of `batch_size` rows. Source k visits its rows epoch by epoch in the order
+    `default_rng((seed, k + 1, epoch)).permutation(num_rows_k)`; with several sources each row of a batch is
+    drawn from source k with probability weights[k], by `default_rng((seed, 0, step))`. `state` is
+    {"step", "seed", "num_rows": [per source], "taken": [rows taken per source]}: global (every host has the
+    same), a few ints, and what must match on restore (a different corpus, tokenizer or seq_len changes
+    num_rows).
     """
 
-    def __init__(self, rows: np.ndarray, batch_size: int, seed: int = 0, state: dict | None = None):
-        self.rows, self.batch_size, self.seed = rows, batch_size, seed
-        self.steps_per_epoch = len(rows) // batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"corpus too small: {len(rows)} sequences of {rows.shape[1]} tokens do not fill "
-                             f"one batch of {batch_size}")
-        self.epoch, self.step = 0, 0
-        self._perm_epoch, self._perm = -1, None
+    def __init__(self, rows, batch_size: int, seed: int = 0, state: dict | None = None, *,
+                 weights: Sequence[float] | None = None, index: np.ndarray | None = None):
+        self.sources = [rows] if isinstance(rows, np.ndarray) else list(rows)
+        self.batch_size, self.seed = batch_size, seed
+        weights = np.ones(len(self.sources)) if weights is None else np.asarray(weights, np.float64)
+        self.weights = weights / weights.sum()
+        self.index = np.arange(batch_size) if index is None else np.asarray(index)
+        self.num_rows = [len(r) for r in self.sources]
+        if min(self.num_rows) == 0 or sum(self.num_rows) < batch_size:
+            raise ValueError(f"corpus too small: {self.num_rows} sequences of {self.sources[0].shape[1]} tokens "
+                             f"do not fill one batch of {batch_size}")
+        self.step, self.taken = 0, [0] * len(self.sources)
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
         if state is not None:
             self.restore(state)
 
     @property
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "step": self.step, "seed": self.seed, "num_rows": len(self.rows)}
+    def steps_per_epoch(self) -> int:
+        """Batches in one pass over the first source."""
+        return self.num_rows[0] // self.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the first source the next batch is in."""
+        return self.taken[0] // self.num_rows[0]
+
+    @property
+    def part(self) -> tuple[np.ndarray, int]:
+        """(the global rows this process reads, the global batch size): what objectives.make_batch needs."""
+        return self.index, self.batch_size
+
+    @property
+    def state(self) -> dict:
+        return {"step": self.step, "seed": self.seed, "num_rows": list(self.num_rows), "taken": list(self.taken)}
 
     def restore(self, state: dict) -> None:
-        state = {k: int(v) for k, v in state.items()}  # checkpoints may hand back numpy scalars
-        if (state["seed"], state["num_rows"]) != (self.seed, len(self.rows)):
+        num_rows = [int(n) for n in np.atleast_1d(state.get("num_rows", []))]
+        if "taken" not in state or (int(state["seed"]), num_rows) != (self.seed, self.num_rows):
             raise ValueError(f"data state {state} is from a different stream (seed {self.seed}, "
-                             f"{len(self.rows)} rows now): corpus, tokenizer, seq_len or seed changed")
-        self.epoch, self.step = state["epoch"], state["step"]
+                             f"{self.num_rows} rows now): corpus, tokenizer, seq_len or seed changed")
+        self.step, self.taken = int(state["step"]), [int(n) for n in state["taken"]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self
 
+    def _choices(self) -> np.ndarray:
+        if len(self.sources) == 1:
+            return np.zeros(self.batch_size, np.int64)
+        rng = np.random.default_rng((self.seed, 0, self.step))
+        return rng.choice(len(self.sources), size=self.batch_size, p=self.weights)
+
+    def _perm(self, k: int, epoch: int) -> np.ndarray:
+        if (k, epoch) not in self._perms:
+            if len(self._perms) > 2 * len(self.sources):
+                self._perms.pop(next(iter(self._perms)))  # keep the few epochs in use
+            n = self.num_rows[k]  # int32 halves the permutation's memory (the same order as permutation(n))
+            rows = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+            self._perms[k, epoch] = np.random.default_rng((self.seed, k + 1, epoch)).permutation(rows)
+        return self._perms[k, epoch]
+
     def __next__(self) -> np.ndarray:
-        if self.step >= self.steps_per_epoch:
-            self.epoch, self.step = self.epoch + 1, 0
-        if self._perm_epoch != self.epoch:
-            self._perm = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.rows))
-            self._perm_epoch = self.epoch
-        idx = self._perm[self.step * self.batch_size:(self.step + 1) * self.batch_size]
+        choice = self._choices()
+        out = np.empty((len(self.index), self.sources[0].shape[1]), np.int32)
+        for k, rows in enumerate(self.sources):
+            mine = choice == k
+            ordinal = self.taken[k] + np.cumsum(mine) - 1  # row n of source k, counted from the run's start
+            local = mine[self.index]
+            epochs, positions = np.divmod(ordinal[self.index][local], self.num_rows[k])
+            picked = np.empty(len(epochs), np.int64)
+            for e in np.unique(epochs):
+                picked[epochs == e] = self._perm(k, int(e))[positions[epochs == e]]
+            out[local] = rows[picked]
+            self.taken[k] += int(mine.sum())
         self.step += 1
-        return np.ascontiguousarray(self.rows[idx], np.int32)
+        return out
+
+
+def document_segments(tokens: np.ndarray, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(segment_ids, positions), int32 like `tokens` [batch, length]: a document's tokens and the EOS that
+    ends it share a segment id (1, 2, ... within each row); positions count from 0 at each document start and
+    at the row start (a document cut by the row boundary starts over, as it would alone)."""
+    tokens = np.asarray(tokens)
+    ends = tokens == eos_id
+    starts = np.zeros_like(ends)
+    starts[:, 0] = True
+    starts[:, 1:] = ends[:, :-1]
+    segment_ids = np.cumsum(starts, axis=1).astype(np.int32)
+    index = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
+    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    return segment_ids, (index - first).astype(np.int32)
+
+
+def validation_rows(sources: Sequence[np.ndarray], limit: int) -> np.ndarray:
+    """int32 [<= limit, row_length]: the first rows of each source, interleaved (row i from source i % K
+    while it lasts), so that a mixture's fixed validation batches hold every source."""
+    k = len(sources)
+    take = [np.ascontiguousarray(s[:-(-limit // k) if k > 1 else limit], np.int32) for s in sources]
+    order = sorted(((i, j) for j, t in enumerate(take) for i in range(len(t))))
+    rows = [take[j][i] for i, j in order][:limit]
+    width = sources[0].shape[1]
+    return np.stack(rows).astype(np.int32) if rows else np.zeros((0, width), np.int32)
 
 
 def validation_batches(rows: np.ndarray, batch_size: int, max_batches: int | None = None) -> list[np.ndarray]:

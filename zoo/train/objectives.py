@@ -9,8 +9,8 @@ decoder reads `shift_right(targets, pad_id)` (T5 starts decoding from the pad id
 `encoder_decoder_loss(logits, targets, pad_id)`.
 
 `make_objective(cfg, recipe, tokenizer, seed)` picks one of the two as an object the trainer uses without
-knowing which: `row_length` and `stride` (how the corpus is packed), `make_batch(rows, step)` (host numpy
-arrays for one step) and `loss(model, params, batch, rngs)` (traced inside the jitted step).
+knowing which: `row_length` and `stride` (how the corpus is packed), `make_batch(rows, step, split, part)`
+(host numpy arrays for one step; `part` = (index, batch_size) when `rows` are one host's share of the batch) and `loss(model, params, batch, rngs)` (traced inside the jitted step).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 from zoo.config import ModelConfig
 from zoo.recipe import TrainConfig
+from zoo.train.data import document_segments
 
 NOISE_DENSITY, MEAN_SPAN_LENGTH = 0.15, 3.0  # T5 (Raffel et al. 2020 §3.1.4)
 MIN_SENTINELS = 100  # T5's vocabulary reserves 100
@@ -121,7 +122,7 @@ def _replace_spans(tokens: np.ndarray, spans: np.ndarray, sentinels: np.ndarray)
 
 def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: Sequence[int], eos_id: int,
                  pad_id: int = 0, noise_density: float = 0.15, mean_span_length: float = 3.0,
-                 inputs_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 inputs_length: int | None = None, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """T5 span corruption of raw rows tokens int [batch, tokens_length].
 
     Returns (encoder_inputs int32 [batch, inputs_length], decoder_targets int32 [batch, targets_length]):
@@ -133,10 +134,11 @@ def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: 
     `sentinel_ids[k]` is <extra_id_k> and must cover the spans per row. Inputs are right-padded with pad_id up to
     `inputs_length` (default: exactly what they need); targets_length is the helper's, so it never pads.
     Use `span_corruption_lengths` to pick tokens_length, and a per-step rng (e.g. default_rng((seed, step)))
-    so that a resumed run corrupts the same way.
+    so that a resumed run corrupts the same way. `noise` (bool like `tokens`) replaces the random mask.
     """
     batch, length = tokens.shape
-    noise = random_spans_noise_mask(rng, batch, length, noise_density, mean_span_length)
+    if noise is None:
+        noise = random_spans_noise_mask(rng, batch, length, noise_density, mean_span_length)
     num_spans = _noise_counts(length, noise_density, mean_span_length)[1]
     if len(sentinel_ids) < num_spans:
         raise ValueError(f"{num_spans} noise spans per row need {num_spans} sentinels, got {len(sentinel_ids)}")
@@ -167,6 +169,10 @@ class CausalLM:
     seq_len: int
     label_smoothing: float = 0.0
     z_loss: float = 0.0
+    document_masking: bool = False
+    """Give the model segment ids and per-document positions (zoo.train.data.document_segments), so that
+    no token attends across a document boundary (EOS) in a packed row."""
+    eos_id: int = 1
 
     @property
     def row_length(self) -> int:
@@ -178,11 +184,15 @@ class CausalLM:
 
     decoder_len = None
 
-    def make_batch(self, rows: np.ndarray, step: int, split: int = 0) -> dict[str, np.ndarray]:
-        return {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
+    def make_batch(self, rows: np.ndarray, step: int, split: int = 0, part=None) -> dict[str, np.ndarray]:
+        batch = {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
+        if self.document_masking:
+            batch["segment_ids"], batch["positions"] = document_segments(batch["inputs"], self.eos_id)
+        return batch
 
     def loss(self, model, params, batch, rngs):
-        logits = model.apply({"params": params}, batch["inputs"], rngs=rngs)
+        masking = {k: batch[k] for k in ("positions", "segment_ids") if k in batch}
+        logits = model.apply({"params": params}, batch["inputs"], **masking, rngs=rngs)
         return causal_lm_loss(logits, batch["targets"], label_smoothing=self.label_smoothing, z_loss=self.z_loss)
 
 
@@ -215,12 +225,18 @@ class SpanCorruption:
     def decoder_len(self) -> int:
         return self.lengths[1]
 
-    def make_batch(self, rows: np.ndarray, step: int, split: int = 0) -> dict[str, np.ndarray]:
-        """Corrupt with default_rng((seed, split, step)): a resumed run corrupts step s exactly as before."""
+    def make_batch(self, rows: np.ndarray, step: int, split: int = 0, part=None) -> dict[str, np.ndarray]:
+        """Corrupt with default_rng((seed, split, step)): a resumed run corrupts step s exactly as before.
+        `part` = (index, batch_size): `rows` are rows `index` of a global batch of batch_size (one host's
+        share), corrupted as they would be in the whole batch."""
         rng = np.random.default_rng((self.seed, split, step))
+        noise = None
+        if part is not None:
+            index, batch_size = part
+            noise = random_spans_noise_mask(rng, batch_size, rows.shape[1], NOISE_DENSITY, MEAN_SPAN_LENGTH)[index]
         inputs, targets = span_corrupt(rows, rng, sentinel_ids=self.sentinel_ids, eos_id=self.eos_id,
                                        pad_id=self.pad_id, noise_density=NOISE_DENSITY,
-                                       mean_span_length=MEAN_SPAN_LENGTH, inputs_length=self.seq_len)
+                                       mean_span_length=MEAN_SPAN_LENGTH, inputs_length=self.seq_len, noise=noise)
         return {"encoder_inputs": inputs, "encoder_mask": inputs != self.pad_id,
                 "decoder_inputs": shift_right(targets, self.pad_id), "targets": targets}
 
@@ -242,4 +258,4 @@ def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
         sentinels = tuple(tokenizer.sentinel_ids(sentinels_needed(tc.seq_len)))
         return SpanCorruption(tc.seq_len, sentinels, tokenizer.eos_id, tokenizer.pad_id, seed,
                               tc.label_smoothing, cfg.z_loss_multiplier)
-    return CausalLM(tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier)
+    return CausalLM(tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier, tc.document_masking, tokenizer.eos_id)

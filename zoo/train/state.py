@@ -160,3 +160,17 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
 def device_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Host arrays (the global batch, identical on every host) -> global arrays split over data x fsdp."""
     return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in batch.items()}
+
+
+def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
+    """The rows of a global batch of `batch_size` that this process's devices hold, in order (all of them
+    on one process; on several, each host reads only these: zoo.train.data.TrainStream's `index`)."""
+    slices = sharding.addressable_devices_indices_map((batch_size,)).values()
+    return np.unique(np.concatenate([np.arange(batch_size)[s[0]] for s in slices]))
+
+
+def local_batch(batch: dict[str, np.ndarray], sharding: NamedSharding, batch_size: int) -> dict[str, jax.Array]:
+    """This process's rows (`process_rows`) of each array -> global arrays of `batch_size` rows split over
+    data x fsdp (jax.make_array_from_process_local_data: no host holds the whole batch)."""
+    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
+            for k, v in batch.items()}
