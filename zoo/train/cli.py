@@ -13,13 +13,16 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
+from typing import Callable
 
 from zoo.fields import field_docs, field_names
 from zoo.presets import list_presets
 from zoo.train.config import DEFAULT_PRESET, SECTIONS, Config, UserError, resolve
 from zoo.train.loop import TrainingStopped, train
 
-USAGE = "usage: python train.py [--preset NAME] [section.field=value ...] [--list-presets] [-h]"
+USAGE = ("usage: python train.py [--preset NAME] [section.field=value ...] [--compile-only TOPOLOGY] "
+         "[--list-presets] [-h]")
 
 
 def help_text(config: Config) -> str:
@@ -28,6 +31,9 @@ def help_text(config: Config) -> str:
              "mesh, checkpointed and resumable: rerun with the same run.dir to continue.", "",
              "options:",
              f"  --preset NAME      model and training recipe (default {DEFAULT_PRESET}; --list-presets)",
+             "  --compile-only TOPOLOGY",
+             "                     compile the step for a TPU slice (e.g. v5p:4x4x4; needs libtpu) and print",
+             "                     per-chip memory against HBM and the roofline step time; train nothing",
              "  -h, --help         this text; values shown are the chosen preset's", "",
              "overrides (section.field=value; defaults shown for the preset):"]
     notes = {"model": " (vocab_size follows the tokenizer unless set)",
@@ -53,14 +59,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message}. {USAGE}")
 
 
-def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
-    """(config, None) to train, or (None, text) to print and exit 0 (--help, --list-presets)."""
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="train.py", add_help=False, allow_abbrev=False)
     parser.add_argument("--preset", default=DEFAULT_PRESET)
     parser.add_argument("--list-presets", action="store_true")
+    parser.add_argument("--compile-only", metavar="TOPOLOGY", default=None)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
+    """(config, None) to train, or (None, text) to print and exit 0 (--help, --list-presets)."""
+    args = _arguments(argv)
     if args.list_presets:
         return None, "\n".join(list_presets())
     config = resolve(args.preset, args.overrides)
@@ -69,17 +80,42 @@ def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
     return config, None
 
 
+def _export(config: Config, export_run: Callable | None) -> None:
+    """run.export: the finished run as a Hugging Face checkpoint (zoo.export, handed in by train.py)."""
+    if config.run.export is None:
+        return
+    if export_run is None:
+        raise UserError("run.export: this entry point cannot export; use train.py or python -m zoo.export")
+    out = config.run_dir / "hf" if config.run.export.strip().lower() == "true" else Path(config.run.export)
+    try:
+        print(f"exported {export_run(config.run_dir, out)}: load it with transformers' "
+              "AutoModelFor*.from_pretrained and AutoTokenizer", flush=True)
+    except ValueError as e:  # a model no HF architecture expresses
+        raise UserError(f"run.export: {e}") from None
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, export_run: Callable | None = None) -> int:
+    """`export_run(run_dir, out_dir)` (zoo.export's, from train.py) serves run.export: the trainer sits
+    below the applications and cannot import them."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         config, text = parse_args(argv)
         if text is not None:
             print(text)
             return 0
+        topology = _arguments(argv).compile_only
+        if topology is not None:
+            if not os.environ.get("JAX_PLATFORMS"):  # compile on this host's CPU; never init libtpu's TPU client
+                import jax
+                jax.config.update("jax_platforms", "cpu")
+            from zoo.train.compile_only import main as compile_only
+            return compile_only(config, topology)
+        if config.run.export is not None and export_run is None:
+            _export(config, None)  # refuse before training
         if config.run.distributed or os.environ.get("ZOO_DISTRIBUTED") == "1":
             import jax
             jax.distributed.initialize()  # coordinator, process count and id from the environment
@@ -88,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingStopped as e:
             print(f"train.py: stopped: {_one_line(e)}", file=sys.stderr)
             return 1
+        _export(config, export_run)
     except UserError as e:
         print(f"train.py: error: {_one_line(e)}", file=sys.stderr)
         return 2

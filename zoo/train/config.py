@@ -26,6 +26,7 @@ from zoo import presets
 from zoo.config import ModelConfig
 from zoo.fields import Replaceable, defaults, fail, field_names, parse, suggest, value_origins
 from zoo.recipe import TrainConfig
+from zoo.train.data_sources import parse_sources
 from zoo.sharding import check_mesh_sizes
 
 DEFAULT_PRESET = "llama-tiny"
@@ -41,11 +42,17 @@ class DataConfig(Replaceable):
     """Corpus and tokenizer."""
 
     path: str | None = None
-    """Training text: a UTF-8 file (one document), a folder (every text file below it), or a .jsonl file
-    (one document per line, in text_field). null = the embedded default corpus (this Python's standard
-    library sources, see zoo/train/data.py)."""
+    """Training text: a UTF-8 file (one document), a folder (every file below it), a .jsonl / .jsonl.gz /
+    .jsonl.zst file (one document per line, in text_field) or a .parquet file (column text_field). null = the
+    embedded default corpus (this Python's standard library sources, see zoo/train/data.py)."""
+    sources: tuple[str, ...] = ()
+    """A weighted mixture instead of path: PATH:WEIGHT items, e.g. a.jsonl:0.7,b/:0.3 (each row of a batch
+    comes from a source with probability weight / sum of weights)."""
     text_field: str = "text"
-    """Field holding the text in JSONL records."""
+    """Field holding the text in JSONL records and Parquet files."""
+    cache_dir: str | None = None
+    """Where tokenized corpora are cached (memory-mapped; reused by later runs and resumes). null =
+    $ZOO_DATA_CACHE, else ~/.cache/zoo/data."""
     tokenizer: str = "byte"
     """byte (UTF-8 bytes, ByT5 ids), bpe (byte-level BPE trained on the train split), or a path to a
     tokenizer.json (or a directory holding one)."""
@@ -63,6 +70,13 @@ class DataConfig(Replaceable):
             fail(self, "max_documents", f"must be >= 1 or null, got {self.max_documents}")
         if self.bpe_vocab_size < 300:
             fail(self, "bpe_vocab_size", f"must be >= 300 (256 bytes + specials), got {self.bpe_vocab_size}")
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if self.sources and self.path is not None:
+            fail(self, "sources", f"and data.path={self.path!r} both name the training text; give one")
+        try:
+            parse_sources(self.sources)
+        except ValueError as e:
+            fail(self, "sources", f"{e}; expected PATH:WEIGHT items, e.g. a.jsonl:0.7,b/:0.3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +116,30 @@ class RunConfig(Replaceable):
     """Write checkpoints in the background while training continues."""
     distributed: bool = False
     """Call jax.distributed.initialize() (multi-process launch; also on when ZOO_DISTRIBUTED=1)."""
+    memory_check: bool = True
+    """Before the first step, refuse a train step whose compiled memory (XLA's analysis, per device) exceeds
+    the device's memory (zoo/train/memory.py). false = skip the check."""
+    memory_limit_gb: float | None = None
+    """Memory per device (GiB) the check compares against. null = the device's own figure (GPU/TPU
+    bytes_limit; CPU: the host's available RAM divided among its emulated devices)."""
+    profile: str | None = None
+    """START:END writes a jax.profiler trace of steps START+1 .. END to <run.dir>/profile (TensorBoard's
+    profile plugin or Perfetto read it). null = no trace."""
+    wandb: bool = False
+    """Also log metrics to Weights & Biases (pip install -e ".[wandb]"; project $WANDB_PROJECT or zoo, run
+    name the run directory's; WANDB_MODE=offline logs locally)."""
+    export: str | None = None
+    """At the end of the run, export it as a Hugging Face checkpoint (python -m zoo.export) to this
+    directory; true = <run.dir>/hf. Only train.py exports (the zoo.export application sits above the
+    trainer). null = no export."""
 
     def __post_init__(self):
+        if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
+            fail(self, "memory_limit_gb", f"must be > 0 (GiB) or null, got {self.memory_limit_gb}")
+        if self.profile is not None:
+            self.profile_window  # noqa: B018  (validates START:END)
+        if self.export is not None and not self.export.strip():
+            fail(self, "export", "must be a directory, true (<run.dir>/hf) or null, got an empty string")
         if self.steps is not None and self.steps < 1:
             fail(self, "steps", f"must be >= 1 or null, got {self.steps}")
         for name in ("checkpoint_interval", "keep", "log_interval", "eval_batches"):
@@ -116,6 +152,21 @@ class RunConfig(Replaceable):
                 fail(self, name, f"must be >= 0, got {getattr(self, name)}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             fail(self, "peak_flops", f"must be > 0 or null, got {self.peak_flops}")
+
+    @property
+    def profile_window(self) -> tuple[int, int] | None:
+        """run.profile as (start, end) steps: the trace covers steps start+1 .. end."""
+        if self.profile is None:
+            return None
+        start, colon, end = self.profile.partition(":")
+        try:
+            window = int(start), int(end)
+        except ValueError:
+            window = (0, 0)
+        if not colon or not 0 <= window[0] < window[1]:
+            fail(self, "profile", f"expected START:END steps with 0 <= START < END (e.g. 10:15), got "
+                                  f"{self.profile!r}")
+        return window
 
 
 @dataclasses.dataclass(frozen=True)

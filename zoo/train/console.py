@@ -14,6 +14,15 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _memory(row: dict[str, float]) -> str:
+    """'  mem 12.3 GiB (peak 14.0) of 80' where the backend reports device memory (zoo/train/hooks.py), else ''."""
+    if "memory_gib" not in row:
+        return ""
+    peak = f" (peak {row['memory_peak_gib']:.1f})" if "memory_peak_gib" in row else ""
+    limit = f" of {row['memory_limit_gib']:.0f}" if "memory_limit_gib" in row else ""
+    return f"  mem {row['memory_gib']:.1f} GiB{peak}{limit}"
+
+
 class Console:
     """`say` prints a message (through `echo` when given, e.g. to silence tests); `start_progress` opens the
     training phase, after which `step` reports each step's metrics (a bar update or, every `log_interval`
@@ -53,7 +62,7 @@ class Console:
             eta = (self.end - step) * (time.perf_counter() - self.started_at) / max(step - self.start, 1)
             self.say(f"step {step}/{self.end}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad norm "
                      f"{row['grad_norm']:.3f}  {row['tokens_per_s']:,.0f} tok/s  MFU {row['mfu']:.2%}  "
-                     f"{row['step_time_s'] * 1e3:.0f} ms/step  ETA {_fmt_time(eta)}")
+                     f"{row['step_time_s'] * 1e3:.0f} ms/step{_memory(row)}  ETA {_fmt_time(eta)}")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -84,12 +84,27 @@ class CheckFinite(Hook):
                               f"{m['grad_norm']}, parameter norm {m['param_norm']}); {kept} in {self.run_dir}")
 
 
-class LogMetrics(Hook):
-    """Every step: a metrics.jsonl row (with step time, tokens/s, MFU), the console, and `history`."""
+def device_memory(device=None) -> dict[str, float]:
+    """GiB in use (and peak, limit) on `device` (default: the first local one), where the backend reports it
+    (GPU, TPU); {} where it does not (CPU's memory_stats() is None)."""
+    try:
+        stats = (device or jax.local_devices()[0]).memory_stats()
+    except Exception:  # noqa: BLE001  (unimplemented on some backends)
+        stats = None
+    if not stats or "bytes_in_use" not in stats:
+        return {}
+    names = {"bytes_in_use": "memory_gib", "peak_bytes_in_use": "memory_peak_gib", "bytes_limit": "memory_limit_gib"}
+    return {name: stats[key] / 1024 ** 3 for key, name in names.items() if key in stats}
 
-    def __init__(self, writer, console, tokens_per_step: int, flops_per_step: float, peak_flops: float):
+
+class LogMetrics(Hook):
+    """Every step: a metrics.jsonl row (with step time, tokens/s, MFU, device memory where the backend reports
+    it), the console, and `history`."""
+
+    def __init__(self, writer, console, tokens_per_step: int, flops_per_step: float, peak_flops: float,
+                 device=None):
         super().__init__()
-        self.writer, self.console = writer, console
+        self.writer, self.console, self.device = writer, console, device
         self.tokens_per_step, self.flops_per_step, self.peak_flops = tokens_per_step, flops_per_step, peak_flops
         self.history: list[dict] = []
 
@@ -97,7 +112,7 @@ class LogMetrics(Hook):
         m, dt = info.metrics, info.step_time_s
         row = {**{k: m[k] for k in ("loss", "nll", "accuracy", "z_loss", "lr", "grad_norm", "param_norm")},
                "step_time_s": dt, "tokens_per_s": self.tokens_per_step / dt,
-               "mfu": self.flops_per_step / dt / self.peak_flops}
+               "mfu": self.flops_per_step / dt / self.peak_flops, **device_memory(self.device)}
         self.writer.write(info.step, row)
         self.history.append({"step": info.step, **row})
         self.console.step(info.step, row)
@@ -127,3 +142,38 @@ class Evaluate(Hook):
         self.results.append({"step": info.step, **result})
         self.console.say(f"step {info.step}: val loss {nll:.4f}, ppl {result['val_ppl']:.2f}, accuracy {acc:.3f} "
                          f"({len(batches)} batches)")
+
+
+class Profile(Hook):
+    """run.profile=START:END: a jax.profiler trace of steps START+1 .. END in `directory` (TensorBoard's profile
+    plugin or Perfetto read it). Hooks run after a step is fetched, while the next one is already queued, so
+    the window's edges are within a step of START and END."""
+
+    def __init__(self, window: tuple[int, int], directory, console):
+        super().__init__(every=0, at_end=True)
+        (self.first, self.last), self.directory, self.console = window, directory, console
+        self.active = False
+
+    def begin(self, start: int) -> None:
+        """Before the first step of this call: trace from here if the window starts at or before it."""
+        if self.first <= start < self.last:
+            self._start()
+
+    def due(self, step: int, end: int) -> bool:
+        return step == self.first or (self.active and (step >= self.last or step == end))
+
+    def __call__(self, info: StepInfo) -> None:
+        if not self.active and info.step == self.first:
+            self._start()
+        elif self.active:
+            self.close()
+
+    def _start(self) -> None:
+        jax.profiler.start_trace(str(self.directory))
+        self.active = True
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+            self.console.say(f"profile of steps {self.first + 1} to {self.last} written to {self.directory}")

@@ -27,11 +27,12 @@ from zoo.sharding import use_mesh
 from zoo.train.checkpoint import Checkpoints
 from zoo.train.config import Config
 from zoo.train.console import Console
-from zoo.train.hooks import CheckFinite, Evaluate, LogMetrics, SaveCheckpoint, StepInfo, TrainingStopped
+from zoo.train.hooks import (CheckFinite, Evaluate, LogMetrics, Profile, SaveCheckpoint, StepInfo,
+                             TrainingStopped)
 from zoo.train.metrics import MetricWriter
 from zoo.train.sampling import generate_text
 from zoo.train.setup import Setup, prepare
-from zoo.train.state import device_batch
+from zoo.train.state import local_batch
 
 __all__ = ["TrainResult", "TrainingStopped", "train", "train_steps"]
 
@@ -64,14 +65,18 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
     for message in setup.messages:
         console.say(message)
     checkpoints = Checkpoints(config.run_dir, keep=run.keep, async_save=run.async_checkpoint)
-    writer = None
+    writer = profile = None
     try:
         state, start = _start(setup, checkpoints, console)
-        writer = MetricWriter(config.run_dir, start_step=start)
+        writer = MetricWriter(config.run_dir, start_step=start, wandb=run.wandb, config=config.to_dict())
         saver = SaveCheckpoint(checkpoints, config, run.checkpoint_interval, last_saved=setup.resume_step)
         log = LogMetrics(writer, console, config.train.tokens_per_step, setup.flops_per_step, setup.job_peak_flops)
         evaluate = Evaluate(setup, writer, console, run.eval_interval)
         hooks = [CheckFinite(saver, config.run_dir), log, evaluate, saver]
+        if run.profile_window is not None:
+            profile = Profile(run.profile_window, config.run_dir / "profile", console)
+            profile.begin(start)
+            hooks.append(profile)
         with use_mesh(setup.mesh):
             if start >= end:
                 console.say(f"already at step {start} >= run.steps={end}; nothing to train")
@@ -92,6 +97,8 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
             console.say(f"sample ({run.sample_tokens} tokens, temperature {run.sample_temperature}):\n"
                         f"{run.sample_prompt}{sample}")
     finally:
+        if profile is not None:
+            profile.close()
         console.close()
         checkpoints.close()
         if writer is not None:
@@ -110,12 +117,13 @@ def train_steps(setup: Setup, state, start: int, end: int, needs_state: Callable
     prog, objective, stream = setup.programs, setup.objective, setup.stream
 
     def next_batch(step):
-        return device_batch(objective.make_batch(next(stream), step), prog.batch_sharding)
+        rows = next(stream)  # this process's rows of the global batch
+        return local_batch(objective.make_batch(rows, step, part=stream.part), prog.batch_sharding,
+                           stream.batch_size)
 
     batch = next_batch(start)
-    t0 = time.perf_counter()
-    step_fn = prog.compiled_step(state, batch)
-    console.say(f"compiled the train step in {time.perf_counter() - t0:.1f}s; training steps {start} -> {end}")
+    step_fn = prog.compiled_step(state, batch)  # compiled by prepare() (zoo/train/memory.py)
+    console.say(f"training steps {start} -> {end}")
     console.start_progress(start, end)
     last_time = time.perf_counter()
 

@@ -1,4 +1,4 @@
-"""Peak FLOP/s for MFU, and metric sinks (JSONL, TensorBoard).
+"""Peak FLOP/s for MFU, and metric sinks (JSONL, TensorBoard, Weights & Biases).
 
 MFU (model FLOPs utilisation, PaLM, Chowdhery et al. 2022, App. B) = model FLOPs per second (zoo/flops.py)
 / peak FLOP/s.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +78,33 @@ def _row_step(line: str) -> int:
         return 1 << 62  # a torn last line (killed mid-write): drop it
 
 
+def open_wandb(run_dir: Path, config: dict | None, resume: bool):
+    """A Weights & Biases run (project $WANDB_PROJECT or zoo, named after the run directory, its files under
+    <run_dir>/wandb); WANDB_MODE=offline keeps it local. The id is stored in the run directory so a resumed
+    run logs to the same W&B run."""
+    import wandb  # the optional extra: pip install -e ".[wandb]"
+
+    id_file = run_dir / "wandb_id"
+    run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
+    id_file.write_text(run_id + "\n")
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "zoo"), name=run_dir.name, id=run_id,
+                      resume="allow", dir=str(run_dir), config=config)
+
+
 class MetricWriter:
     """Appends one JSON object per line to `<run_dir>/metrics.jsonl`; also TensorBoard event files under
-    `<run_dir>/tensorboard` when tensorboardX is installed. Only process 0 writes."""
+    `<run_dir>/tensorboard` when tensorboardX is installed, and Weights & Biases with `wandb=True`. Only
+    process 0 writes."""
 
-    def __init__(self, run_dir: str | os.PathLike, start_step: int = 0, enabled: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, start_step: int = 0, enabled: bool = True,
+                 wandb: bool = False, config: dict | None = None):
         self.enabled = enabled and jax.process_index() == 0
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._file = self._tb = None
+        self._file = self._tb = self._wandb = None
         if not self.enabled:
             return
+        if wandb:
+            self._wandb = open_wandb(Path(run_dir), config, resume=start_step > 0)
         if self.path.exists():
             # A resumed run continues the file from its checkpoint: rows a killed process logged after its last
             # checkpoint are dropped, since the resumed run computes those steps again.
@@ -107,14 +125,18 @@ class MetricWriter:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
         self._file.write(json.dumps(row) + "\n")
+        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
         if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=int(step))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
-        self._file = self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+        self._file = self._tb = self._wandb = None

@@ -8,7 +8,9 @@ stream (at the checkpoint's position) -> validation batches -> compiled programs
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import time
 from typing import Any
 
 import jax
@@ -18,14 +20,16 @@ from jax.sharding import Mesh
 from zoo.config import ModelConfig
 from zoo.flops import flops_per_step
 from zoo.model import count_params
-from zoo.sharding import data_parallelism, make_mesh
+from zoo.sharding import batch_sharding, data_parallelism, make_mesh
 from zoo.train import data as data_lib
+from zoo.train import data_setup
 from zoo.train import init as init_lib
+from zoo.train import memory as memory_lib
 from zoo.train import metrics as metrics_lib
 from zoo.train.checkpoint import Checkpoints, model_mismatch
 from zoo.train.config import Config, UserError
 from zoo.train.objectives import make_objective, sentinels_needed
-from zoo.train.state import Programs, programs
+from zoo.train.state import Programs, process_rows, programs
 from zoo.train.tokenizer import load_tokenizer, make_tokenizer, model_vocab_size
 
 
@@ -102,6 +106,8 @@ def fit_model(config: Config, tokenizer) -> ModelConfig:
 def prepare(config: Config, devices=None) -> Setup:
     """The Setup of `config` (see the module docstring); UserError for bad input, nothing written."""
     tc, run = config.train, config.run
+    if run.wandb and importlib.util.find_spec("wandb") is None:
+        raise UserError('run.wandb=true needs the wandb package: pip install -e ".[wandb]"')
     try:
         mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
     except ValueError as e:
@@ -114,7 +120,10 @@ def prepare(config: Config, devices=None) -> Setup:
     latest = Checkpoints(config.run_dir, read_only=True).latest_step()
     saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
 
-    corpus = load_documents(config.data)
+    try:
+        corpus = data_setup.train_texts(config.data)  # lazy: read only to train a BPE tokenizer
+    except FileNotFoundError as e:
+        raise UserError(f"{'data.sources' if config.data.sources else 'data.path'}: {e}") from None
     start = None
     source = init_lib.source(config)  # ("init.hf" | "init.run", directory), or None for a fresh init
     if source is None:
@@ -137,16 +146,19 @@ def prepare(config: Config, devices=None) -> Setup:
         raise UserError(f"{config.run_dir} holds a checkpoint (step {latest}) of a different model ({mismatch}); "
                         "refusing to touch it: choose another run.dir or the same model config")
     objective = make_objective(cfg, tc, tokenizer, run.seed)
-    train_tokens = data_lib.tokenize_documents(tokenizer, corpus.train)
+    try:  # the token cache of every source (built on first use); this process reads its rows of each batch
+        data = data_setup.open_training_data(
+            config.data, tokenizer, objective.row_length, objective.stride, tc.batch_size, run.seed,
+            index=process_rows(batch_sharding(mesh), tc.batch_size), val_limit=tc.micro_batch_size * run.eval_batches,
+            progress=run.progress)
+    except (FileNotFoundError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{'data.sources' if config.data.sources else 'data.path'}: {e}") from None
+    stream, val_rows = data.stream, data.val_rows
     try:
-        stream = data_lib.TrainStream(data_lib.pack(train_tokens, objective.row_length, objective.stride),
-                                      tc.batch_size, run.seed)
         if saved is not None:
             stream.restore(saved["data_state"])
     except ValueError as e:
         raise UserError(str(e)) from None
-    val_rows = data_lib.pack(data_lib.tokenize_documents(tokenizer, corpus.validation), objective.row_length,
-                             objective.stride)
     # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp).
     eval_batch = min(tc.micro_batch_size, len(val_rows) // ways * ways)
     val_batches = [] if run.eval_interval < 0 or eval_batch == 0 else data_lib.validation_batches(
@@ -156,14 +168,12 @@ def prepare(config: Config, devices=None) -> Setup:
                        else metrics_lib.default_peak_flops(mesh.devices.flat[0]))
     job_peak = metrics_lib.job_peak_flops(peak)
     flops = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
-    stats, entropy = corpus.stats(), data_lib.unigram_entropy(train_tokens)
+    entropy = data.unigram_entropy
     messages = [
         f"run {config.run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, "
         f"vocab {cfg.vocab_size} ({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
         f"{jax.devices()[0].platform} devices",
-        f"data: {stats['train_documents']:,} train / {stats['validation_documents']:,} validation documents, "
-        f"{len(train_tokens):,} train tokens, unigram entropy {entropy:.3f} "
-        f"nats/token; {tc.batch_size} x {tc.seq_len} tokens per step"]
+        f"{data.message}; {tc.batch_size} x {tc.seq_len} tokens per step"]
     if run.eval_interval >= 0 and not val_batches:
         messages.append(f"no evaluation: the validation split has {len(val_rows)} sequences of "
                         f"{objective.row_length} tokens, fewer than data x fsdp = {ways}")
@@ -173,6 +183,12 @@ def prepare(config: Config, devices=None) -> Setup:
         prog = programs(cfg, tc, objective, mesh)
     except ValueError as e:  # train.freeze naming no parameter
         raise UserError(str(e)) from None
+    # Compile the step now, from abstract inputs, so a step that cannot fit is refused before any state exists.
+    t0 = time.perf_counter()
+    compiled = memory_lib.compile_step(prog, objective, tc.batch_size, mesh, np.int32)
+    messages.append(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+    if run.memory_check:
+        messages.append(memory_lib.check_fits(memory_lib.StepMemory.of(compiled), config.replace(model=cfg), mesh))
     if start is not None:
         messages.append(f"starting from the parameters of {source[0]}={source[1]}")
     return Setup(config.replace(model=cfg), mesh, tokenizer, objective, prog, stream, val_batches, latest,

@@ -1,0 +1,62 @@
+"""train.py --compile-only (issue 9; zoo/train/compile_only.py): the train step compiled for a TPU slice on this
+CPU host, with libtpu describing the chips.
+
+CI installs libtpu (the [tpu] extra's pin) into .venv/libtpu rather than the venv itself (see .ci/run); the
+subprocess gets it on PYTHONPATH. Without libtpu anywhere the compile test is skipped, saying so."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.train.compile_only import CHIPS, chip_of
+from zoo.train.config import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBTPU_DIR = ROOT / ".venv" / "libtpu"
+
+
+def _libtpu_env() -> dict | None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if importlib.util.find_spec("libtpu") is not None:
+        return env
+    if (LIBTPU_DIR / "libtpu").is_dir():
+        return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBTPU_DIR), env.get("PYTHONPATH")]))}
+    return None
+
+
+def test_tiny_preset_compiles_for_a_v5e_slice():
+    env = _libtpu_env()
+    if env is None:
+        pytest.skip(f"libtpu is not installed (pip install -e '.[tpu]', or into {LIBTPU_DIR} as .ci/run does)")
+    argv = ["--preset", "llama-tiny", "--compile-only", "v5e:2x2", "mesh.fsdp=4", "train.batch_size=8",
+            "train.seq_len=64"]
+    out = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    text = out.stdout
+    assert "on v5e:2x2 (4 chips), mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in text, text
+    memory = re.search(r"per chip: arguments ([\d.]+) GiB, temporaries ([\d.]+) GiB, .* total ([\d.]+) GiB of "
+                       r"16.00 GiB HBM: fits", text)
+    assert memory, text
+    arguments, temporaries, total = map(float, memory.groups())
+    assert 0 < arguments <= total < 1
+    # Compiled FLOPs (loop bodies x trip counts) agree with the analytic model count (no remat: the same math).
+    flops = re.search(r"FLOPs per chip per step: ([\d.e+]+) compiled .*, ([\d.e+]+) model .*roofline step time "
+                      r"([\d.e+-]+)s at 197 TFLOP/s", text)
+    compiled, model, seconds = map(float, flops.groups())
+    assert abs(compiled - model) < 0.1 * model, text
+    assert seconds == pytest.approx(compiled / 197e12, rel=0.01)
+
+
+def test_unknown_chip_is_one_line_naming_the_flag():
+    with pytest.raises(UserError, match=r"--compile-only 'v9:2x2': expected GENERATION:SHAPE .* v4, v5e, v5p, v6e"):
+        chip_of("v9:2x2")
+    assert chip_of("v5litepod:4x4") == ("v5e", 16 * 1024 ** 3, 197e12)
+    assert set(CHIPS) == {"v4", "v5e", "v5p", "v6e"}
