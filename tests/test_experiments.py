@@ -1,5 +1,6 @@
 """zoo.experiments on tiny real runs: seeds repeat and differ, variants get their overrides, the summary is numpy's
-mean / std of the curves, stopped runs are kept, and position_losses evaluates past the training length."""
+mean / std of the curves, stopped runs are kept, position_losses evaluates past the training length, and a probe
+(zoo.stability.SoftmaxProbe) measures every checkpoint."""
 
 import dataclasses
 
@@ -9,6 +10,7 @@ import pytest
 
 from zoo import experiments as ex
 from zoo.model import build
+from zoo.stability import PROBE_KEYS, SoftmaxProbe, softmax_stats
 
 TINY = ex.Sizes(steps=4, seeds=2, d_model=16, num_layers=1, num_heads=2, batch_size=8, seq_len=16, warmup_steps=1,
                 learning_rate=3e-3, eval_interval=2, max_documents=100)
@@ -70,10 +72,11 @@ def test_a_diverging_run_is_kept_with_its_curve():
     sizes = dataclasses.replace(TINY, steps=3, seeds=1)
     exp = ex.run_variants({"huge lr": ["train.learning_rate=1e12", "train.warmup_steps=0", "train.grad_clip_norm=null",
                                        "model.norm_position=post", "model.final_norm=false"]},
-                          base=ex.base_overrides(sizes), seeds=1, log=None)
+                          base=ex.base_overrides(sizes), seeds=1, log=None, probe=SoftmaxProbe(every=1, rows=1))
     run = exp.runs[0]
     assert run.stopped and "non-finite" in run.stopped and run.params is None
     assert 1 <= len(run.history) < 3  # the steps before the non-finite one, read back from metrics.jsonl
+    assert [p["step"] for p in run.probes] == list(range(1, len(run.history) + 1))  # checkpoints before the stop
     assert exp.summary()[0]["stopped"] == 1 and np.isnan(exp.summary()[0]["val_loss"])
 
 
@@ -97,3 +100,25 @@ def test_smoothing_and_sizes():
     laptop, big = ex.SIZES["laptop"], ex.SIZES["accelerator"]
     assert 10 <= big.tokens / laptop.tokens <= 50  # the same experiments at 10-50x the tokens
     assert ex.glu_d_ff(96) == 256  # 3 x 96 x 256 = 2 x 96 x 384: GLU and plain MLP parameters match
+
+
+@pytest.fixture(scope="module")
+def probed():
+    variants = {"base": [], "capped": ["model.attn_logits_soft_cap=0.01"]}
+    return ex.run_variants(variants, base=ex.base_overrides(TINY), seeds=1, log=None, probe=SoftmaxProbe(every=3))
+
+
+def test_probe_measures_every_checkpoint(probed):
+    base, capped = probed.run("base", 0), probed.run("capped", 0)
+    assert [p["step"] for p in base.probes] == [3, 4]  # every 3 steps and the last
+    assert set(PROBE_KEYS) <= set(base.probes[0]) and all(np.isfinite(p[k]) for p in base.probes for k in PROBE_KEYS)
+    steps, log_z = probed.probe_curve("base", "log_z")
+    assert steps.tolist() == [3, 4] and log_z.shape == (1, 2) and log_z[0, 0] != log_z[0, 1]
+    # the last checkpoint is the final params: log Z by hand from the logits the model returns
+    tokens = SoftmaxProbe(every=3, rows=2).tokens(base.config)
+    logits = np.asarray(build(base.config.model).apply({"params": base.params}, tokens), np.float64)
+    log_z_hand = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    stats = softmax_stats(base.config.model, base.params, tokens)
+    assert stats["log_z"] == pytest.approx(log_z_hand.mean(), rel=1e-5)
+    assert stats["max_output_logit"] == pytest.approx(logits.max(), rel=1e-5)
+    assert 0 < capped.probes[-1]["max_attn_logit"] <= 0.01 < base.probes[-1]["max_attn_logit"]  # the cap bounds it

@@ -115,6 +115,8 @@ class Run:
     """Why the run stopped early (a non-finite loss), else None."""
     seconds: float
     """Wall time of train(), compilation and data loading included."""
+    probes: list[dict] = dataclasses.field(default_factory=list)
+    """run_variants(probe=...)'s rows (step and measurements), one per checkpoint; else empty."""
 
 
 @dataclasses.dataclass
@@ -158,6 +160,16 @@ class Experiment:
         for i, r in enumerate(runs):
             for e in r.evals:
                 values[i, steps.index(e["step"])] = e["val_loss"]
+        return np.asarray(steps), values
+
+    def probe_curve(self, variant: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(probed steps [n], `key` of the probe rows [seeds, n]) of one variant; NaN where a run had stopped."""
+        runs = [self.run(variant, s) for s in self.seeds]
+        steps = sorted({p["step"] for r in runs for p in r.probes})
+        values = np.full((len(runs), len(steps)), np.nan)
+        for i, r in enumerate(runs):
+            for p in r.probes:
+                values[i, steps.index(p["step"])] = p[key]
         return np.asarray(steps), values
 
     def finals(self, variant: str, tail: int | None = None) -> dict[str, np.ndarray]:
@@ -210,18 +222,22 @@ def _metrics_file(run_dir: Path) -> list[dict]:
 
 
 def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int | list[int] = 3,
-                 preset: str = "llama-tiny", devices=None, log: Callable[[str], None] | None = print) -> Experiment:
+                 preset: str = "llama-tiny", devices=None, log: Callable[[str], None] | None = print,
+                 probe: Callable[[Path], list[dict]] | None = None) -> Experiment:
     """Train every variant with every seed (seeds: a count, meaning 0..n-1, or a list) on one device (default the
-    first local one) and return the Experiment. `log` gets one line per finished run."""
+    first local one) and return the Experiment. `log` gets one line per finished run. `probe` (with an `every`
+    attribute, e.g. zoo.stability.SoftmaxProbe): the runs checkpoint every probe.every steps, keeping all, and
+    each Run.probes is probe(run directory), also for a stopped run (its checkpoints before the stop)."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     devices = devices or jax.local_devices()[:1]
     runs = []
     for seed in seeds:
         for name, overrides in variants.items():
             with tempfile.TemporaryDirectory(prefix="zoo-exp-") as run_dir:
+                every, keep = (probe.every, 1000000) if probe is not None else (1000000, 1)
                 config = resolve(preset, [*base, *overrides, f"run.seed={seed}", f"run.dir={run_dir}",
-                                          "run.sample_tokens=0", "run.progress=false", "run.keep=1",
-                                          "run.checkpoint_interval=1000000", "run.async_checkpoint=false"])
+                                          "run.sample_tokens=0", "run.progress=false", f"run.keep={keep}",
+                                          f"run.checkpoint_interval={every}", "run.async_checkpoint=false"])
                 t0 = time.perf_counter()
                 try:
                     result = train(config, devices=devices, echo=lambda _: None)
@@ -229,7 +245,8 @@ def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int 
                 except TrainingStopped as e:
                     history, evals, params, stopped = _metrics_file(Path(run_dir)), [], None, str(e)
                 seconds = time.perf_counter() - t0
-                runs.append(Run(name, seed, load_run_config(run_dir), history, evals, params, stopped, seconds))
+                probes = probe(Path(run_dir)) if probe is not None else []
+                runs.append(Run(name, seed, load_run_config(run_dir), history, evals, params, stopped, seconds, probes))
             if log is not None:
                 last = f"loss {history[-1]['loss']:.3f}" if history else "no steps"
                 val = f", val {evals[-1]['val_loss']:.3f}" if evals else ""
