@@ -15,25 +15,48 @@ import torch
 import transformers
 
 from zoo import hf
+from zoo.hf import families as hf_families
 from zoo.presets import get_config
 from zoo.train.config import UserError, resolve
 from zoo.train.loop import train
 from zoo.train.tokenizer import ByteTokenizer
 
+from conftest import TINY_PRESETS
 from test_train import FAST, ROOT, _env
 
 ONE = jax.devices("cpu")[:1]
-FAMILIES = {"gpt2": "gpt2-tiny", "t5": "t5-tiny", "llama": "llama-tiny", "gemma2": "gemma2-tiny",
-            "olmo2": "olmo2-tiny"}
 
 
-def hf_checkpoint(directory, preset: str):
-    """A random transformers model with the preset's architecture (zoo.hf.config_to_hf), saved with
-    save_pretrained, plus the byte tokenizer (T5: with 100 sentinels)."""
+def _tiny_preset_per_family() -> dict[str, str]:
+    """Every HF family zoo supports -> a -tiny preset it expresses exactly: the family's own (by name) if it has
+    one, else the first in name order."""
+    found = {}
+    for family in hf_families.FAMILIES:
+        stem = family.split("_")[0][:4]
+        for name in sorted(TINY_PRESETS, key=lambda n: (not n.startswith(stem), n)):
+            try:
+                hf_families.family_of(get_config(name), family)
+            except ValueError:
+                continue
+            found[family] = name
+            break
+    return found
+
+
+FAMILIES = _tiny_preset_per_family()
+
+
+def test_every_hf_family_has_a_tiny_preset():
+    assert sorted(FAMILIES) == sorted(hf_families.FAMILIES)
+
+
+def hf_checkpoint(directory, preset: str, family: str | None = None):
+    """A random transformers model with the preset's architecture (zoo.hf.config_to_hf, as `family` when
+    given), saved with save_pretrained, plus the byte tokenizer (T5: with 100 sentinels)."""
     cfg = get_config(preset)
     torch.manual_seed(0)
     auto = transformers.AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else transformers.AutoModelForCausalLM
-    model = auto.from_config(transformers.AutoConfig.for_model(**hf.config_to_hf(cfg)))
+    model = auto.from_config(transformers.AutoConfig.for_model(**hf.config_to_hf(cfg, family)))
     with torch.no_grad():  # norm weights away from their init, so a wrong mapping shows
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -59,7 +82,7 @@ def leaves(tree):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_hf_checkpoint_fine_tunes_and_its_loss_falls(family, tmp_path):
     preset = FAMILIES[family]
-    directory = hf_checkpoint(tmp_path / "hf", preset)
+    directory = hf_checkpoint(tmp_path / "hf", preset, family)
     result = fine_tune(tmp_path / "run", preset, f"init.hf={directory}")
     losses = np.array(result.losses)
     assert np.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean() - 0.5, family
