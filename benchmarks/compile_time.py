@@ -1,61 +1,60 @@
-"""Compile time and step time versus depth, scanned vs unrolled layers.
+"""Compile time and step time versus depth, scanned vs unrolled layers (forward + backward of a
+`value_and_grad` of the cross-entropy; compile = `jit(...).lower().compile()`; steps interleaved).
 
-    python benchmarks/compile_time.py [--preset llama-tiny] [--depths 2 4 8 16 32]
-
-Scan over the attention-pattern cycle should keep compile time flat as depth grows; an unrolled
-Python loop grows linearly. Prints a markdown table (paste it into benchmarks/RESULTS.md).
+Scan over the attention-pattern cycle should keep compile time flat as depth grows; an unrolled Python loop
+grows linearly. Goal (issue 9): 32 layers compile within 1.5x of 4 layers with scan_layers.
 """
 
-import argparse
+from __future__ import annotations
+
 import time
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import zoo
 from zoo.presets import get_config
 
+from benchmarks.common import interleave, paired_ratio, summary
 
-def measure(cfg, batch, length):
+
+def compile_step(cfg, batch: int, length: int):
+    """(blocking step fn, compile seconds) for forward + backward of cfg on a [batch, length] batch."""
     model = zoo.build(cfg)
     params = zoo.init_params(cfg, jax.random.key(0))
-    tokens = jnp.zeros((batch, length), jnp.int32)
+    tokens = jax.random.randint(jax.random.key(1), (batch, length), 0, cfg.vocab_size)
 
     def loss(p):
         logits = model.apply({"params": p}, tokens)
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
 
-    step = jax.jit(jax.value_and_grad(loss))
     start = time.perf_counter()
-    compiled = step.lower(params).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(params))
-    start = time.perf_counter()
-    for _ in range(3):
-        jax.block_until_ready(compiled(params))
-    return compile_s, (time.perf_counter() - start) / 3
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
+    seconds = time.perf_counter() - start
+    return (lambda: jax.block_until_ready(compiled(params))), seconds
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="llama-tiny")
-    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 32])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=128)
-    args = parser.parse_args()
-    base = get_config(args.preset)
-    print(f"{args.preset}, batch {args.batch} x {args.length}, backend {jax.default_backend()}\n")
-    print("| layers | scan compile (s) | unrolled compile (s) | scan step (ms) | unrolled step (ms) |")
-    print("|---|---|---|---|---|")
-    for depth in args.depths:
-        row = [depth]
-        results = [measure(base.replace(num_layers=depth, scan_layers=s), args.batch, args.length)
-                   for s in (True, False)]
-        row += [f"{results[0][0]:.2f}", f"{results[1][0]:.2f}",
-                f"{1e3 * results[0][1]:.1f}", f"{1e3 * results[1][1]:.1f}"]
-        print("| " + " | ".join(map(str, row)) + " |", flush=True)
-
-
-if __name__ == "__main__":
-    main()
+def run(quick: bool, device: str, log=print) -> dict:
+    preset, depths, batch, length, reps = "llama-tiny", [2, 4, 8, 16, 32], 4, 128, 3
+    if quick:
+        depths, reps = [1], 1
+    base = get_config(preset)
+    if quick:
+        base = base.replace(d_model=64, num_heads=2, num_kv_heads=1, d_ff=128, vocab_size=256)
+    rows = []
+    for depth in depths:
+        row = {"layers": depth}
+        steps = {}
+        for name, scan in (("scan", True), ("unrolled", False)):
+            steps[name], row[f"{name}_compile_s"] = compile_step(base.replace(num_layers=depth, scan_layers=scan),
+                                                                 batch, length)
+        times = interleave(steps, reps=reps)
+        row["step_s"] = {k: summary(v) for k, v in times.items()}
+        row["unrolled_over_scan_step"] = paired_ratio(times["unrolled"], times["scan"])
+        rows.append(row)
+        log(f"  compile depth {depth}: scan {row['scan_compile_s']:.2f} s, unrolled {row['unrolled_compile_s']:.2f} s")
+    by_depth = {r["layers"]: r["scan_compile_s"] for r in rows}
+    out = {"preset": preset, "batch": batch, "length": length, "rows": rows}
+    if 4 in by_depth and 32 in by_depth:
+        out["scan_32_over_4"] = by_depth[32] / by_depth[4]
+    return out

@@ -29,7 +29,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from zoo.config import ModelConfig
-from zoo.model import abstract_params, build, check_tokens
+from zoo.model import abstract_params, build, check_tokens, unstack_layers
 from zoo.sharding import batch_sharding, data_parallelism, param_shardings, use_mesh
 
 
@@ -93,6 +93,7 @@ def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: 
     rng = jax.random.key(0) if rng is None else rng
     params = _place(params, model.cfg, mesh)
     with _context(mesh):
+        params = programs.unrolled(params)
         carry = programs.prefill(params, *batch.device_inputs(mesh), rng)
         for i in range(max_new_tokens):
             if i:
@@ -198,8 +199,9 @@ def _prepare(cfg: ModelConfig, prompt, max_new_tokens: int, encoder_tokens, enco
 # ------------------------------------------------------------------------------------------ the programs
 @dataclasses.dataclass(frozen=True)
 class _Programs:
-    prefill: callable   # (params, tokens, positions, enc, enc_mask, rng) -> carry
-    step: callable      # (params, carry) -> carry
+    unrolled: callable  # params -> the unrolled layout that prefill and step read
+    prefill: callable   # (unrolled params, tokens, positions, enc, enc_mask, rng) -> carry
+    step: callable      # (unrolled params, carry) -> carry
     run: callable       # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
 
 
@@ -210,7 +212,10 @@ def _programs(cfg: ModelConfig, decode_len: int, new_bucket: int, sampling: Samp
     carry = (cache, token [B], position [B], rng, done [B]): the newest token, the position it will be read
     at, and which rows have stopped.
     """
-    model = build(cfg).clone(decode_len=decode_len)
+    # Decoding runs the layers unrolled: a scan over layers would slice each layer's KV cache out of the
+    # stacked cache and write it back at every step, a copy of the whole cache per token (57% of batch-8
+    # decode time measured in benchmarks/RESULTS.md); unrolled, each layer updates its own cache in place.
+    model = build(cfg.replace(scan_layers=False)).clone(decode_len=decode_len)
     stops = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
 
     def forward(variables, tokens, positions, encoder_tokens=None, encoder_mask=None):
@@ -238,7 +243,13 @@ def _programs(cfg: ModelConfig, decode_len: int, new_bucket: int, sampling: Samp
         token, rng, done = pick(logits[:, -1], rng, done, token)
         return state["cache"], token, position + 1, rng, done
 
+    def unrolled(params):
+        """The parameters in the unrolled layout, once per call (not in the loop body: that would copy them
+        every step)."""
+        return unstack_layers(params) if cfg.scan_layers else params
+
     def run(params, tokens, positions, encoder_tokens, encoder_mask, rng, max_new):
+        params = unrolled(params)
         carry = prefill(params, tokens, positions, encoder_tokens, encoder_mask, rng)
         out = jnp.zeros((tokens.shape[0], new_bucket), jnp.int32).at[:, 0].set(carry[1])
 
@@ -255,7 +266,7 @@ def _programs(cfg: ModelConfig, decode_len: int, new_bucket: int, sampling: Samp
         # Stopped early: every row has stopped, so the rest of each row repeats its last token.
         return jnp.where(jnp.arange(new_bucket)[None] < i, out, carry[1][:, None])
 
-    return _Programs(jax.jit(prefill), jax.jit(step, donate_argnums=1), jax.jit(run))
+    return _Programs(jax.jit(unrolled), jax.jit(prefill), jax.jit(step, donate_argnums=1), jax.jit(run))
 
 
 def _context(mesh):
