@@ -165,3 +165,19 @@ def test_sample_command_runs(main_job):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("def ")
+
+
+def test_sample_reads_prompts_from_stdin_stops_and_streams(main_job):
+    """sample.py --prompt-file - (one batch of prompts from stdin) with a stop string, and --stream: each
+    continuation ends before the stop string, and the streamed text is the same as the batched one."""
+    run_dir, _, env = main_job
+    common = ["sample.py", "--run", str(run_dir), "--max-new-tokens", "60", "--temperature", "0", "--stop", "\n"]
+    out = subprocess.run([sys.executable, *common, "--prompt-file", "-"], input="def \n\nclass \nimport \n",
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["def", "class", "import"], out.stdout
+    streamed = subprocess.run([sys.executable, *common, "--prompt", "class ", "--stream"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert streamed.returncode == 0, streamed.stderr[-3000:]
+    assert streamed.stdout.rstrip("\n") == lines[1]
