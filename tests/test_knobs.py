@@ -433,3 +433,27 @@ def test_mlp_hidden_and_final_norm_dropout():
     a = model.apply(variables, tokens, rngs={"dropout": jax.random.key(0)})
     b = model.apply(variables, tokens, rngs={"dropout": jax.random.key(1)})
     assert not np.allclose(a, b) and np.allclose(model.apply(variables, tokens), model.apply(variables, tokens))
+
+
+@pytest.mark.parametrize("extra", ["plain", "window", "soft_cap", "bias", "segments"])
+def test_blocked_causal_attention_equals_one_call(extra):
+    """On the XLA path, causal attention over T >= 256 runs as query blocks that skip the masked upper triangle
+    (zoo.layers.attention.causal_blocks): the same output as one call over all T x T scores with the causal
+    mask given explicitly, with a window, soft-cap, bias or segment mask too."""
+    from zoo.layers.attention import attend, causal_blocks, position_mask
+    t = 520                                                   # 4 blocks of 130, the last one uneven
+    assert causal_blocks(t) == 4 and causal_blocks(128) == 1
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, t, 4, 8)) for i in range(3))
+    k, v = k[:, :, :2], v[:, :, :2]                           # grouped: 2 KV heads for 4 query heads
+    kw = {"window": (99, 0)} if extra == "window" else {"soft_cap": 5.0} if extra == "soft_cap" else {}
+    if extra == "bias":
+        kw["bias"] = jax.random.normal(jax.random.key(4), (1, 4, t, t))
+    pos = jnp.arange(t)[None]
+    mask = position_mask(pos, pos, causal=True, window=kw.get("window"))
+    if extra == "segments":
+        seg = jnp.repeat(jnp.arange(2 * 13).reshape(2, 13), t // 13, axis=1)
+        kw["mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]
+        mask = mask & kw["mask"]
+    blocked = attend(q, k, v, scale=0.3, is_causal=True, impl="xla", **kw)
+    whole = attend(q, k, v, scale=0.3, impl="xla", **{**kw, "window": None, "mask": mask})
+    np.testing.assert_allclose(blocked, whole, atol=2e-6)

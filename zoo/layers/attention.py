@@ -57,6 +57,10 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
     bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
     positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
     """
+    blocks = causal_blocks(q.shape[1]) if impl == "xla" and is_causal and q.shape[1] == k.shape[1] else 1
+    if blocks > 1:
+        return _blocked(q, k, v, blocks, scale=scale, mask=mask, bias=bias, soft_cap=soft_cap, window=window,
+                        impl=impl, dropout=dropout)
     if soft_cap is None and dropout is None:
         return jax.nn.dot_product_attention(
             q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
@@ -74,6 +78,32 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
         probs = dropout(probs)
     out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
     return out.reshape(b, t, h, d)
+
+
+def causal_blocks(length: int) -> int:
+    """Query blocks for causal attention on the XLA path: blocks of max(128, T/4) queries, so T >= 256 splits in
+    2-4. Block i reads only the keys up to its last query (and back to its window), skipping the masked upper
+    triangle: measured on 2 CPU cores, forward + backward of [4, 512] 1.6x and [1, 2048] 2.8x faster than one
+    causal call over all T x T scores (benchmarks/RESULTS.md)."""
+    return length // max(128, length // 4)
+
+
+def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout):
+    """Causal attention as `blocks` query blocks, each over the keys it can see: exactly attend()'s result."""
+    t = q.shape[1]
+    size = t // blocks
+    outs = []
+    for i in range(blocks):
+        start, end = i * size, t if i == blocks - 1 else (i + 1) * size
+        lo = 0 if window is None else max(0, start - window[0])
+        block_mask = position_mask(jnp.arange(start, end)[None], jnp.arange(lo, end)[None], causal=True,
+                                   window=window)
+        if mask is not None:
+            block_mask = block_mask & mask[:, :, start:end, lo:end]
+        outs.append(attend(q[:, start:end], k[:, lo:end], v[:, lo:end], scale=scale, mask=block_mask,
+                           bias=None if bias is None else bias[:, :, start:end, lo:end], soft_cap=soft_cap,
+                           impl=impl, dropout=dropout))
+    return jnp.concatenate(outs, axis=1)
 
 
 def position_mask(q_pos, k_pos, *, causal: bool, window=None):
