@@ -66,12 +66,10 @@ def generate(model, params, prompt, max_new_tokens: int, *, temperature: float =
     models: `encoder_tokens` (int [B, S] with optional `encoder_mask`, or a list of 1-D sequences) are the
     input and `prompt` is the decoder prefix (e.g. [[0]], T5's start token).
     """
-    batch = _prepare(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask)
-    sampling = Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens))
-    sampling.check(model.cfg)
-    if max_new_tokens == 0:
+    batch, programs = _setup(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask,
+                             Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)), mesh)
+    if programs is None:
         return batch.results(np.zeros((batch.rows, 0), np.int32), prompt)
-    programs = _programs(model.cfg, batch.decode_len, batch.new_bucket, sampling, mesh)
     rng = jax.random.key(0) if rng is None else rng
     params = _place(params, model.cfg, mesh)   # outside the mesh context: unboxing there would constrain
     with _context(mesh):
@@ -84,12 +82,10 @@ def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: 
                     encoder_mask=None, stop_tokens: Sequence[int] = (), mesh=None) -> Iterator[np.ndarray]:
     """`generate`, one step at a time: yields int32 [B] (one new token per prompt) as soon as it is
     sampled, and stops early once every row has stopped. Same arguments, same tokens."""
-    batch = _prepare(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask)
-    sampling = Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens))
-    sampling.check(model.cfg)
-    if max_new_tokens == 0:
+    batch, programs = _setup(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask,
+                             Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)), mesh)
+    if programs is None:
         return
-    programs = _programs(model.cfg, batch.decode_len, batch.new_bucket, sampling, mesh)
     rng = jax.random.key(0) if rng is None else rng
     params = _place(params, model.cfg, mesh)
     with _context(mesh):
@@ -102,6 +98,16 @@ def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: 
             yield token[:batch.rows]
             if done[:batch.rows].all():
                 return
+
+
+def _setup(cfg: ModelConfig, prompt, max_new_tokens, encoder_tokens, encoder_mask, sampling: Sampling, mesh):
+    """What generate and generate_stream share: checked, padded inputs and the compiled programs (None when
+    there is nothing to generate)."""
+    batch = _prepare(cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask)
+    sampling.check(cfg)
+    if max_new_tokens == 0:
+        return batch, None
+    return batch, _programs(cfg, batch.decode_len, batch.new_bucket, sampling, mesh)
 
 
 # ---------------------------------------------------------------------------------------- host-side inputs
