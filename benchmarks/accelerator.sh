@@ -3,10 +3,12 @@
 #
 #     bash benchmarks/accelerator.sh            # = python -m benchmarks run --device gpu
 #
-# ~1.17B LLaMA-style and ~0.8B Gemma-2-style train steps (batch 4 x 2048, bf16 compute, fp32 AdamW state;
+# ~1.17B LLaMA-style and Gemma-2-style train steps (batch 4 x 2048, bf16 compute, fp32 AdamW state;
 # cuDNN flash attention for LLaMA through attention_impl: cudnn), tokens/s and MFU against the chip's dense
 # bf16 datasheet peak (H200 SXM: 989 TFLOP/s, NVIDIA H200 datasheet; zoo/train/metrics.py PEAK_FLOPS), the
-# measured bf16 matmul rate and copy bandwidth, greedy decode tokens/s at batch 1/8/32, and remat memory.
+# measured bf16 matmul rate and copy bandwidth, greedy decode tokens/s at batch 1/8/32, and remat memory;
+# where torch with CUDA and transformers are installed, HF LlamaForCausalLM beside zoo on the same GPU (train:
+# fp32 weights, bf16 autocast, SDPA attention; decode: bf16 weights written by zoo.hf.save, HF generate).
 # Writes benchmarks/results/gpu.json (and a copy in $OUT when set), then rewrites RESULTS.md if cpu.json is
 # there. Installs nothing it finds already installed; on a bare machine with network access it installs
 # zoo (pip install -e .) and jax's CUDA wheels (jax[cuda13], CUDA 13 / driver >= 580; jax[cuda12] for older
@@ -15,9 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# Let XLA take what it needs as it goes rather than 75% up front (the decode and memory sections compile
-# several programs side by side); keep the default preallocation if you want the fastest train step.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.90}
+# JAX and PyTorch (the HF peer, when the machine has torch with CUDA) share the GPU in one process: JAX
+# grows its pool as it needs, up to 70% of the memory, instead of taking 75% up front, and the rest stays
+# for torch. BENCH_TORCH=0 leaves the peer out.
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.70}
 
 have_gpu_jax() { "$PY" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" 2>/dev/null; }
 if ! have_gpu_jax; then

@@ -25,13 +25,14 @@ def bytes_per_step(cfg, batch: int, context: float, itemsize: int = 4) -> float:
     return weights + kv
 
 
-def setup(cfg, params):
-    """(zoo model, HF model on the same weights)."""
+def setup(cfg, params, device: str = "cpu"):
+    """(zoo model, HF model on the same weights, in cfg's dtype, on the CPU or the GPU)."""
     import torch
     import transformers
     with tempfile.TemporaryDirectory() as tmp:
         zoo.hf.save(cfg, params, tmp)
-        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, cfg.dtype))
+    hf = hf.to("cuda" if device == "gpu" else "cpu")
     hf.eval()
     hf.generation_config.eos_token_id = None
     hf.generation_config.pad_token_id = 0
@@ -48,15 +49,17 @@ def bench_setting(cfg, model, params, hf, batch: int, prompt_len: int, new: int,
     fns = {"zoo": lambda: np.asarray(zoo.generate(model, params, prompt, new))}
     if hf is not None:
         import torch
-        ids = torch.from_numpy(prompt.astype(np.int64))
+        ids = torch.from_numpy(prompt.astype(np.int64)).to(hf.device)
 
-        def hf_generate():
+        def hf_generate():  # .cpu() waits for the GPU
             with torch.inference_mode():
                 return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
-                                   min_new_tokens=new, do_sample=False).numpy()
+                                   min_new_tokens=new, do_sample=False).cpu().numpy()
         hf_tokens = hf_generate()
         same = hf_tokens.shape == zoo_tokens.shape and bool((hf_tokens == zoo_tokens).all())
         out["tokens_match"] = same
+        if hf_tokens.shape == zoo_tokens.shape:  # in bf16 a near-tie can flip a pick and everything after it
+            out["new_tokens_identical_fraction"] = float((hf_tokens == zoo_tokens)[:, prompt_len:].mean())
         if not same:
             diff = np.argwhere(hf_tokens[:, prompt_len:] != zoo_tokens[:, prompt_len:])
             out["first_mismatch"] = diff[0].tolist() if len(diff) else "shape"
@@ -92,8 +95,8 @@ def run(quick: bool, device: str, bandwidth: float, torch_ok: bool, log=print) -
     cfg = models.llama(size, max_seq_len=2048, init_std=0.1, **extra)
     params = zoo.init_params(cfg, jax.random.key(0))
     model, hf = zoo.build(cfg), None
-    if torch_ok and device == "cpu":
-        model, hf = setup(cfg, params)
+    if torch_ok:
+        model, hf = setup(cfg, params, device)
     out = {"size": size, "params": zoo.count_params(cfg), "bandwidth_bytes_per_s": bandwidth, "settings": []}
     for batch, prompt_len, new, reps in pick(settings, "BENCH_DECODE_SETTINGS"):
         res = bench_setting(cfg, model, params, hf, batch, prompt_len, new, reps, bandwidth)

@@ -39,11 +39,11 @@ def header(res: dict) -> str:
                      + (res.get("note") or ""))
     for name, run in res.get("runs", {}).items():  # a merged file: each run's own ceilings
         rm, rb = run["peaks"]["matmul"], run["peaks"]["bandwidth"]
+        peers = ", ".join(f"{k} {rm[k]['median'] / 1e9:.0f}" for k in ("jax", "torch") if k in rm)
         lines.append(f"- **Run {name}** `{run['command']}`, {run['date']}, load {run['loadavg_start'][0]:.1f} -> "
                      f"{run['loadavg_end'][0]:.1f}, {run['wall_s'] / 60:.1f} min: matmul peak "
-                     f"{rm['peak_flops'] / 1e9:.0f} GFLOP/s (jax {rm['jax']['median'] / 1e9:.0f}, torch "
-                     f"{rm.get('torch', {}).get('median', float('nan')) / 1e9:.0f}), bandwidth "
-                     f"{rb['bytes_per_s'] / 1e9:.1f} GB/s.")
+                     f"{rm['peak_flops'] / 1e9:.0f} GFLOP/s ({peers}), bandwidth {rb['bytes_per_s'] / 1e9:.1f} GB/s"
+                     + (f"; {run['sections']}" if "sections" in run else "") + ".")
     if mm and "runs" not in res:
         parts = [f"{k} {mm[k]['median'] / 1e9:.0f} GFLOP/s" for k in ("jax", "torch") if k in mm]
         lines.append(f"- **Ceilings measured in this run** matmul {mm['n']}^3 {mm['dtype']}: " + ", ".join(parts)
@@ -85,6 +85,14 @@ def train_table(res: dict) -> str:
         f"\n\nCompile / first step: {comp}."
 
 
+def _identical(s: dict) -> str:
+    if "tokens_match" not in s:
+        return "-"
+    if s["tokens_match"] or "new_tokens_identical_fraction" not in s:
+        return str(s["tokens_match"])
+    return f"False ({s['new_tokens_identical_fraction']:.1%} of new tokens)"
+
+
 def decode_table(res: dict) -> str:
     d = res.get("decode")
     if not d:
@@ -97,7 +105,7 @@ def decode_table(res: dict) -> str:
         tp = s["tokens_per_s"]
         run = f" (run {s['run']})" if "run" in s else ""
         rows.append(f"| {s['batch']}{run} | {s['prompt']} + {s['new_tokens']} | {_m(tp['zoo'])} | {_m(tp.get('hf'))} | "
-                    f"{_r(s.get('zoo_speedup'))} | {s.get('tokens_match', '-')} | {s['ceiling_tokens_per_s']:.0f} | "
+                    f"{_r(s.get('zoo_speedup'))} | {_identical(s)} | {s['ceiling_tokens_per_s']:.0f} | "
                     f"{s['zoo_fraction_of_ceiling']:.0%} |")
     return "\n".join(rows)
 

@@ -14,13 +14,14 @@ from benchmarks import common
 NAMES = ("peaks", "train", "decode", "compile_time", "memory", "knobs", "profile")
 
 
-def torch_available() -> bool:
+def torch_available(device: str = "cpu") -> bool:
+    """torch and transformers import (and, for the GPU plan, torch sees a CUDA device)."""
     try:
-        import torch  # noqa: F401
+        import torch
         import transformers  # noqa: F401
-        return True
     except ImportError:
         return False
+    return device == "cpu" or torch.cuda.is_available()
 
 
 def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | None = None, log=print) -> dict:
@@ -29,11 +30,12 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
         raise SystemExit(f"--device gpu: jax's backend is {jax.default_backend()!r}; install jax with CUDA")
     start = time.perf_counter()
     names = [n for n in NAMES if not only or n in only or n == "peaks"]
-    torch_ok = torch_available() and device == "cpu"
+    torch_ok = torch_available(device) and os.environ.get("BENCH_TORCH", "1") != "0"
     res = {"machine": common.machine(), "quick": quick, "device": device, "sections": names,
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch_ok, "errors": {},
            "plan_selection": {k: os.environ[k] for k in ("BENCH_TRAIN_SHAPES", "BENCH_DECODE_SETTINGS",
-                                                          "BENCH_TORCH_COMPILE", "BENCH_GPU_SIZE") if k in os.environ}}
+                                                          "BENCH_TORCH_COMPILE", "BENCH_GPU_SIZE", "BENCH_TORCH")
+                                              if k in os.environ}}
     if not torch_ok and device == "cpu":
         log("torch/transformers not installed (pip install -e '.[bench]'): zoo-only figures")
 

@@ -48,7 +48,8 @@ def zoo_step(cfg, batch: int, seq: int, seed: int = 0):
 
 
 def hf_llama(cfg, *, eager_attention: bool = False):
-    """A randomly initialised transformers LlamaForCausalLM with `cfg`'s architecture (float32)."""
+    """A randomly initialised transformers LlamaForCausalLM with `cfg`'s architecture (float32 weights; on a
+    GPU its default attention is SDPA, which dispatches to flash attention under bf16 autocast)."""
     import torch
     import transformers
     values = zoo.hf.config_to_hf(cfg, "llama")
@@ -59,31 +60,40 @@ def hf_llama(cfg, *, eager_attention: bool = False):
     return transformers.LlamaForCausalLM._from_config(hf_cfg, torch_dtype=torch.float32, **kwargs)
 
 
-def torch_step(cfg, batch: int, seq: int, *, compiled: bool = False):
+def torch_step(cfg, batch: int, seq: int, *, compiled: bool = False, device: str = "cpu"):
     """A blocking () -> None running one torch AdamW step (same hyper-parameters) of HF LLaMA, and the
-    seconds its first step took (for torch.compile: the compile)."""
+    seconds its first step took (for torch.compile: the compile). On "gpu": CUDA, fp32 weights and AdamW
+    state, bf16 autocast -- the same mixed precision as zoo's dtype=bfloat16, param_dtype=float32."""
+    import contextlib
+
     import torch
-    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
-    model = hf_llama(cfg)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    where = "cuda" if device == "gpu" else "cpu"
+    model = hf_llama(cfg).to(where)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    ids = torch.from_numpy(np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, seq)))
+    ids = torch.from_numpy(np.random.default_rng(1).integers(0, cfg.vocab_size, (batch, seq))).to(where)
     forward = torch.compile(model) if compiled else model
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device == "gpu" \
+        else contextlib.nullcontext
 
     def run():
-        loss = forward(input_ids=ids, labels=ids).loss
+        with autocast():
+            loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "gpu":
+            torch.cuda.synchronize()
     start = time.perf_counter()
     run()
     return run, time.perf_counter() - start
 
 
-def _try_torch_compile(cfg, batch, seq, budget_s: float):
+def _try_torch_compile(cfg, batch, seq, budget_s: float, device: str):
     """torch.compile's step, or (None, why). A first step over budget_s is recorded and not used."""
     try:
-        run, first = torch_step(cfg, batch, seq, compiled=True)
+        run, first = torch_step(cfg, batch, seq, compiled=True, device=device)
     except Exception as e:  # inductor needs a C++ compiler and a supported torch; record why it failed
         return None, {"status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     info = {"status": "ok", "compile_s": first}
@@ -94,7 +104,7 @@ def _try_torch_compile(cfg, batch, seq, budget_s: float):
 
 def bench_shape(size: str, seq: int, batch: int, reps: int, *, torch_ok: bool, torch_compile: bool,
                 families: tuple[str, ...], peak: float, compile_budget_s: float = 240.0,
-                extra: dict | None = None) -> dict:
+                extra: dict | None = None, device: str = "cpu") -> dict:
     """One (size, seq, batch): every contender's step, interleaved; ratios against zoo LLaMA. `extra`:
     ModelConfig values per family (the accelerator's bf16 and cuDNN attention)."""
     extra = extra or {}
@@ -114,9 +124,10 @@ def bench_shape(size: str, seq: int, batch: int, reps: int, *, torch_ok: bool, t
             info["config"][fam]["attention_impl"] = "xla"
             steps[f"zoo_{fam}"], info["compile_s"][f"zoo_{fam}"] = zoo_step(cfg, batch, seq)
     if torch_ok:
-        steps["torch_eager"], info["compile_s"]["torch_eager_first_step"] = torch_step(cfgs["llama"], batch, seq)
+        steps["torch_eager"], info["compile_s"]["torch_eager_first_step"] = torch_step(cfgs["llama"], batch, seq,
+                                                                                      device=device)
         if torch_compile:
-            run, info["torch_compile"] = _try_torch_compile(cfgs["llama"], batch, seq, compile_budget_s)
+            run, info["torch_compile"] = _try_torch_compile(cfgs["llama"], batch, seq, compile_budget_s, device)
             if run is not None:
                 steps["torch_compile"] = run
     # No warm-up call: zoo's step is compiled ahead of time and torch's first step already ran.
@@ -142,7 +153,9 @@ def plan(quick: bool, device: str) -> list[dict]:
     if device == "gpu":
         # bf16 compute, fp32 master weights and AdamW state; cuDNN flash attention for LLaMA; Gemma 2's
         # attention soft-cap is not expressible in cuDNN's fused kernel, so `auto` gives it XLA's attention.
-        bf16 = {"dtype": "bfloat16"}
+        # save_dots: without remat the 1B step's temporaries are 70 GiB (measured: the H200 ran out beside
+        # torch's model); keeping only the matmul outputs recomputes the cheap elementwise ops.
+        bf16 = {"dtype": "bfloat16", "remat_policy": "save_dots"}
         return [dict(size=models.GPU_SIZE, seq=models.GPU_SEQ, batch=4, reps=10, families=("llama", "gemma2"),
                      extra={"llama": {**bf16, "attention_impl": "cudnn"}, "gemma2": {**bf16, "attention_impl": "auto"}})]
     if quick:
@@ -156,16 +169,29 @@ def plan(quick: bool, device: str) -> list[dict]:
             dict(size="110m", seq=2048, batch=1, reps=2, families=("llama",))]
 
 
+def _release_gpu_memory(torch_on_gpu: bool) -> None:
+    """Drop the finished shape's models and optimiser states, and hand torch's cached blocks back to the
+    device, so the next section (zoo's or HF's) does not run short of GPU memory."""
+    import gc
+    gc.collect()
+    if torch_on_gpu:
+        import torch
+        torch.cuda.empty_cache()
+
+
 def run(quick: bool, device: str, peak: float, torch_ok: bool, log=print) -> dict:
     out = {"peak_flops": peak, "shapes": []}
     for i, p in enumerate(pick(plan(quick, device), "BENCH_TRAIN_SHAPES")):
         # torch.compile is tried once, on the first (smallest) full-mode shape: its CPU compile of a
         # training step takes minutes, and it is recorded whatever happens.
-        res = bench_shape(p["size"], p["seq"], p["batch"], p["reps"], torch_ok=torch_ok and device == "cpu",
+        # On a GPU torch.compile is left out: its compile of a 1B training step would take a large share of
+        # the accelerator plan's 8 minutes.
+        res = bench_shape(p["size"], p["seq"], p["batch"], p["reps"], torch_ok=torch_ok,
                           torch_compile=torch_ok and device == "cpu" and not quick and i == 0
                           and os.environ.get("BENCH_TORCH_COMPILE", "1") != "0",
-                          families=p["families"], peak=peak, extra=p.get("extra"))
+                          families=p["families"], peak=peak, extra=p.get("extra"), device=device)
         out["shapes"].append(res)
+        _release_gpu_memory(torch_ok and device == "gpu")
         log(f"  train {p['size']} seq {p['seq']} batch {p['batch']}: " + ", ".join(
             f"{k} {v['median']:.0f} tok/s" for k, v in res["tokens_per_s"].items()))
     return out
