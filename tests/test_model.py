@@ -159,10 +159,10 @@ def test_local_layers_keep_a_ring_buffer_of_window_size():
     blocks = cache["decoder"]["cycles"]
     kinds = cfg.attention_pattern
     for j, kind in enumerate(kinds):
-        slots = blocks[f"block_{j}"]["attention"]["cached_key"].shape[2]  # [cycles, batch, slots, kv, hd]
+        slots = blocks[f"block_{j}"]["attention"]["cached_key"].shape[3]  # [cycles, batch, kv, slots, hd]
         assert slots == (cfg.sliding_window_size if kind == "local" else 200)
     # Generation longer than the window: local memory stays at the window size.
-    assert cache_shapes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[2] \
+    assert cache_shapes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[3] \
         == cfg.sliding_window_size
 
 

@@ -261,26 +261,32 @@ class Attention(nn.Module):
         """Write the new keys (the i-th token ever written goes to slot i % size) and return what to attend
         over: the cache itself when the new keys fit without overwriting a slot an earlier query of the same
         call still needs (always for one decode step, and in global layers, whose cache holds every token);
-        else (a ring-buffer layer's prefill) the old cache followed by the new keys."""
+        else (a ring-buffer layer's prefill) the old cache followed by the new keys.
+
+        Keys and values are stored heads-major, [B, KV, slots, hd], the layout the attention matmuls read
+        (batch and head dimensions first): stored as [B, slots, KV, hd], XLA copied each layer's whole cache
+        into that layout at every step (57% of decode op time on CPU, benchmarks/RESULTS.md)."""
         size = cache_size(self.cfg, self.kind, self.decode_len)
-        batch, steps = k.shape[0], k.shape[1]
-        shape = (batch, size) + k.shape[2:]
+        batch, steps, kv_heads, head_dim = k.shape
+        heads_major = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731  [B, T, KV, hd] <-> [B, KV, T, hd]
+        shape = (batch, kv_heads, size, head_dim)
         cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
         cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
         cached_pos = self.variable("cache", "cached_positions", jnp.full, (batch, size), -1, jnp.int32)
         positions = jnp.broadcast_to(positions, (batch, steps)).astype(jnp.int32)
-        old = (cached_k.value, cached_v.value, cached_pos.value)
+        old = (heads_major(cached_k.value), heads_major(cached_v.value), cached_pos.value)
         writes = min(steps, size)  # a prompt longer than the ring keeps only its newest `size` keys
         if steps == 1 or size == self.decode_len:
             start = cache_index % size if size < self.decode_len else cache_index
-            write = lambda buf, new: jax.lax.dynamic_update_slice_in_dim(buf, new, start, axis=1)  # noqa: E731
+            write = lambda buf, new, axis: jax.lax.dynamic_update_slice_in_dim(buf, new, start, axis)  # noqa: E731
         else:
             slots = (cache_index + jnp.arange(steps - writes, steps)) % size
-            write = lambda buf, new: buf.at[:, slots].set(new[:, -writes:])  # noqa: E731
-        cache_axes = ("batch", "length", "kv_heads", "head_dim")  # sharded like the keys it holds
-        cached_k.value = nn.with_logical_constraint(write(cached_k.value, k), cache_axes)
-        cached_v.value = nn.with_logical_constraint(write(cached_v.value, v), cache_axes)
-        cached_pos.value = write(cached_pos.value, positions)
+            write = lambda buf, new, axis: buf.at[(slice(None),) * axis + (slots,)].set(  # noqa: E731
+                jax.lax.slice_in_dim(new, steps - writes, steps, axis=axis))
+        cache_axes = ("batch", "kv_heads", "length", "head_dim")  # sharded like the keys it holds
+        cached_k.value = nn.with_logical_constraint(write(cached_k.value, heads_major(k), 2), cache_axes)
+        cached_v.value = nn.with_logical_constraint(write(cached_v.value, heads_major(v), 2), cache_axes)
+        cached_pos.value = write(cached_pos.value, positions, 1)
         if steps == 1 or size == self.decode_len:
-            return cached_k.value, cached_v.value, cached_pos.value
+            return heads_major(cached_k.value), heads_major(cached_v.value), cached_pos.value
         return tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(old, (k, v, positions)))
