@@ -57,7 +57,7 @@ def hf_llama(cfg, *, eager_attention: bool = False):
     hf_cfg = transformers.LlamaConfig(**values)
     torch.manual_seed(0)
     kwargs = {"attn_implementation": "eager"} if eager_attention else {}
-    return transformers.LlamaForCausalLM._from_config(hf_cfg, torch_dtype=torch.float32, **kwargs)
+    return transformers.LlamaForCausalLM._from_config(hf_cfg, dtype=torch.float32, **kwargs)
 
 
 def torch_step(cfg, batch: int, seq: int, *, compiled: bool = False, device: str = "cpu"):
