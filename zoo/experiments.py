@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from zoo.analysis import scale
@@ -33,6 +32,7 @@ from zoo.model import build, count_params
 from zoo.train.config import Config, load_run_config, resolve
 from zoo.train.data import pack, tokenize_documents
 from zoo.train.loop import TrainingStopped, train
+from zoo.train.objectives import token_nll
 from zoo.train.setup import get_tokenizer, load_documents
 
 CURVE_KEYS = ("loss", "nll", "grad_norm", "lr", "step_time_s", "tokens_per_s")
@@ -269,8 +269,7 @@ def _nll_program(cfg):
 
     @jax.jit
     def nll(params, rows):
-        logp = jax.nn.log_softmax(model.apply({"params": params}, rows[:, :-1]).astype(jnp.float32), axis=-1)
-        return -jnp.take_along_axis(logp, rows[:, 1:, None], axis=-1)[..., 0].sum(axis=0)
+        return token_nll(model.apply({"params": params}, rows[:, :-1]), rows[:, 1:]).sum(axis=0)
 
     return nll
 

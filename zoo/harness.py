@@ -24,6 +24,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from zoo import hf
 from zoo.generate import generate
 from zoo.model import build
+from zoo.train.objectives import token_nll
 from zoo.train.sampling import load_for_sampling
 from zoo.train.tokenizer import load_tokenizer
 
@@ -60,10 +61,9 @@ class ZooLM(LM):
     def _token_logprobs(self, params, tokens):
         """tokens int [B, L] -> (log p of each next token [B, L-1], whether it is the argmax [B, L-1])."""
         logits = self.model.apply({"params": params}, tokens[:, :-1]).astype(jnp.float32)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        targets = tokens[:, 1:, None]
-        return (jnp.take_along_axis(logp, targets, -1)[..., 0],
-                jnp.take_along_axis(logits, targets, -1)[..., 0] >= logits.max(-1))
+        targets = tokens[:, 1:]
+        return (-token_nll(logits, targets),
+                jnp.take_along_axis(logits, targets[..., None], -1)[..., 0] >= logits.max(-1))
 
     def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(context ids, continuation ids) -> (sum of the continuation's log-probs, all greedy)."""

@@ -49,6 +49,19 @@ def scores(q, k, scale, soft_cap=None, bias=None):
     return logits
 
 
+def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill):
+    """scores() with `fill` where `mask` (and the aligned causal / window mask is_causal / window describe)
+    hides a key."""
+    logits = scores(q, k, scale, soft_cap, bias)
+    if is_causal or window is not None:
+        t, s = q.shape[1], k.shape[1]
+        aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window)
+        mask = aligned if mask is None else mask & aligned
+    if mask is not None:
+        logits = jnp.where(mask[:, :, None], logits, fill)
+    return logits
+
+
 def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None,
            impl="xla", dropout=None):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
@@ -67,12 +80,7 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
             local_window_size=window, implementation=impl)
     # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
     b, t, h, d = q.shape
-    logits = scores(q, k, scale, soft_cap, bias)
-    if is_causal or window is not None:
-        aligned = position_mask(jnp.arange(t)[None], jnp.arange(k.shape[1])[None], causal=is_causal, window=window)
-        mask = aligned if mask is None else mask & aligned
-    if mask is not None:
-        logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    logits = masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     if dropout is not None:
         probs = dropout(probs)
@@ -204,13 +212,7 @@ class Attention(nn.Module):
     def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window):
         """The largest logit the softmax sees (what QK-norm and soft-capping bound): recomputed here, only
         when asked for, since the fused attention never exposes its scores."""
-        logits = scores(q, k, scale, self.cfg.attn_logits_soft_cap, bias)
-        if is_causal or window is not None:
-            t, s = q.shape[1], k.shape[1]
-            aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window)
-            mask = aligned if mask is None else mask & aligned
-        if mask is not None:
-            logits = jnp.where(mask[:, :, None], logits, -jnp.inf)
+        logits = masked_scores(q, k, scale, self.cfg.attn_logits_soft_cap, bias, mask, is_causal, window, -jnp.inf)
         self.sow("intermediates", "max_logit", jnp.max(logits))
 
     def _project_kv(self, x):

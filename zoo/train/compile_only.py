@@ -32,10 +32,11 @@ from jax.sharding import AxisType, Mesh
 
 from zoo.flops import flops_per_step
 from zoo.model import count_params
-from zoo.sharding import MESH_AXES, data_parallelism, make_mesh
+from zoo.sharding import MESH_AXES, make_mesh
 from zoo.train.config import Config, UserError
 from zoo.train.memory import GIB, StepMemory, compile_step, gib
 from zoo.train.objectives import make_objective, sentinels_needed
+from zoo.train.setup import check_micro_batch
 from zoo.train.state import programs
 from zoo.train.tokenizer import make_tokenizer
 
@@ -176,10 +177,7 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
         mesh = slice_mesh(config.mesh, devices)
     except ValueError as e:
         raise UserError(f"invalid mesh for {topology} ({len(devices)} chips): {e}") from None
-    ways = data_parallelism(mesh)
-    if tc.micro_batch_size % ways:
-        raise UserError(f"invalid mesh: batch of {tc.micro_batch_size} sequences per micro-step is not divisible "
-                        f"by data x fsdp = {ways}")
+    check_micro_batch(tc.micro_batch_size, mesh)
     sentinels = sentinels_needed(tc.seq_len) if cfg.is_encoder_decoder else 0
     objective = make_objective(cfg, tc, make_tokenizer("byte", num_sentinels=sentinels), config.run.seed)
     compiled, seconds = _compile(cfg, tc, objective, mesh)

@@ -33,7 +33,7 @@ from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, use_mesh
 from zoo.train import data as data_lib
 from zoo.train.config import DataConfig, UserError, load_run_config
-from zoo.train.objectives import make_objective
+from zoo.train.objectives import make_objective, token_nll
 from zoo.train.sampling import load_for_sampling
 from zoo.train.setup import load_documents
 from zoo.train.state import device_batch, programs
@@ -88,9 +88,7 @@ def document_losses(cfg, params, tokenizer, documents, seq_len: int, batch_size:
     @jax.jit
     def score(params, tokens):
         inputs, targets = jnp.maximum(tokens[:, :-1], 0), tokens[:, 1:]
-        logits = model.apply({"params": params}, inputs).astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, jnp.maximum(targets, 0)[..., None], -1)[..., 0]
-        nll = jax.nn.logsumexp(logits, -1) - picked
+        nll = token_nll(model.apply({"params": params}, inputs), jnp.maximum(targets, 0))
         mask = targets >= 0
         return (nll * mask).sum(-1), mask.sum(-1)
 

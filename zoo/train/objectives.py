@@ -30,6 +30,14 @@ NOISE_DENSITY, MEAN_SPAN_LENGTH = 0.15, 3.0  # T5 (Raffel et al. 2020 §3.1.4)
 MIN_SENTINELS = 100  # T5's vocabulary reserves 100
 
 
+def token_nll(logits, targets):
+    """-log p(target) at each position, float32: logsumexp(logits) - logits[target], so no [..., vocab]
+    log-softmax is materialised. logits [..., vocab], targets [...] int in [0, vocab)."""
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
 def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None,
                    label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean cross-entropy over the tokens where `mask` is nonzero, in float32 whatever the logits dtype.
@@ -45,7 +53,7 @@ def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None
     """
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
-    nll = lse - jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    nll = token_nll(logits, targets)
     per_token = nll
     if label_smoothing:
         # -mean_v log p_v = lse - mean_v logit_v: no [.., vocab] log-softmax is materialised.

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from zoo.config import ModelConfig
 from zoo.flops import flops_per_step
 from zoo.model import count_params
-from zoo.sharding import batch_sharding, data_parallelism, make_mesh
+from zoo.sharding import batch_sharding, check_batch_size, data_parallelism, make_mesh
 from zoo.train import data as data_lib
 from zoo.train import data_setup
 from zoo.train import init as init_lib
@@ -103,6 +103,15 @@ def fit_model(config: Config, tokenizer) -> ModelConfig:
     return cfg
 
 
+def check_micro_batch(micro_batch_size: int, mesh) -> None:
+    """UserError unless every device of `mesh` gets the same number of whole sequences per micro-step."""
+    try:
+        check_batch_size(micro_batch_size, mesh)
+    except ValueError as e:
+        raise UserError(f"invalid mesh for a micro-batch of {micro_batch_size} sequences (train.batch_size / "
+                        f"train.grad_accum_steps): {e}") from None
+
+
 def prepare(config: Config, devices=None) -> Setup:
     """The Setup of `config` (see the module docstring); UserError for bad input, nothing written."""
     tc, run = config.train, config.run
@@ -112,10 +121,8 @@ def prepare(config: Config, devices=None) -> Setup:
         mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
     except ValueError as e:
         raise UserError(f"invalid mesh: {e}") from None
+    check_micro_batch(tc.micro_batch_size, mesh)
     ways = data_parallelism(mesh)
-    if tc.micro_batch_size % ways:
-        raise UserError(f"invalid mesh: batch of {tc.micro_batch_size} sequences per micro-step is not divisible "
-                        f"by data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']} = {ways}")
 
     latest = Checkpoints(config.run_dir, read_only=True).latest_step()
     saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
