@@ -85,6 +85,10 @@ def train_table(res: dict) -> str:
         f"\n\nCompile / first step: {comp}."
 
 
+def _fraction(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
 def _identical(s: dict) -> str:
     if "tokens_match" not in s:
         return "-"
@@ -98,15 +102,18 @@ def decode_table(res: dict) -> str:
     if not d:
         return "_not run_"
     rows = [f"Model: {d['size']} LLaMA ({d['params'] / 1e6:.1f}M), greedy, tokens/s = batch x new tokens / "
-            "wall time of the whole generate call (prefill included).", "",
+            "wall time of the whole generate call (prefill included); decode steps tokens/s = batch x (new - 1) / (that "
+            "time - the same call's prefill alone, a 1-token generate timed beside it).", "",
             "| batch | prompt + new | zoo tokens/s | HF generate tokens/s | zoo speed-up | tokens identical | "
-            "bandwidth ceiling tokens/s | zoo / ceiling |", "|---|---|---|---|---|---|---|---|"]
+            "bandwidth ceiling tokens/s | zoo / ceiling | zoo prefill s | zoo decode steps tokens/s | "
+            "decode steps / ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in d["settings"]:
         tp = s["tokens_per_s"]
         run = f" (run {s['run']})" if "run" in s else ""
         rows.append(f"| {s['batch']}{run} | {s['prompt']} + {s['new_tokens']} | {_m(tp['zoo'])} | {_m(tp.get('hf'))} | "
                     f"{_r(s.get('zoo_speedup'))} | {_identical(s)} | {s['ceiling_tokens_per_s']:.0f} | "
-                    f"{s['zoo_fraction_of_ceiling']:.0%} |")
+                    f"{s['zoo_fraction_of_ceiling']:.0%} | {_m(s.get('zoo_prefill_s'), 1, 2)} | "
+                    f"{_m(s.get('zoo_decode_tokens_per_s'))} | {_fraction(s.get('zoo_decode_fraction_of_ceiling'))} |")
     return "\n".join(rows)
 
 
@@ -223,7 +230,9 @@ def console(res: dict) -> str:
         if "zoo_speedup" in s:
             rows.append((f"decode b{s['batch']} p{s['prompt']}+{s['new_tokens']}: zoo speed-up vs HF "
                          f"(tokens match: {s['tokens_match']})", _r(s["zoo_speedup"])))
-        rows.append((f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling", f"{s['zoo_fraction_of_ceiling']:.0%}"))
+        rows.append((f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling", f"{s['zoo_fraction_of_ceiling']:.0%}"
+                     + (f" (decode steps alone {s['zoo_decode_fraction_of_ceiling']:.0%})"
+                        if "zoo_decode_fraction_of_ceiling" in s else "")))
     for key, r in res.get("knobs", {}).items():
         if isinstance(r, dict):
             rows.append((f"knob {key}: variant / baseline time", _r(r["variant_over_baseline"])))
