@@ -195,7 +195,15 @@ def gpu_section(res_gpu: dict | None) -> str:
     return "\n\n".join([header(res_gpu), train_table(res_gpu), decode_table(res_gpu), memory_table(res_gpu)])
 
 
-SECTIONS = {"header": header, "train": train_table, "decode": decode_table, "compile_time": compile_table,
+def scale_table(res: dict) -> str:
+    """benchmarks/SCALE.md (written by tools/scale_table.py: its TPU compiles take an hour), without its title."""
+    path = HERE / "SCALE.md"
+    if not path.exists():
+        return "_not run: python tools/scale_table.py_"
+    return path.read_text().split("\n", 2)[2].strip()
+
+
+SECTIONS = {"header": header, "scale": scale_table, "train": train_table, "decode": decode_table, "compile_time": compile_table,
             "memory": memory_table, "knobs": knobs_table, "profile": profile_tables}
 
 
