@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,15 +29,9 @@ import zoo
 from zoo.flops import flops_per_step
 
 from benchmarks import models
+from benchmarks.common import interleave
+from benchmarks.decode import setup
 from benchmarks.train import zoo_step
-
-
-def _hf_of(cfg, params, device):
-    import torch
-    import transformers
-    with tempfile.TemporaryDirectory() as tmp:
-        zoo.hf.save(cfg, params, tmp)
-        return transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, cfg.dtype)).to(device).eval()
 
 
 def _top1(a, b) -> float:
@@ -50,7 +43,7 @@ def parity(size: str, dtype: str, device: str, new: int = 32) -> dict:
     cfg = models.llama(size, max_seq_len=2048, init_std=0.1, dtype=dtype, param_dtype=dtype)
     params = zoo.init_params(cfg, jax.random.key(0))
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 128)).astype(np.int32)
-    hf = _hf_of(cfg, params, device)
+    _, hf = setup(cfg, params, "gpu" if device == "cuda" else "cpu")
     with torch.no_grad():
         hf_logits = hf(torch.from_numpy(ids.astype(np.int64)).to(device)).logits.float().cpu().numpy()
     out = {"logit_std": float(hf_logits.std())}
@@ -75,13 +68,7 @@ def parity(size: str, dtype: str, device: str, new: int = 32) -> dict:
 def train_variant(family: str, size: str, seq: int, batch: int, **cfg_values) -> dict:
     cfg = models.FAMILIES[family](size, max_seq_len=seq, dtype="bfloat16", **cfg_values)
     run, compile_s = zoo_step(cfg, batch, seq)
-    run()
-    times = []
-    for _ in range(6):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    step = float(np.median(times))
+    step = float(np.median(interleave({"step": run}, reps=6)["step"]))
     return {"compile_s": compile_s, "step_s": step, "tokens_per_s": batch * seq / step,
             "mfu_of_989_tflops": flops_per_step(cfg, batch, seq) / step / 989e12}
 

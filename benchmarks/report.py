@@ -155,8 +155,7 @@ def knobs_table(res: dict) -> str:
     names = {"layernorm_vs_rmsnorm": "LayerNorm instead of RMSNorm (train step)",
              "parallel_vs_serial": "parallel block instead of serial (train step)",
              "local_vs_global": "local attention (window {window}) instead of global (train step)",
-             "gqa_vs_mha_decode": "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)",
-             "unrolled_vs_scan_decode": "unrolled layers instead of the layer scan (greedy decode, batch 8)"}
+             "gqa_vs_mha_decode": "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)"}
     rows = [f"{k['size']} LLaMA widths; each pair interleaved in one process.", "",
             "| knob | shape | variant time / baseline time |", "|---|---|---|"]
     for key, label in names.items():
