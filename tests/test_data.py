@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.train import data
+from zoo.train import data, data_cache
 from zoo.train import tokenizer as tk
 
 
@@ -273,7 +273,8 @@ def test_validation_batches_fixed_and_limited():
 
 
 def test_unigram_entropy():
-    assert data.unigram_entropy(np.array([5, 5, 5])) == 0.0
-    assert data.unigram_entropy(np.array([1, 2, 3, 4])) == pytest.approx(np.log(4))
+    """Of a frequency table (the token cache's train counts)."""
+    assert data_cache.unigram_entropy(np.bincount([5, 5, 5])) == 0.0
+    assert data_cache.unigram_entropy(np.bincount([1, 2, 3, 4])) == pytest.approx(np.log(4))
     tokens = data.tokenize_documents(tk.ByteTokenizer(), default_corpus().validation)
-    assert 2.0 < data.unigram_entropy(tokens) < np.log(256)
+    assert 2.0 < data_cache.unigram_entropy(np.bincount(tokens)) < np.log(256)

@@ -10,12 +10,11 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_train import run
 
 from zoo.export import export_run
 from zoo.train.evaluate import main
 from zoo.train.sampling import load_for_sampling
-
-from test_train import run
 
 
 def logged_val_loss(run_dir) -> float:
@@ -44,6 +43,25 @@ def test_run_evaluates_to_its_logged_validation_loss(byte_run, tmp_path):
     assert documents["tokens"] == documents["bytes"]
     total = sum(d["nll"] for d in documents["per_document"])
     assert documents["bits_per_byte"] == pytest.approx(total / math.log(2) / documents["bytes"], rel=1e-9)
+
+
+def test_mixture_run_evaluates_to_its_logged_validation_loss(tmp_path):
+    """A run trained on a mixture is scored on its own sources' validation rows (not the default corpus's):
+    evaluation reads the run's token cache, split and packing."""
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    (tmp_path / "b").mkdir()
+    with open(tmp_path / "a.jsonl", "w") as f:
+        for _ in range(40):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, 120))}) + "\n")
+    for i in range(40):
+        (tmp_path / "b" / f"{i}.txt").write_text(" ".join(rng.choice(words, 120)).upper())
+    run(tmp_path / "run", f"data.sources={tmp_path / 'a.jsonl'}:0.7,{tmp_path / 'b'}:0.3",
+        "data.validation_percent=20", "run.steps=5", "run.eval_interval=0")
+    results = evaluate(tmp_path, "--run", tmp_path / "run")
+    assert results["validation"]["loss"] == pytest.approx(logged_val_loss(tmp_path / "run"), abs=1e-5)
+    # The documents measure reads the same validation split: both sources' held-out documents.
+    assert 2 < results["documents"]["documents"] < 40 and results["documents"]["bytes"] < 20 * 16 * 120
 
 
 def test_exported_run_evaluates_to_the_same_loss(byte_run, tmp_path):

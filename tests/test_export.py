@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from test_train import ROOT, _env, run
 
 import zoo
 from zoo.export import export
+from zoo.train.config import UserError
 from zoo.train.tokenizer import ByteTokenizer
 
 from conftest import TINY_PRESETS
-from test_train import ROOT, _env, run
 
 TEXT = "def add(a, b):\n    return a + b  # héllo </s>\n"
 
@@ -84,3 +85,16 @@ def test_export_refuses_in_one_line(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and "ModelConfig.attention_pattern" in lines[0], out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_run_export_is_refused_before_training(tmp_path):
+    """run.export on a model no HF architecture expresses fails at once, from train.py and from train(): no
+    step is trained, nothing is written."""
+    with pytest.raises(UserError, match=r"run.export: .*ModelConfig.attention_pattern"):
+        run(tmp_path / "api", "run.export=true", preset="gpt3-tiny")
+    out = subprocess.run([sys.executable, "train.py", "--preset", "gpt3-tiny", f"run.dir={tmp_path / 'cli'}",
+                          "run.export=true", "run.steps=1"], cwd=ROOT, env=_env(None), capture_output=True,
+                         text=True, timeout=300)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: run.export:"), out.stderr
+    assert "step" not in out.stdout and not (tmp_path / "api").exists() and not (tmp_path / "cli").exists()

@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from test_train import FAST, ROOT, _env
 
 from zoo import hf
 from zoo.hf import families as hf_families
-from zoo.presets import get_config
+from zoo.presets import family_sections, get_config, list_presets
+from zoo.semantics import semantic_differences
 from zoo.train.config import UserError, resolve
+from zoo.train.init import resolve_from_weights
 from zoo.train.loop import train
 from zoo.train.tokenizer import ByteTokenizer
 
 from conftest import TINY_PRESETS
-from test_train import FAST, ROOT, _env
 
 ONE = jax.devices("cpu")[:1]
 
@@ -50,10 +52,11 @@ def test_every_hf_family_has_a_tiny_preset():
     assert sorted(FAMILIES) == sorted(hf_families.FAMILIES)
 
 
-def hf_checkpoint(directory, preset: str, family: str | None = None):
+def hf_checkpoint(directory, preset: str, family: str | None = None, **changes):
     """A random transformers model with the preset's architecture (zoo.hf.config_to_hf, as `family` when
-    given), saved with save_pretrained, plus the byte tokenizer (T5: with 100 sentinels)."""
-    cfg = get_config(preset)
+    given) with `changes` to its ModelConfig, saved with save_pretrained, plus the byte tokenizer (T5: with
+    100 sentinels)."""
+    cfg = get_config(preset, **changes)
     torch.manual_seed(0)
     auto = transformers.AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else transformers.AutoModelForCausalLM
     model = auto.from_config(transformers.AutoConfig.for_model(**hf.config_to_hf(cfg, family)))
@@ -80,10 +83,21 @@ def leaves(tree):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_hf_checkpoint_fine_tunes_and_its_loss_falls(family, tmp_path):
-    preset = FAMILIES[family]
-    directory = hf_checkpoint(tmp_path / "hf", preset, family)
-    result = fine_tune(tmp_path / "run", preset, f"init.hf={directory}")
+def test_hf_checkpoint_fine_tunes_without_a_preset_and_its_loss_falls(family, tmp_path):
+    """A checkpoint shaped like no preset (its family's tiny sizes with another d_ff) fine-tunes with init.hf
+    and nothing but data and steps: the model is the checkpoint's, the recipe its family's."""
+    tiny = get_config(FAMILIES[family])
+    directory = hf_checkpoint(tmp_path / "hf", FAMILIES[family], family, d_ff=tiny.d_ff + 24)
+    checkpoint, _ = hf.load(directory)
+    assert all(semantic_differences(get_config(name), checkpoint) for name in list_presets())
+    config = resolve_from_weights([*FAST, f"run.dir={tmp_path / 'run'}", "mesh.data=1", f"init.hf={directory}"])
+    recipe_family = hf_families.FAMILIES[family].preset_family
+    _, recipe, where = family_sections(recipe_family)
+    assert semantic_differences(config.model, checkpoint) == [] and config.preset == "hf"
+    assert where in config.origin and recipe_family in config.origin
+    fast = {o.split("=")[0].removeprefix("train."): o for o in FAST if o.startswith("train.")}
+    assert all(getattr(config.train, k) == v for k, v in recipe.items() if k not in fast), family
+    result = train(config, devices=ONE, echo=lambda _: None)
     losses = np.array(result.losses)
     assert np.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean() - 0.5, family
 
@@ -94,7 +108,7 @@ def test_starts_from_exactly_the_checkpoint_and_freezes(tmp_path):
     directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
     _, loaded = hf.load(directory)
     frozen = fine_tune(tmp_path / "all", "llama-tiny", f"init.hf={directory}", "train.freeze=.*", "run.steps=3")
-    for a, b in zip(leaves(frozen.state["params"]), leaves(loaded)):
+    for a, b in zip(leaves(frozen.state["params"]), leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
     partly = fine_tune(tmp_path / "embed", "llama-tiny", f"init.hf={directory}", "train.freeze=token_embed/.*",
                        "run.steps=3")
@@ -117,7 +131,7 @@ def test_init_run_starts_from_another_runs_parameters(tmp_path):
     base = fine_tune(tmp_path / "base", "llama-tiny", "run.steps=4")
     follow = fine_tune(tmp_path / "follow", "llama-tiny", f"init.run={tmp_path / 'base'}", "train.freeze=.*",
                        "run.steps=2")
-    for a, b in zip(leaves(follow.state["params"]), leaves(base.state["params"])):
+    for a, b in zip(leaves(follow.state["params"]), leaves(base.state["params"]), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -30,10 +30,11 @@ import numpy as np
 from zoo.analysis import scale
 from zoo.model import build, count_params
 from zoo.train.config import Config, load_run_config, resolve
-from zoo.train.data import pack, tokenize_documents
+from zoo.train import data_setup
+from zoo.train.data import pack
 from zoo.train.loop import TrainingStopped, train
 from zoo.train.objectives import token_nll
-from zoo.train.setup import get_tokenizer, load_documents
+from zoo.train.setup import get_tokenizer
 
 CURVE_KEYS = ("loss", "nll", "grad_norm", "lr", "step_time_s", "tokens_per_s")
 
@@ -257,9 +258,11 @@ def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int 
 
 # ------------------------------------------------------------------------------------------ longer contexts
 def validation_tokens(config: Config) -> np.ndarray:
-    """The run's validation split as one token stream (same corpus and tokenizer as its training)."""
-    corpus = load_documents(config.data)
-    return tokenize_documents(get_tokenizer(config, corpus, None), corpus.validation)
+    """The run's validation split as one token stream: its sources' cached validation tokens (the cache, split
+    and tokenizer its training read), one source after another."""
+    tokenizer = get_tokenizer(config, data_setup.train_texts(config.data), None)
+    corpora = data_setup.open_sources(config.data, tokenizer, progress=False)
+    return np.concatenate([np.asarray(c.validation.tokens, np.int32) for _, _, c in corpora])
 
 
 @functools.lru_cache(maxsize=16)

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from zoo.config import ModelConfig
-from zoo.fields import YamlLoader, coerce, defaults, fail, field_names, suggest, value_origins
+from zoo.fields import Replaceable, YamlLoader, coerce, defaults, fail, field_names, suggest, value_origins
 from zoo.recipe import TrainConfig
 
 _TOP_KEYS = ("defaults", "train", "presets")
@@ -52,7 +52,7 @@ def config_dir():
 
 
 # The two sections of a preset and the dataclass each one builds.
-SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+SECTIONS: dict[str, type[Replaceable]] = {"model": ModelConfig, "train": TrainConfig}
 
 
 def _check(section: str, values: dict, where: str) -> dict:
@@ -122,7 +122,7 @@ class _Family:
     train: dict
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
     families: dict[str, _Family] = {}
     presets: dict[str, _Preset] = {}
@@ -199,6 +199,16 @@ def family_presets(family: str) -> list[str]:
     if family not in families:
         raise ValueError(f"unknown preset family {family!r}.{suggest(family, families)}")
     return [p.name for p in presets.values() if p.family == family]
+
+
+def family_sections(family: str) -> tuple[dict, dict, str]:
+    """A family's own `defaults:` (model) and `train:` (its training recipe) as its YAML file writes them,
+    and the file ("configs/<family>.yaml")."""
+    families = _registry()[0]
+    if family not in families:
+        raise ValueError(f"unknown preset family {family!r}.{suggest(family, families)}")
+    f = families[family]
+    return dict(f.defaults), dict(f.train), f.file
 
 
 def preset_family(name: str) -> str:

@@ -22,13 +22,9 @@ import numpy as np
 
 from zoo.experiments import validation_tokens
 from zoo.model import build
-from zoo.sharding import make_mesh
-from zoo.train.checkpoint import Checkpoints
 from zoo.train.config import load_run_config
 from zoo.train.data import pack
-from zoo.train.objectives import make_objective
-from zoo.train.state import programs
-from zoo.train.tokenizer import load_tokenizer
+from zoo.train.restore import checkpoint_steps, load_params
 
 PROBE_KEYS = ("log_z", "log_z_abs_max", "max_output_logit", "max_attn_logit")
 
@@ -36,17 +32,8 @@ PROBE_KEYS = ("log_z", "log_z_abs_max", "max_output_logit", "max_attn_logit")
 def checkpoint_params(run_dir: str | Path) -> Iterator[tuple[int, dict]]:
     """(step, params) of every checkpoint in a run directory, oldest first, restored onto one device."""
     config = load_run_config(run_dir)
-    checkpoints = Checkpoints(run_dir, read_only=True)
-    tokenizer = load_tokenizer(Path(run_dir) / "tokenizer")
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    prog = programs(config.model, config.train, make_objective(config.model, config.train, tokenizer,
-                                                               config.run.seed), mesh)
-    try:
-        for step in checkpoints.all_steps():
-            state, _ = checkpoints.restore(step, prog.abstract_state)
-            yield step, state["params"]
-    finally:
-        checkpoints.close()
+    for step in checkpoint_steps(run_dir):
+        yield step, load_params(run_dir, config, step)
 
 
 @functools.lru_cache(maxsize=16)

@@ -25,7 +25,7 @@ files are read with the `safetensors` library's numpy reader and written by `saf
 writer.
 """
 
-from zoo.hf.convert import load, save
+from zoo.hf.convert import load, load_config, save
 from zoo.hf.families import FAMILIES, config_from_hf, config_to_hf, family_of
 
-__all__ = ["FAMILIES", "config_from_hf", "config_to_hf", "family_of", "load", "save"]
+__all__ = ["FAMILIES", "config_from_hf", "config_to_hf", "family_of", "load", "load_config", "save"]

@@ -24,7 +24,7 @@ def _to_hf(cfg: ModelConfig) -> dict:
 
 
 FAMILY = llama_like_family(
-    {"input_layernorm": "attn_norm"}, model_type="cohere2", hf_class="Cohere2ForCausalLM",
+    {"input_layernorm": "attn_norm"}, model_type="cohere2", hf_class="Cohere2ForCausalLM", presets="cohere",
     renames=cohere.RENAMES, fixed={k: v for k, v in cohere.FIXED.items() if k != "attention_pattern"},
     unsupported={}, to_zoo=_to_zoo, to_hf=_to_hf,
 )

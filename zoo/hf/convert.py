@@ -5,15 +5,15 @@ from __future__ import annotations
 import functools
 import json
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import flax.linen as nn
 import jax
 import numpy as np
 
 from zoo.config import ModelConfig
-from zoo.hf.core import Rule, Weights
+from zoo.hf.core import Family, Rule, Weights
 from zoo.hf.families import config_from_hf, family_of, hf_family
 from zoo.hf.safetensors_io import Checkpoint, Tensor, write_checkpoint
 from zoo.layers.init import dtype_of
@@ -88,7 +88,7 @@ def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
         _set(params, zoo_path, jax.device_put(np.asarray(value, dtype)))  # device_put: no per-shape compile
 
     for rule in spec.top:
-        for zoo, value in zip(rule.zoo, rule.to_zoo(*map(names.get, rule.hf))):
+        for zoo, value in zip(rule.zoo, rule.to_zoo(*map(names.get, rule.hf)), strict=True):
             put(zoo, value)
     k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
@@ -98,19 +98,30 @@ def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
                 layers = (rule.to_zoo(*(names.get(n.format(i=c * k + j)) for n in rule.hf)) for c in range(cycles))
                 if not cfg.scan_layers:
                     for c, values in enumerate(layers):
-                        for zoo, value in zip(rule.zoo, values):
+                        for zoo, value in zip(rule.zoo, values, strict=True):
                             put(f"{stack}/cycle_{c}/block_{j}/{zoo}", value)
                     continue
                 buffers = None
                 for c, values in enumerate(layers):
                     if buffers is None:
                         buffers = [np.empty((cycles, *np.shape(v)), dtype) for v in values]
-                    for buffer, value in zip(buffers, values):
+                    for buffer, value in zip(buffers, values, strict=True):
                         buffer[c] = value
-                for zoo, buffer in zip(rule.zoo, buffers):
+                assert buffers is not None  # a stack has at least one cycle
+                for zoo, buffer in zip(rule.zoo, buffers, strict=True):
                     put(f"{stack}/cycles/block_{j}/{zoo}", buffer)
                 del buffers  # before the next leaf's: one host stack at a time
     return params
+
+
+def load_config(path: str | Path) -> tuple[ModelConfig, Family]:
+    """The ModelConfig of an HF checkpoint directory as `load` decides it (config.json, and whether the files
+    hold an output head of their own: tensor names only, no tensor read), and its family."""
+    path = Path(path)
+    values = json.loads((path / "config.json").read_text())
+    cfg = config_from_hf(values)
+    family = hf_family(values)
+    return _decide_tying(cfg, _Names(Checkpoint(path), family.prefix), family.embedding, family.head), family
 
 
 def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
@@ -118,13 +129,10 @@ def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
     model.safetensors.index.json). Returns (ModelConfig, params) for `zoo.build(cfg).apply({"params": params},
     ...)`; `overrides` replace ModelConfig fields (scan_layers=False for the unrolled layout, dtype,
     param_dtype, ...). Raises ValueError naming the HF field for anything the zoo cannot express."""
-    path = Path(path)
-    values = json.loads((path / "config.json").read_text())
-    cfg = config_from_hf(values)  # every config error before any weight is read
-    family = hf_family(values)
-    ckpt = Checkpoint(path)
+    cfg, family = load_config(path)  # every config error before any weight is read
+    cfg = cfg.replace(**overrides)
+    ckpt = Checkpoint(Path(path))
     names = _Names(ckpt, family.prefix)
-    cfg = _decide_tying(cfg, names, family.embedding, family.head).replace(**overrides)
     params = _read_params(cfg, family.weights(cfg), names)
     unused = [n for n in ckpt.unused() if not any(re.search(p, n) for p in family.ignored)]
     if unused:
@@ -166,7 +174,8 @@ def _make(rule: Rule, leaves: Callable[[], list], index: int):
 def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> list[Tensor]:
     """Every HF tensor with its shape and a function that converts it: nothing is converted before it is
     written, and a stacked leaf crosses to the host one layer at a time."""
-    jobs = []  # (rule, format values for its names, zoo arrays' shapes, () -> zoo arrays on the host)
+    # (rule, format values for its names, zoo arrays' shapes, () -> zoo arrays on the host)
+    jobs: list[tuple[Rule, dict, list, Callable[[], list]]] = []
     for rule in spec.top:
         leaves = [_get(params, p) for p in rule.zoo]
         jobs.append((rule, {}, leaves, functools.partial(_leaves, leaves)))
@@ -182,11 +191,11 @@ def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> li
                     else:
                         leaves = [_get(params, f"{stack}/cycle_{c}/block_{j}/{p}") for p in rule.zoo]
                         jobs.append((rule, {"i": c * k + j}, leaves, functools.partial(_leaves, leaves)))
-    tensors = []
-    for rule, fmt, shapes, leaves in jobs:
+    tensors: list[Tensor] = []
+    for rule, fmt, shapes, load in jobs:
         abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in shapes]
-        for index, (name, spec_) in enumerate(zip(rule.hf, jax.eval_shape(rule.to_hf, *abstract))):
-            tensors.append((name.format(**fmt), spec_, functools.partial(_make, rule, leaves, index)))
+        for index, (name, spec_) in enumerate(zip(rule.hf, jax.eval_shape(rule.to_hf, *abstract), strict=True)):
+            tensors.append((name.format(**fmt), spec_, functools.partial(_make, rule, load, index)))
     return tensors
 
 
@@ -195,8 +204,8 @@ def save(cfg: ModelConfig, params: dict, out_dir: str | Path, *, family: str | N
     """Writes config.json + model.safetensors (sharded with an index above `max_shard_size`) that
     transformers' AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads. `family` (a model_type
     in zoo.hf.FAMILIES: gpt2, t5, llama, ..., phi3) defaults to the first that expresses `cfg` exactly; a
-    config no family expresses raises ValueError naming the ModelConfig field. `params` may be scanned or unrolled; `extra_config` adds
-    HF config fields the zoo does not track (token ids, ...)."""
+    config no family expresses raises ValueError naming the ModelConfig field. `params` may be scanned or unrolled;
+    `extra_config` adds HF config fields the zoo does not track (token ids, ...)."""
     fam = family_of(cfg, family)
     params = nn.meta.unbox(params)
     scanned = "cycles" in params["decoder"]

@@ -24,7 +24,9 @@ class Rule(NamedTuple):
 
 def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Callable]) -> Rule:
     """A Rule from one name or a list of names per side and a (to_zoo, to_hf) codec."""
-    as_tuple = lambda x: (x,) if isinstance(x, str) else tuple(x)
+    def as_tuple(x: str | list[str]) -> tuple[str, ...]:
+        return (x,) if isinstance(x, str) else tuple(x)
+
     return Rule(as_tuple(hf), as_tuple(zoo), *codec)
 
 
@@ -191,6 +193,11 @@ class Family:
     head: str = "lm_head.weight"         # HF name of an untied output head (GPT-NeoX: embed_out.weight)
     prefix: str = ""                     # base-model prefix of tensor names ("model.", "transformer.")
     ignored: tuple[str, ...] = ()        # regexes: buffers and tied copies checkpoints carry, HF ignores too
+    presets: str = ""                    # the configs/<presets>.yaml family whose recipe fine-tunes it ("": model_type)
+
+    @property
+    def preset_family(self) -> str:
+        return self.presets or self.model_type
 
     def config_to_zoo(self, values: dict, **overrides) -> ModelConfig:
         hf = HFConfig(values, self.model_type)

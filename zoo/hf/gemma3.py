@@ -30,7 +30,7 @@ def _rope_to_zoo(hf: HFConfig) -> dict:
         names = ("rope_scaling", "rope_local_base_freq")
         full = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1e6)}
         local = {"rope_theta": hf.get("rope_local_base_freq", 1e4)}
-    for name, values in zip(names, (full, local)):
+    for name, values in zip(names, (full, local), strict=True):
         if values.get("partial_rotary_factor", 1.0) != 1.0:
             hf.fail(name, "partial rotary is not applied by Gemma 3's attention")
     out = llama.rope_params_to_zoo(hf, names[0], {"rope_theta": 1e6, **full})
@@ -66,7 +66,7 @@ def _to_hf(cfg: ModelConfig) -> dict:
 FAMILY = llama.llama_like_family(
     {"input_layernorm": "attn_norm", "post_attention_layernorm": "attn_post_norm",
      "pre_feedforward_layernorm": "mlp_norm", "post_feedforward_layernorm": "mlp_post_norm"}, _qk_norm_rules,
-    model_type="gemma3_text", hf_class="Gemma3ForCausalLM",
+    model_type="gemma3_text", hf_class="Gemma3ForCausalLM", presets="gemma3",
     # HF Gemma3TextConfig's defaults (V of the 4B+ text_config; the other shapes are not a Gemma 3 size).
     renames={**gemma2.FAMILY.renames, "vocab_size": ("vocab_size", 262208),
              "max_position_embeddings": ("max_seq_len", 131072),

@@ -23,7 +23,7 @@ RENAMES = {**{k: v for k, v in llama.LLAMA_LIKE_RENAMES.items() if k != "attenti
 NO_WINDOW = {"use_sliding_window": (False, None)}
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, model_type="qwen2", hf_class="Qwen2ForCausalLM",
+    llama.PRE_NORMS, model_type="qwen2", hf_class="Qwen2ForCausalLM", presets="qwen",
     renames=RENAMES,
     fixed={**llama.ROPE_DECODER, "attention_bias": True, "attention_out_bias": False},
     unsupported=NO_WINDOW, to_zoo=to_zoo, to_hf=llama.to_hf,

@@ -16,7 +16,7 @@ def _qk_norm_rules(cfg: ModelConfig) -> list[Rule]:
 
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, _qk_norm_rules, model_type="qwen3", hf_class="Qwen3ForCausalLM",
+    llama.PRE_NORMS, _qk_norm_rules, model_type="qwen3", hf_class="Qwen3ForCausalLM", presets="qwen",
     renames={**qwen2.RENAMES, "attention_bias": ("attention_bias", False), "head_dim": ("head_dim", 128)},
     fixed={**llama.ROPE_DECODER, "qk_norm": "per_head"},
     unsupported=qwen2.NO_WINDOW, to_zoo=qwen2.to_zoo, to_hf=llama.to_hf,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from zoo.config import RUNTIME_FIELDS, ModelConfig
@@ -92,6 +93,21 @@ class Checkpoints:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         return restored["state"], restored["meta"]
+
+    def restore_params(self, step: int, abstract_params):
+        """The params subtree of checkpoint `step` alone (an orbax partial restore: the optimizer state is
+        neither read nor allocated). `abstract_params`: ShapeDtypeStructs with the target shardings."""
+        target = {"params": abstract_params}
+        args = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                      partial_restore=True)
+        return ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args)["params"]
+
+    def stored_bytes(self, step: int) -> dict[str, int]:
+        """Bytes of each top-level item of checkpoint `step`'s state ("params", "opt_state", ...), from its
+        metadata (nothing read): what a restore of that item allocates."""
+        tree = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata.tree
+        return {key: sum(int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+                         for leaf in jax.tree.leaves(item)) for key, item in tree.items()}
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

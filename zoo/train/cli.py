@@ -19,6 +19,7 @@ from typing import Callable
 from zoo.fields import field_docs, field_names
 from zoo.presets import list_presets
 from zoo.train.config import DEFAULT_PRESET, SECTIONS, Config, UserError, resolve
+from zoo.train.init import resolve_from_weights
 from zoo.train.loop import TrainingStopped, train
 
 USAGE = ("usage: python train.py [--preset NAME] [section.field=value ...] [--compile-only TOPOLOGY] "
@@ -30,7 +31,9 @@ def help_text(config: Config) -> str:
              "Train a zoo model on a corpus (default: llama-tiny on the embedded corpus), sharded over a device",
              "mesh, checkpointed and resumable: rerun with the same run.dir to continue.", "",
              "options:",
-             f"  --preset NAME      model and training recipe (default {DEFAULT_PRESET}; --list-presets)",
+             f"  --preset NAME      model and training recipe (default {DEFAULT_PRESET}; --list-presets); with",
+             "                     init.hf or init.run and no --preset: the checkpoint's model, and its family's",
+             "                     recipe (init.hf) or its run's (init.run)",
              "  --compile-only TOPOLOGY",
              "                     compile the step for a TPU slice (e.g. v5p:4x4x4; needs libtpu) and print",
              "                     per-chip memory against HBM and the roofline step time; train nothing",
@@ -61,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="train.py", add_help=False, allow_abbrev=False)
-    parser.add_argument("--preset", default=DEFAULT_PRESET)
+    parser.add_argument("--preset", default=None)
     parser.add_argument("--list-presets", action="store_true")
     parser.add_argument("--compile-only", metavar="TOPOLOGY", default=None)
     parser.add_argument("-h", "--help", action="store_true")
@@ -74,7 +77,8 @@ def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
     args = _arguments(argv)
     if args.list_presets:
         return None, "\n".join(list_presets())
-    config = resolve(args.preset, args.overrides)
+    config = (resolve(args.preset, args.overrides) if args.preset is not None
+              else resolve_from_weights(args.overrides))
     if args.help:
         return None, help_text(config)
     return config, None

@@ -26,8 +26,8 @@ from zoo import presets
 from zoo.config import ModelConfig
 from zoo.fields import Replaceable, defaults, fail, field_names, parse, suggest, value_origins
 from zoo.recipe import TrainConfig
-from zoo.train.data_sources import parse_sources
 from zoo.sharding import check_mesh_sizes
+from zoo.train.data_sources import parse_sources
 
 DEFAULT_PRESET = "llama-tiny"
 COMMAND_LINE = "the command line"
@@ -202,7 +202,7 @@ class InitConfig(Replaceable):
             fail(self, "run", "init.hf and init.run both name the starting parameters; give one")
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig,
+SECTIONS: dict[str, type[Replaceable]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig,
                              "run": RunConfig, "mesh": MeshConfig, "init": InitConfig}
 
 
@@ -219,6 +219,9 @@ class Config:
     init: InitConfig = InitConfig()
     explicit: frozenset = dataclasses.field(default=frozenset(), compare=False)
     """Override keys given explicitly (e.g. an explicit model.vocab_size is kept, not fitted)."""
+    origin: str = ""
+    """Where model and train came from when not from `preset` (a run started from weights without --preset);
+    `preset` then names the starting checkpoint."""
 
     def __post_init__(self):
         for section, cls in SECTIONS.items():
@@ -241,11 +244,13 @@ class Config:
         return dataclasses.replace(self, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, **{s: getattr(self, s).to_dict() for s in SECTIONS}}
+        origin = {"origin": self.origin} if self.origin else {}
+        return {"preset": self.preset, **origin, **{s: getattr(self, s).to_dict() for s in SECTIONS}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        return cls(d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS})
+        return cls(d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS},
+                   origin=d.get("origin", ""))
 
 
 def all_keys() -> list[str]:
@@ -275,34 +280,59 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def parse_any(overrides: list[str] | dict | None) -> dict[str, dict[str, Any]]:
+    """Overrides as 'section.field=value' strings or a dict {"model": {...}, ...} -> {section: {field: value}}."""
+    if overrides is None or isinstance(overrides, (list, tuple)):
+        return parse_overrides(list(overrides or []))
+    for section in overrides:
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r}.{suggest(section, SECTIONS)}")
+    return {s: dict(overrides.get(s, {})) for s in SECTIONS}
+
+
 def resolve(preset: str = DEFAULT_PRESET, overrides: list[str] | dict | None = None,
             source: str = COMMAND_LINE) -> Config:
     """The Config of `preset` with overrides: a list of 'section.field=value' strings, or a dict
     {"model": {...}, "train": {...}, ...} of typed values. `source` names where the overrides came from
     in error messages."""
-    if overrides is None or isinstance(overrides, (list, tuple)):
-        parsed = parse_overrides(list(overrides or []))
-    else:
-        for section in overrides:
-            if section not in SECTIONS:
-                raise UserError(f"unknown config section {section!r}.{suggest(section, SECTIONS)}")
-        parsed = {s: dict(overrides.get(s, {})) for s in SECTIONS}
+    parsed = parse_any(overrides)
     try:
         sections = {s: presets.build_section(preset, s, parsed[s], source) for s in presets.SECTIONS}
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    return _config(preset, parsed, sections, source)
+
+
+def resolve_on(name: str, bases: dict[str, tuple[dict, str]], overrides: list[str] | dict | None,
+               source: str = COMMAND_LINE, origin: str = "") -> Config:
+    """Like `resolve`, but the model and train sections start from `bases` rather than a preset:
+    {"model": (values, where they came from), "train": (...)}; `name` stands for the preset in the Config."""
+    parsed = parse_any(overrides)
+    try:
+        sections = {s: _section(s, parsed[s], source, *bases[s]) for s in presets.SECTIONS}
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    return _config(name, parsed, sections, source, origin)
+
+
+def _config(name: str, parsed: dict, sections: dict, source: str, origin: str = "") -> Config:
+    try:
         for s in SECTIONS.keys() - presets.SECTIONS.keys():
-            sections[s] = _run_section(s, parsed[s], source)
+            sections[s] = _section(s, parsed[s], source)
         explicit = frozenset(f"{s}.{k}" for s, values in parsed.items() for k in values)
-        return Config(preset, **sections, explicit=explicit)
+        return Config(name, **sections, explicit=explicit, origin=origin)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
 
 
-def _run_section(section: str, values: dict, source: str):
-    """A data/run/mesh section: its defaults with `values` on top; errors say the values came from `source`."""
+def _section(section: str, values: dict, source: str, base: dict | None = None, base_source: str = ""):
+    """A section: its defaults, then `base`, then `values`; errors say which values came from `source`, which
+    from `base_source` and which are defaults."""
     try:
-        return SECTIONS[section].from_dict(values)
+        return SECTIONS[section].from_dict({**(base or {}), **values})
     except ValueError as e:
-        sources = [(values, f"from {source}"), (defaults(SECTIONS[section]), "by default")]
+        sources = [(values, f"from {source}"), (base or {}, f"from {base_source}"),
+                   (defaults(SECTIONS[section]), "by default")]
         origins = value_origins(str(e), section, sources)
         raise ValueError(f"{e} ({origins})" if origins else str(e)) from None
 

@@ -112,7 +112,8 @@ def read_documents(path: str | os.PathLike, text_field: str = "text") -> list[st
 
 def split_documents(docs: Sequence[str], validation_percent: int = 2) -> Corpus:
     """Deterministic train/validation split by a stable content hash (see the module docstring)."""
-    train, validation = [], []
+    train: list[str] = []
+    validation: list[str] = []
     for split, text in sources_lib.assign_splits(docs, validation_percent):
         if split == "swap":
             train, validation = validation, []
@@ -155,16 +156,6 @@ def pack(tokens: np.ndarray, length: int, stride: int | None = None) -> np.ndarr
     return np.lib.stride_tricks.sliding_window_view(tokens, length)[::stride or length]
 
 
-def unigram_entropy(tokens: np.ndarray) -> float:
-    """Entropy of the token frequency distribution, in nats per token (the unit of the loss).
-
-    The loss of a model that ignores context; a trained LM should go well below it.
-    """
-    counts = np.bincount(np.asarray(tokens).ravel())
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
 # --- batches -------------------------------------------------------------------------------------------------
 
 
@@ -184,8 +175,8 @@ class TrainStream:
                  weights: Sequence[float] | None = None, index: np.ndarray | None = None):
         self.sources = [rows] if isinstance(rows, np.ndarray) else list(rows)
         self.batch_size, self.seed = batch_size, seed
-        weights = np.ones(len(self.sources)) if weights is None else np.asarray(weights, np.float64)
-        self.weights = weights / weights.sum()
+        w = np.ones(len(self.sources)) if weights is None else np.asarray(weights, np.float64)
+        self.weights = w / w.sum()
         self.index = np.arange(batch_size) if index is None else np.asarray(index)
         self.num_rows = [len(r) for r in self.sources]
         if min(self.num_rows) == 0 or sum(self.num_rows) < batch_size:

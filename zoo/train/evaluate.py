@@ -32,20 +32,23 @@ from zoo.model import build
 from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, use_mesh
 from zoo.train import data as data_lib
-from zoo.train.config import DataConfig, UserError, load_run_config
+from zoo.train import data_setup
+from zoo.train.config import DataConfig, UserError
 from zoo.train.objectives import make_objective, token_nll
-from zoo.train.sampling import load_for_sampling
-from zoo.train.setup import load_documents
+from zoo.train.restore import load_run
 from zoo.train.state import device_batch, programs
 from zoo.train.tokenizer import load_tokenizer
 
 
-def validation_loss(cfg, params, tokenizer, documents, recipe: TrainConfig, eval_batches: int, seed: int = 0,
-                    mesh=None) -> dict:
-    """The training loop's validation metrics on `documents` (mean over the batches of nll and accuracy)."""
+def validation_loss(cfg, params, tokenizer, corpora, recipe: TrainConfig, eval_batches: int, seed: int = 0,
+                    mesh=None, split: str = "validation") -> dict:
+    """The training loop's validation metrics on a split of the opened sources `corpora`
+    (zoo.train.data_setup.open_sources): the same rows, batches and program (mean over batches of nll and
+    accuracy)."""
     mesh = mesh or make_mesh()
     objective = make_objective(cfg, recipe, tokenizer, seed)
-    rows = data_lib.pack(data_lib.tokenize_documents(tokenizer, documents), objective.row_length, objective.stride)
+    rows = data_setup.validation_rows(corpora, objective.row_length, objective.stride,
+                                      recipe.micro_batch_size * eval_batches, split)
     ways = data_parallelism(mesh)
     batch = min(recipe.micro_batch_size, len(rows) // ways * ways)
     batches = data_lib.validation_batches(rows, batch, eval_batches) if batch else []
@@ -68,13 +71,15 @@ def _progress(items, what: str):
     return tqdm(items, desc=what, unit="batch", disable=not sys.stderr.isatty(), leave=False)
 
 
-def document_losses(cfg, params, tokenizer, documents, seq_len: int, batch_size: int, mesh=None) -> dict:
-    """Per-document summed NLL (nats), target tokens and UTF-8 bytes, and their totals (decoder-only)."""
+def document_losses(cfg, params, tokenizer, documents: list[np.ndarray], seq_len: int, batch_size: int,
+                    mesh=None) -> dict:
+    """Per-document summed NLL (nats), target tokens and UTF-8 bytes, and their totals (decoder-only).
+    `documents`: each document's ids (zoo.train.data_setup.documents); its bytes are those of its decoded text."""
     mesh = mesh or make_mesh()
     ways = data_parallelism(mesh)
     batch_size = -(-batch_size // ways) * ways
     rows, owners = [], []
-    for index, ids in enumerate(tokenizer.encode_batch(list(documents))):
+    for index, ids in enumerate(documents):
         ids = np.append(ids, tokenizer.eos_id).astype(np.int32)
         for start in range(0, len(ids) - 1, seq_len):  # windows of seq_len targets, each from a fresh context
             row = np.full(seq_len + 1, -1, np.int32)
@@ -100,7 +105,7 @@ def document_losses(cfg, params, tokenizer, documents, seq_len: int, batch_size:
             for j, owner in enumerate(owners[i:i + batch_size]):
                 nll_sum[owner] += sums[j]
                 counts[owner] += n[j]
-    sizes = [len(d.encode("utf-8")) for d in documents]
+    sizes = [len(tokenizer.decode(ids.tolist()).encode("utf-8")) for ids in documents]
     per_doc = [{"document": i, "tokens": int(counts[i]), "bytes": sizes[i], "nll": float(nll_sum[i]),
                 "bits_per_byte": float(nll_sum[i] / math.log(2) / max(sizes[i], 1))} for i in range(len(documents))]
     total, tokens, size = float(nll_sum.sum()), int(counts.sum()), sum(sizes)
@@ -124,10 +129,11 @@ def load(run: str | None, hf_dir: str | None, step: int | None, seq_len: int | N
     """The model, its tokenizer and the evaluation settings: a run's own (its recipe's seq_len and micro-batch,
     its data split, its eval_batches), or for an HF checkpoint the defaults; --seq-len/--batch-size override."""
     if run is not None:
-        config = load_run_config(run)
-        model, params, tokenizer = load_for_sampling(run, step)
-        recipe, data, eval_batches, seed = config.train, config.data, config.run.eval_batches, config.run.seed
-        cfg = model.cfg
+        trained = load_run(run, step)
+        config, cfg, params, tokenizer = trained.config, trained.config.model, trained.params, trained.tokenizer
+        # The run's micro-batch is its evaluation batch.
+        recipe = config.train.replace(batch_size=config.train.micro_batch_size, grad_accum_steps=1)
+        data, eval_batches, seed = config.data, config.run.eval_batches, config.run.seed
     else:
         try:
             cfg, params = hf.load(hf_dir)
@@ -160,25 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         loaded = load(args.run, args.hf, args.step, args.seq_len, args.batch_size)
-        data = loaded.data
-        if args.data is not None:
-            documents = load_documents(dataclasses.replace(data, path=args.data, text_field=args.text_field,
-                                                           validation_percent=0, max_documents=args.max_documents))
-            documents = documents.train
-        else:
-            if args.max_documents is not None:
-                data = dataclasses.replace(data, max_documents=args.max_documents)
-            documents = load_documents(data).validation
+        data, split = loaded.data, "validation"
+        if args.data is not None:  # every document of --data: all of it in the train split
+            data = DataConfig(path=args.data, text_field=args.text_field, validation_percent=0,
+                              max_documents=args.max_documents, cache_dir=data.cache_dir)
+            split = "train"
+        elif args.max_documents is not None:
+            data = dataclasses.replace(data, max_documents=args.max_documents)
+        try:
+            corpora = data_setup.open_sources(data, loaded.tokenizer, progress=sys.stderr.isatty())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{'--data' if args.data is not None else 'data'}: {e}") from None
         results = {}
         try:
-            results["validation"] = validation_loss(loaded.cfg, loaded.params, loaded.tokenizer, documents,
-                                                    loaded.recipe, loaded.eval_batches, loaded.seed)
+            results["validation"] = validation_loss(loaded.cfg, loaded.params, loaded.tokenizer, corpora,
+                                                    loaded.recipe, loaded.eval_batches, loaded.seed, split=split)
         except UserError as e:
             if loaded.cfg.is_encoder_decoder:  # the only measure there is
                 raise
             results["validation"] = {"skipped": str(e)}
         if not loaded.cfg.is_encoder_decoder:
-            results["documents"] = document_losses(loaded.cfg, loaded.params, loaded.tokenizer, documents,
+            docs = [d for _, _, c in corpora for d in data_setup.documents(getattr(c, split))]
+            results["documents"] = document_losses(loaded.cfg, loaded.params, loaded.tokenizer, docs,
                                                    loaded.recipe.seq_len, loaded.recipe.micro_batch_size)
     except UserError as e:
         print(f"evaluate.py: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """Starting a run from existing weights: a Hugging Face checkpoint (init.hf) or another zoo run (init.run).
 
-The model is the checkpoint's. What the preset and the command line say about it must agree with it
-(zoo.semantics: the fields that decide what the parameters compute) or the run is refused, naming
-the field; the rest follows this run's config: how the model runs (dtype, remat, attention kernel, scan)
-and training-only fields (dropout, z-loss). The vocabulary is the checkpoint's, and so is the tokenizer.
-A run started this way that has a checkpoint of its own resumes from that, like any run.
+The model is the checkpoint's. With a --preset, what the preset and the command line say about it must agree
+with it (zoo.semantics: the fields that decide what the parameters compute) or the run is refused, naming the
+field; without one (`resolve_from_weights`), the checkpoint's model is taken as it is and the recipe is its
+family's (init.hf: the `train:` section of the configs/*.yaml family of its HF model_type) or the run's
+(init.run). Either way the rest follows this run's config: how the model runs (dtype, remat, attention
+kernel, scan) and training-only fields (dropout, z-loss). The vocabulary is the checkpoint's, and so is the
+tokenizer. A run started this way that has a checkpoint of its own resumes from that, like any run.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
+from jax.sharding import Mesh
 
-from zoo import hf
+from zoo import hf, presets
 from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
 from zoo.model import stack_layers, unstack_layers
 from zoo.semantics import semantic_differences
-from zoo.sharding import make_mesh
-from zoo.train.checkpoint import Checkpoints
-from zoo.train.config import Config, UserError, load_run_config
-from zoo.train.objectives import make_objective
-from zoo.train.state import programs
+from zoo.train.config import COMMAND_LINE, DEFAULT_PRESET, Config, UserError, load_run_config, parse_any, resolve
+from zoo.train.config import resolve_on
+from zoo.train.restore import load_run
 from zoo.train.tokenizer import load_tokenizer
 
 # What this run decides, whatever the checkpoint says.
@@ -62,8 +62,9 @@ def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConf
     return checkpoint.replace(**{name: getattr(config.model, name) for name in _THIS_RUN})
 
 
-def load(config: Config) -> Start:
-    """The starting point `config.init` names (before the run has a checkpoint of its own)."""
+def load(config: Config, mesh: Mesh | None = None) -> Start:
+    """The starting point `config.init` names (before the run has a checkpoint of its own). init.run's params
+    are restored onto `mesh` when the two runs lay the layers out alike (else onto one device, then converted)."""
     key, path = source(config)
     if not path.is_dir():
         raise UserError(f"{key}: {path} is not a directory")
@@ -76,17 +77,51 @@ def load(config: Config) -> Start:
             raise UserError(f"init.hf: {e}") from None
         return Start(agreed_model(config, checkpoint, key), params, tokenizer)
     other = load_run_config(path)
-    checkpoints = Checkpoints(path, read_only=True)
-    step = checkpoints.latest_step()
-    if step is None:
-        raise UserError(f"init.run: no checkpoint in {path}")
     cfg = agreed_model(config, other.model, key)
-    tokenizer = load_tokenizer(path / "tokenizer")
-    # Restored onto one device in the other run's own state layout; the new run reshards the params.
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    objective = make_objective(other.model, other.train, tokenizer, other.run.seed)
-    state, _ = checkpoints.restore(step, programs(other.model, other.train, objective, mesh).abstract_state)
-    params = state["params"]
+    same_layout = other.model.scan_layers == cfg.scan_layers and other.model.param_dtype == cfg.param_dtype
+    try:
+        trained = load_run(path, mesh=mesh if same_layout else None)
+    except UserError as e:
+        raise UserError(f"init.run: {e}") from None
+    params = trained.params
     if other.model.scan_layers != cfg.scan_layers:
         params = stack_layers(params) if cfg.scan_layers else unstack_layers(params)
-    return Start(cfg, params, tokenizer)
+    return Start(cfg, params, trained.tokenizer)
+
+
+def resolve_from_weights(overrides: list[str] | dict | None, source: str = COMMAND_LINE) -> Config:
+    """The Config of a run given no preset: with init.hf, the checkpoint's model and the training recipe of
+    its family (the configs/*.yaml family zoo.hf maps its model_type to; how the model runs and its dropout
+    come from that family's defaults too); with init.run, that run's model and recipe; with neither, the
+    default preset's. The overrides go on top. The recipe's seq_len is capped at the model's max_seq_len."""
+    parsed = parse_any(overrides)
+    init = parsed["init"]
+    if init.get("hf") is None and init.get("run") is None:
+        return resolve(DEFAULT_PRESET, parsed, source)
+    key, path = ("init.hf", Path(init["hf"])) if init.get("hf") is not None else ("init.run", Path(init["run"]))
+    if not path.is_dir():
+        raise UserError(f"{key}: {path} is not a directory")
+    if key == "init.hf":
+        try:
+            checkpoint, family = hf.load_config(path)
+            model_defaults, recipe, where = presets.family_sections(family.preset_family)
+        except (OSError, ValueError) as e:
+            raise UserError(f"init.hf: {e}") from None
+        model = {**_given(checkpoint), **{k: v for k, v in model_defaults.items() if k in _THIS_RUN}}
+        origin = (f"no --preset: the model is {key}'s (HF {family.model_type}), the recipe {where}'s `train:` "
+                  f"(the {family.preset_family} family's)")
+        bases = {"model": (model, f"{key} {path}"), "train": (recipe, f"{where} train")}
+    else:
+        other = load_run_config(path)
+        origin = f"no --preset: the model and the recipe are {key}'s ({other.preset})"
+        bases = {"model": (_given(other.model), f"{key} {path}"), "train": (other.train.to_dict(), f"{key} {path}")}
+    seq_len = bases["train"][0].get("seq_len")
+    if "seq_len" not in parsed["train"] and seq_len is not None and seq_len > bases["model"][0]["max_seq_len"]:
+        bases["train"][0]["seq_len"] = bases["model"][0]["max_seq_len"]
+        origin += f"; train.seq_len {seq_len} capped at the model's max_seq_len {bases['model'][0]['max_seq_len']}"
+    return resolve_on(path.resolve().name, bases, parsed, source, origin)
+
+
+def _given(cfg: ModelConfig) -> dict:
+    """A ModelConfig's values without the ones it derived (so they follow the overrides, as in a preset)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in cfg._derived}

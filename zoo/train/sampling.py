@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import jax
 
 from zoo.generate import generate_stream
-from zoo.sharding import make_mesh
-from zoo.train.checkpoint import Checkpoints
-from zoo.train.config import UserError, load_run_config
-from zoo.train.objectives import make_objective
-from zoo.train.state import programs
-from zoo.train.tokenizer import load_tokenizer
+from zoo.train.restore import load_run
 
 
 def generate_text(model, params, tokenizer, prompt: str | Sequence[str], max_new_tokens: int, *,
@@ -96,21 +90,8 @@ class _Row:
         return piece
 
 
-def load_for_sampling(run_dir, step: int | None = None):
-    """(model, params, tokenizer) from a run directory's config, tokenizer and checkpoint (default: latest),
-    restored onto one device."""
-    config = load_run_config(run_dir)
-    checkpoints = Checkpoints(run_dir, read_only=True)
-    steps = checkpoints.all_steps()
-    if not steps:
-        raise UserError(f"no checkpoint in {run_dir}")
-    step = max(steps) if step is None else step
-    if step not in steps:
-        raise UserError(f"no checkpoint of step {step} in {run_dir}; saved: {', '.join(map(str, steps))}")
-    tokenizer = load_tokenizer(Path(run_dir) / "tokenizer")
-    cfg = config.model
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    prog = programs(cfg, config.train, make_objective(cfg, config.train, tokenizer, config.run.seed), mesh)
-    state, _ = checkpoints.restore(step, prog.abstract_state)
-    checkpoints.close()
-    return prog.model, state["params"], tokenizer
+def load_for_sampling(run_dir, step: int | None = None, mesh=None):
+    """(model, params, tokenizer) of a run directory's checkpoint (default: the latest), the params alone
+    restored onto `mesh` (default: one device; zoo.train.restore.load_run)."""
+    trained = load_run(run_dir, step, mesh)
+    return trained.model, trained.params, trained.tokenizer

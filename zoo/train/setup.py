@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from zoo import hf
 from zoo.config import ModelConfig
 from zoo.flops import flops_per_step
 from zoo.model import count_params
@@ -57,22 +57,7 @@ class Setup:
     """What the run says about itself before training (model, data, MFU basis)."""
 
 
-def load_documents(data) -> data_lib.Corpus:
-    """The corpus of a DataConfig, capped at data.max_documents."""
-    try:
-        if data.max_documents is None:
-            return data_lib.load_corpus(data.path, text_field=data.text_field,
-                                        validation_percent=data.validation_percent)
-        docs = (data_lib.stdlib_documents() if data.path is None
-                else data_lib.read_documents(data.path, data.text_field))[:data.max_documents]
-        if not docs:
-            raise ValueError(f"no documents in {data.path}")
-        return data_lib.split_documents(docs, data.validation_percent)
-    except (FileNotFoundError, ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"data.path: {e}") from None
-
-
-def get_tokenizer(config: Config, corpus: data_lib.Corpus, saved: dict | None):
+def get_tokenizer(config: Config, corpus: data_lib.TrainTexts, saved: dict | None):
     """A resumed run reuses the tokenizer saved in its directory (a trained BPE is not retrained)."""
     data = config.data
     num_sentinels = sentinels_needed(config.train.seq_len) if config.model.is_encoder_decoder else 0
@@ -123,6 +108,11 @@ def prepare(config: Config, devices=None) -> Setup:
         raise UserError(f"invalid mesh: {e}") from None
     check_micro_batch(tc.micro_batch_size, mesh)
     ways = data_parallelism(mesh)
+    if run.export is not None:  # refused now rather than after training
+        try:
+            hf.family_of(config.model)
+        except ValueError as e:
+            raise UserError(f"run.export: {' '.join(str(e).split())}") from None
 
     latest = Checkpoints(config.run_dir, read_only=True).latest_step()
     saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
@@ -141,7 +131,7 @@ def prepare(config: Config, devices=None) -> Setup:
         if "data.tokenizer" in config.explicit:
             raise UserError(f"data.tokenizer: the tokenizer is {key}'s; leave data.tokenizer unset")
         if saved is None:
-            start = init_lib.load(config)
+            start = init_lib.load(config, mesh)
             tokenizer, cfg = start.tokenizer, start.cfg
         else:  # a run that started from weights resumes from its own checkpoint, with its saved tokenizer
             tokenizer = get_tokenizer(config, corpus, saved)
@@ -198,5 +188,7 @@ def prepare(config: Config, devices=None) -> Setup:
         messages.append(memory_lib.check_fits(memory_lib.StepMemory.of(compiled), config.replace(model=cfg), mesh))
     if start is not None:
         messages.append(f"starting from the parameters of {source[0]}={source[1]}")
+    if config.origin:
+        messages.append(config.origin)
     return Setup(config.replace(model=cfg), mesh, tokenizer, objective, prog, stream, val_batches, latest,
                  None if start is None else start.params, entropy, flops, job_peak, tuple(messages))
