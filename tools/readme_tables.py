@@ -117,20 +117,45 @@ def _allowed(field: dataclasses.Field) -> str:
     if field.name == "attention_pattern":
         return "a cycle of: " + ", ".join(LAYER_KINDS)
     kind = str(field.type).replace(" | None", " or null").replace("tuple[str, ...]", "list")
+    if field.default is None and not kind.endswith(" or null"):  # a DERIVED field (zoo.fields.DERIVED)
+        kind += " or null"
     return {"bool": "true, false"}.get(kind, kind)
 
 
+# Fields ModelConfig derives when a preset leaves them unset (null; ModelConfig._derived), and how the knob
+# table names the derived value: a preset with that value is shown under it, so the row lists only the presets
+# that set something else.
+DERIVED = {
+    "num_kv_heads": "num_heads (MHA)",
+    "head_dim": "d_model / num_heads",
+    "num_decoder_layers": "num_layers",
+    "attention_out_bias": "attention_bias",
+    "embedding_dim": "d_model",
+}
+
+
+def _derived_value(cfg: ModelConfig, name: str):
+    """What `name` would be were it left unset (ModelConfig's own rule), or None when it cannot be derived
+    (head_dim when num_heads does not divide d_model)."""
+    try:
+        return getattr(cfg.replace(**{name: None}), name)
+    except ValueError:
+        return None
+
+
 def _value_key(cfg: ModelConfig, name: str):
-    """How a preset's value is shown: derived fields as categories, tuples as lists."""
+    """How a preset's value is shown: a derived field's derived value as ("derived", DERIVED[name]) (whether
+    the preset leaves it unset or sets the same value), GQA / MQA and a decoupled head_dim as categories,
+    tuples as lists."""
     value = getattr(cfg, name)
+    if name in cfg._derived and name not in DERIVED:
+        raise SystemExit(f"ModelConfig derives {name!r}: name its derived value in DERIVED (tools/readme_tables.py)")
+    if name in DERIVED and value == _derived_value(cfg, name):
+        return ("derived", DERIVED[name])
     if name == "num_kv_heads":
-        return "MHA" if value == cfg.num_heads else ("MQA (1)" if value == 1 else "GQA")
+        return "MQA (1)" if value == 1 else "GQA"
     if name == "head_dim":
-        return "d_model / num_heads" if value * cfg.num_heads == cfg.d_model else "decoupled"
-    if name == "num_decoder_layers":
-        return "num_layers" if value == cfg.num_layers else value
-    if name == "attention_out_bias":
-        return "attention_bias" if value == cfg.attention_bias else str(value).lower()
+        return "decoupled"
     if isinstance(value, tuple):
         return "[" + ", ".join(value) + "]"
     if isinstance(value, bool):
@@ -138,6 +163,14 @@ def _value_key(cfg: ModelConfig, name: str):
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else format(value, ".4g").replace("e-0", "e-")
     return "null" if value is None else value
+
+
+def _label(key, all_presets: bool = False) -> str:
+    """`value`, or `rule` (derived) for a derived value (a ("derived", rule) key); "all" when every preset
+    has it."""
+    if isinstance(key, tuple):
+        return f"`{key[1]}` (derived{', all' if all_presets else ''})"
+    return f"`{key}`" + (" (all)" if all_presets else "")
 
 
 def _who(names: list[str], by_family: dict[str, list[str]]) -> str:
@@ -163,10 +196,10 @@ def knob_table() -> str:
             users.setdefault(_value_key(cfg, field.name), []).append(name)
         ordered = sorted(users.items(), key=lambda kv: -len(kv[1]))
         if len(ordered) == 1:
-            used = f"`{ordered[0][0]}` (all)"
+            used = _label(ordered[0][0], all_presets=True)
         else:
-            used = "; ".join([f"`{ordered[0][0]}`: the rest"] +
-                             [f"`{value}`: {_who(names, by_family)}" for value, names in ordered[1:]])
+            used = "; ".join([f"{_label(ordered[0][0])}: the rest"] +
+                             [f"{_label(value)}: {_who(names, by_family)}" for value, names in ordered[1:]])
         rows.append(f"| `{field.name}` | {_allowed(field)} | {used} | {PAPERS.get(field.name, '')} |")
     return "\n".join(rows)
 
@@ -190,7 +223,7 @@ def write_readme() -> None:
         pattern = re.compile(rf"<!-- BEGIN {key}:.*?<!-- END {key} -->", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no {key} markers")
-        text = pattern.sub(lambda _: block(key), text)
+        text = pattern.sub(lambda _, key=key: block(key), text)
     path.write_text(text)
 
 

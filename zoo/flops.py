@@ -14,20 +14,31 @@ from zoo.config import ModelConfig
 from zoo.model import abstract_params, path_names
 
 
-def matmul_params(cfg: ModelConfig) -> dict[str, int]:
-    """Parameters that multiply activations, by where they are applied.
+def is_matmul_kernel(names: tuple[str, ...]) -> bool:
+    """Whether the parameter at `names` (zoo.model.path_names) is a dense kernel applied to every token:
+    the q/k/v/o projections, the MLP's wi/wo, an untied head. Not: norm gains and biases, dense biases
+    (an add, not a matmul), Transformer-XL's u, v (added to q) and its W_r ("position_key", a kernel, but
+    applied to the fixed max_seq_len-row sinusoid table once per forward pass, not to each token: about
+    2 * |W_r| * max_seq_len FLOPs a layer, whatever the batch), T5's relative-bias tables and the token
+    and position embeddings (lookups)."""
+    return names[-1] == "kernel" and names[-2] != "position_key"
 
-    {"encoder": ..., "decoder": ..., "cross_kv": ..., "head": ...}: "decoder" is the decoder stack (the whole
-    stack of a decoder-only model) minus the cross-attention key/value projections ("cross_kv", applied to
-    encoder tokens); "head" is the output projection embedding_dim x vocab (tied or not), with OPT-350m's
-    project_in/project_out when embedding_dim != d_model. Embedding lookups (token, learned positions, T5
-    relative-bias tables) are not matmuls and are left out.
+
+def matmul_params(cfg: ModelConfig) -> dict[str, int]:
+    """Parameters that multiply every token's activations in a matmul (dense kernels, is_matmul_kernel),
+    by where they are applied.
+
+    {"encoder": ..., "decoder": ..., "cross_kv": ..., "head": ...}: "decoder" is the decoder stack's kernels
+    (the whole stack of a decoder-only model) minus the cross-attention key/value projections ("cross_kv",
+    applied to encoder tokens); "head" is the output projection embedding_dim x vocab (tied or not), with
+    OPT-350m's project_in/project_out when embedding_dim != d_model. Embedding lookups, norm gains, biases
+    and Transformer-XL's position parameters are left out (see is_matmul_kernel).
     """
     projections = 2 * cfg.d_model * cfg.embedding_dim if cfg.embedding_dim != cfg.d_model else 0
     out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.embedding_dim * cfg.vocab_size + projections}
     for path, leaf in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]:
         names = path_names(path)
-        if names[0] not in ("encoder", "decoder") or "relative_bias" in names[-1]:
+        if names[0] not in ("encoder", "decoder") or not is_matmul_kernel(names):
             continue
         size = int(np.prod(leaf.shape, dtype=np.int64))
         if "cross_attention" in names and names[-2] in ("key", "value"):
