@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runner import NAMES, run_all
 from benchmarks.report import HERE, write_results
+from benchmarks.runner import NAMES, run_all
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def cores() -> int:
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -54,14 +55,14 @@ def machine() -> dict:
     import jax
     mem = None
     try:
-        for line in open("/proc/meminfo"):
+        for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 mem = round(int(line.split()[1]) / 2**20, 1)
     except OSError:
         pass
     devices = jax.devices()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": platform.node(), "platform": platform.platform(), "arch": platform.machine(),
         "cpu_model": cpu_model(), "cores": cores(), "memory_gib": mem,
         "backend": jax.default_backend(),
@@ -110,7 +111,7 @@ def interleave(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1)
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> dict:
     """Per-repetition ratios numerator[i] / denominator[i] (neighbours in time), summarised."""
-    return summary([a / b for a, b in zip(numerator, denominator)])
+    return summary([a / b for a, b in zip(numerator, denominator, strict=True)])
 
 
 def fmt_ratio(r: dict) -> str:

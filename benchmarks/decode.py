@@ -74,7 +74,7 @@ def bench_setting(cfg, model, params, hf, batch: int, prompt_len: int, new: int,
     # Decode steps alone: the other new-1 tokens over the whole call's time less the prefill's, paired by
     # repetition.
     out["zoo_decode_tokens_per_s"] = summary([batch * (new - 1) / max(t - p, 1e-9)
-                                              for t, p in zip(times["zoo"], prefill)])
+                                              for t, p in zip(times["zoo"], prefill, strict=True)])
     if "hf" in times:
         out["zoo_speedup"] = paired_ratio(times["hf"], times["zoo"])
     # The ceiling: every step reads the weights and the cache as it stands (prompt + half the new tokens

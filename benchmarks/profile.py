@@ -65,7 +65,8 @@ def trace_op_times(fn, runs: int) -> dict[tuple[str, str], float]:
             for _ in range(runs):
                 fn()
         (path,) = glob.glob(os.path.join(tmp, "**", "perfetto_trace.json.gz"), recursive=True)
-        data = json.load(gzip.open(path))
+        with gzip.open(path) as f:
+            data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
     times = collections.Counter()
     for e in events:
@@ -82,7 +83,7 @@ def dumped_modules(dump_dir: str, names: set[str]) -> dict[str, dict]:
         base = os.path.basename(path)
         for name in names:
             if f".{name}." in base:
-                out[name] = parse_hlo(open(path).read())
+                out[name] = parse_hlo(Path(path).read_text())
     return out
 
 

@@ -32,7 +32,8 @@ def header(res: dict) -> str:
              f"{m['loadavg_start'][0]:.1f} at the start, {res.get('loadavg_end', [float('nan')])[0]:.1f} at the end "
              f"(the cores are shared with other work: every figure is a same-run ratio).",
              f"- **Versions** Python {m['python']}, {libs}.",
-             f"- **Command** `{m['command']}` ({res['wall_s'] / 60:.1f} min); XLA_FLAGS `{m['xla_flags'] or '(none)'}`, "
+             f"- **Command** `{m['command']}` ({res['wall_s'] / 60:.1f} min); "
+             f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`, "
              f"OMP_WAIT_POLICY {res.get('omp_wait_policy')}."]
     if res.get("plan_selection"):
         lines.append(f"- **Partial run** (the machine was too busy for the whole plan): {res['plan_selection']}; "
@@ -57,7 +58,8 @@ def train_table(res: dict) -> str:
     t = res.get("train")
     if not t:
         return "_not run_"
-    rows = ["| model | seq x batch | contender | tokens/s median (min-max) | MFU | zoo speed-up vs contender / cost vs zoo LLaMA |",
+    rows = ["| model | seq x batch | contender | tokens/s median (min-max) | MFU "
+            "| zoo speed-up vs contender / cost vs zoo LLaMA |",
             "|---|---|---|---|---|---|"]
     for s in t["shapes"]:
         for k, tps in s["tokens_per_s"].items():
@@ -102,8 +104,8 @@ def decode_table(res: dict) -> str:
     if not d:
         return "_not run_"
     rows = [f"Model: {d['size']} LLaMA ({d['params'] / 1e6:.1f}M), greedy, tokens/s = batch x new tokens / "
-            "wall time of the whole generate call (prefill included); decode steps tokens/s = batch x (new - 1) / (that "
-            "time - the same call's prefill alone, a 1-token generate timed beside it).", "",
+            "wall time of the whole generate call (prefill included); decode steps tokens/s = batch x (new - 1) / "
+            "(that time - the same call's prefill alone, a 1-token generate timed beside it).", "",
             "| batch | prompt + new | zoo tokens/s | HF generate tokens/s | zoo speed-up | tokens identical | "
             "bandwidth ceiling tokens/s | zoo / ceiling | zoo prefill s | zoo decode steps tokens/s | "
             "decode steps / ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -122,7 +124,8 @@ def compile_table(res: dict) -> str:
     if not c:
         return "_not run_"
     rows = [f"{c['preset']} widths, forward + backward of a {c['batch']} x {c['length']} batch.", "",
-            "| layers | scan compile (s) | unrolled compile (s) | scan step (ms) | unrolled step (ms) | unrolled / scan step |",
+            "| layers | scan compile (s) | unrolled compile (s) | scan step (ms) | unrolled step (ms) "
+            "| unrolled / scan step |",
             "|---|---|---|---|---|---|"]
     for r in c["rows"]:
         rows.append(f"| {r['layers']} | {r['scan_compile_s']:.2f} | {r['unrolled_compile_s']:.2f} | "
@@ -155,7 +158,8 @@ def knobs_table(res: dict) -> str:
     names = {"layernorm_vs_rmsnorm": "LayerNorm instead of RMSNorm (train step)",
              "parallel_vs_serial": "parallel block instead of serial (train step)",
              "local_vs_global": "local attention (window {window}) instead of global (train step)",
-             "gqa_vs_mha_decode": "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)"}
+             "gqa_vs_mha_decode":
+                 "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)"}
     rows = [f"{k['size']} LLaMA widths; each pair interleaved in one process.", "",
             "| knob | shape | variant time / baseline time |", "|---|---|---|"]
     for key, label in names.items():
@@ -202,8 +206,8 @@ def scale_table(res: dict) -> str:
     return path.read_text().split("\n", 2)[2].strip()
 
 
-SECTIONS = {"header": header, "scale": scale_table, "train": train_table, "decode": decode_table, "compile_time": compile_table,
-            "memory": memory_table, "knobs": knobs_table, "profile": profile_tables}
+SECTIONS = {"header": header, "scale": scale_table, "train": train_table, "decode": decode_table,
+            "compile_time": compile_table, "memory": memory_table, "knobs": knobs_table, "profile": profile_tables}
 
 
 def render(res: dict, res_gpu: dict | None = None) -> str:
@@ -237,7 +241,8 @@ def console(res: dict) -> str:
         if "zoo_speedup" in s:
             rows.append((f"decode b{s['batch']} p{s['prompt']}+{s['new_tokens']}: zoo speed-up vs HF "
                          f"(tokens match: {s['tokens_match']})", _r(s["zoo_speedup"])))
-        rows.append((f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling", f"{s['zoo_fraction_of_ceiling']:.0%}"
+        rows.append((f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling",
+                     f"{s['zoo_fraction_of_ceiling']:.0%}"
                      + (f" (decode steps alone {s['zoo_decode_fraction_of_ceiling']:.0%})"
                         if "zoo_decode_fraction_of_ceiling" in s else "")))
     for key, r in res.get("knobs", {}).items():

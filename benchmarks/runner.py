@@ -46,7 +46,7 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
         log(f"[{name}]")
         try:
             res[name] = fn()
-        except Exception as e:  # record and go on: one broken section must not lose the others
+        except Exception as e:  # noqa: BLE001  (record and go on: one broken section must not lose the others)
             res["errors"][name] = "".join(traceback.format_exception_only(type(e), e)).strip()
             log(f"  {name} FAILED: {res['errors'][name]}")
             traceback.print_exc(file=sys.stderr)

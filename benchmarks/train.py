@@ -94,7 +94,7 @@ def _try_torch_compile(cfg, batch, seq, budget_s: float, device: str):
     """torch.compile's step, or (None, why). A first step over budget_s is recorded and not used."""
     try:
         run, first = torch_step(cfg, batch, seq, compiled=True, device=device)
-    except Exception as e:  # inductor needs a C++ compiler and a supported torch; record why it failed
+    except Exception as e:  # noqa: BLE001  (inductor needs a C++ compiler and a supported torch; record why)
         return None, {"status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     info = {"status": "ok", "compile_s": first}
     if first > budget_s:
@@ -157,7 +157,8 @@ def plan(quick: bool, device: str) -> list[dict]:
         # torch's model); keeping only the matmul outputs recomputes the cheap elementwise ops.
         bf16 = {"dtype": "bfloat16", "remat_policy": "save_dots"}
         return [dict(size=models.GPU_SIZE, seq=models.GPU_SEQ, batch=4, reps=10, families=("llama", "gemma2"),
-                     extra={"llama": {**bf16, "attention_impl": "cudnn"}, "gemma2": {**bf16, "attention_impl": "auto"}})]
+                     extra={"llama": {**bf16, "attention_impl": "cudnn"},
+                            "gemma2": {**bf16, "attention_impl": "auto"}})]
     if quick:
         return [dict(size="smoke", seq=64, batch=2, reps=2, families=("llama", "gemma2"))]
     fam3 = ("llama", "gemma2", "palm")

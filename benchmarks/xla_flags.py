@@ -69,11 +69,11 @@ def main(argv=None) -> None:
             results[name]["rounds"].append(statistics.median(data["step_s"]))
             results[name]["compile_s"] = data["compile_s"]
     base = results["baseline"]["rounds"]
-    for name, r in results.items():
+    for r in results.values():
         if r["rounds"] and base:
-            ratios = [a / b for a, b in zip(r["rounds"], base)]
+            ratios = [a / b for a, b in zip(r["rounds"], base, strict=False)]
             r["time_over_baseline"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-    out = {"shape": dict(zip(("size", "batch", "seq", "steps"), shape)), "loadavg": os.getloadavg(),
+    out = {"shape": dict(zip(("size", "batch", "seq", "steps"), shape, strict=True)), "loadavg": os.getloadavg(),
            "variants": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -5,6 +5,9 @@ anything imports jax: 8 host (CPU) devices let tests/test_sharding.py build real
 """
 
 import os
+from collections import defaultdict
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
@@ -12,3 +15,32 @@ from zoo.presets import list_presets  # noqa: E402  (after XLA_FLAGS: importing 
 
 # Every "-tiny" preset: the CPU-sized sibling of each family, which the model and training tests run.
 TINY_PRESETS = [name for name in list_presets() if name.endswith("-tiny")]
+
+
+# ------------------------------------------------------------------------------------------ the slow tests
+# `python -m pytest -m "not slow"` runs the fast tests (a few minutes on 2 cores); CI runs everything. Slow are:
+# the files below (training runs, subprocesses, Hugging Face models built with torch, notebooks, a wheel build),
+# tests marked @pytest.mark.slow in their own file, and a test parametrized over the tiny presets, except on
+# FAST_PRESETS. A new file is fast until listed here: list it when `--durations` shows it takes over ~30 s.
+SLOW_FILES = {
+    "test_benchmarks.py", "test_compile_only.py", "test_evaluate.py", "test_experiments.py", "test_export.py",
+    "test_finetune.py", "test_harness.py", "test_hf.py", "test_hf_families_a.py", "test_hf_families_b.py",
+    "test_hf_more.py", "test_multihost.py", "test_notebooks.py", "test_observability.py", "test_packaging.py",
+    "test_train.py",
+}
+FAST_PRESETS = {"llama-tiny", "t5-tiny"}  # decoder-only (RoPE, GQA, SwiGLU) and encoder-decoder (relative bias)
+
+
+def pytest_collection_modifyitems(config, items):
+    over_presets = defaultdict(list)  # (file, test function) -> its items, when parametrized
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+        elif hasattr(item, "callspec"):
+            over_presets[item.path, item.originalname].append(item)
+    for group in over_presets.values():
+        presets = [{v for v in item.callspec.params.values() if v in TINY_PRESETS} for item in group]
+        if all(presets) and len(group) > len(FAST_PRESETS):  # a test run on every tiny preset (or many)
+            for item, names in zip(group, presets, strict=True):
+                if not names & FAST_PRESETS:
+                    item.add_marker(pytest.mark.slow)

@@ -35,7 +35,8 @@ def test_t5_relative_bias_tables_are_other():
 
 def test_row_of_llama2_7b():
     row = analysis.architecture_row("llama2-7b")
-    assert (row["norm"], row["norm position"], row["activation"], row["positions"]) == ("rmsnorm", "pre", "swiglu", "rope")
+    assert (row["norm"], row["norm position"], row["activation"], row["positions"]) == (
+        "rmsnorm", "pre", "swiglu", "rope")
     assert row["d_ff/d_model"] == 11008 / 4096
     assert row["heads*head_dim/d_model"] == 1.0 and row["d_model/layers"] == 4096 / 32
     assert (row["GLU"], row["parallel"], row["tied"], row["bias"], row["kind"]) == (True, False, False, False, "MHA")
@@ -48,7 +49,8 @@ def test_rows_follow_the_knobs():
     vaswani, gpt2 = analysis.architecture_row("transformer-base"), analysis.architecture_row("gpt2")
     assert palm["parallel"] and palm["kind"] == "MQA" and palm["d_ff/d_model"] == 4.0
     assert (gemma["norm position"], gemma["activation"], gemma["kind"]) == ("double", "geglu", "GQA")
-    assert gemma["tricks"] == "attn soft-cap 50, logit soft-cap 30" and gemma["attention"] == "local/global (window 4096)"
+    assert gemma["tricks"] == "attn soft-cap 50, logit soft-cap 30"
+    assert gemma["attention"] == "local/global (window 4096)"
     assert olmo["norm position"] == "output" and olmo["tricks"] == "z-loss 1e-05, qk-norm (full)"
     assert (vaswani["norm position"], vaswani["activation"], vaswani["positions"]) == ("post", "relu", "sinusoidal")
     assert (gpt2["norm"], gpt2["activation"], gpt2["GLU"], gpt2["bias"]) == ("layernorm", "gelu_tanh", False, True)
@@ -61,8 +63,8 @@ def test_published_counts_read_the_presets_labels():
 
 
 def test_markdown_table_formats_counts_and_ratios():
-    row = {"preset": "x", "params": 6_738_415_616, "ratio": 2.6875, "one": 1.0003, "aspect": 100.2, "flops": 2467.9, "vocab": 32000,
-           "GLU": True, "published": None}
+    row = {"preset": "x", "params": 6_738_415_616, "ratio": 2.6875, "one": 1.0003, "aspect": 100.2, "flops": 2467.9,
+           "vocab": 32000, "GLU": True, "published": None}
     assert analysis.markdown_table([row], list(row)).splitlines() == [
         "| preset | params | ratio | one | aspect | flops | vocab | GLU | published |", "|" + "---|" * 9,
         "| x | 6.74B | 2.69 | 1.00 | 100 | 2,468 | 32,000 | yes | – |"]

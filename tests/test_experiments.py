@@ -95,7 +95,8 @@ def test_position_losses_past_the_training_length(experiment):
 
 def test_smoothing_and_sizes():
     values = np.array([[1.0, 3.0, 5.0, np.nan]])
-    assert np.allclose(ex.smooth_curve(values, 2)[0, :3], [1.0, 2.0, 4.0]) and np.isnan(ex.smooth_curve(values, 2)[0, 3])
+    assert np.allclose(ex.smooth_curve(values, 2)[0, :3], [1.0, 2.0, 4.0])
+    assert np.isnan(ex.smooth_curve(values, 2)[0, 3])
     assert set(ex.SIZES) == {"ci", "laptop", "accelerator"}
     laptop, big = ex.SIZES["laptop"], ex.SIZES["accelerator"]
     assert 10 <= big.tokens / laptop.tokens <= 50  # the same experiments at 10-50x the tokens

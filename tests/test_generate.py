@@ -21,7 +21,7 @@ from zoo.train.tokenizer import ByteTokenizer
 PRESETS = ["llama-tiny", "gemma2-tiny", "gpt2-tiny", "bloom-tiny", "gopher-tiny", "t5-tiny"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny(name):
     cfg = get_config(name)
     return cfg, zoo.build(cfg), zoo.init_params(cfg, jax.random.key(0))
@@ -66,6 +66,7 @@ def test_stop_tokens_end_rows_and_the_loop():
         assert (new[end:] == stop).all()
 
 
+@pytest.mark.slow  # ~14 s
 def test_stream_yields_the_same_tokens_and_stops_early():
     cfg, model, params = tiny("gemma2-tiny")
     rows = prompts(cfg, [5, 9])
@@ -96,10 +97,11 @@ def test_sharded_sampling_equals_one_device():
     rows = prompts(cfg, [6, 3, 8, 5])
     mesh = make_mesh(2, 2, 2)
     sharded = zoo.generate(model, params, rows, 16, mesh=mesh)
-    for a, b in zip(sharded, zoo.generate(model, params, rows, 16)):
+    for a, b in zip(sharded, zoo.generate(model, params, rows, 16), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # ~20 s
 def test_positions_and_segment_ids_make_packed_documents_independent():
     """A row packing two documents (positions restarting at 0, segment ids 1 and 2) gives each token the
     logits it has when its document runs alone."""
@@ -117,6 +119,7 @@ def test_positions_and_segment_ids_make_packed_documents_independent():
         assert np.abs(np.asarray(unmasked[0, 7:]) - np.asarray(alone[1])).max() > 1e-3, name
 
 
+@pytest.mark.slow  # ~8 s
 def test_max_logit_is_sown_when_asked():
     """With 'intermediates' mutable each layer sows the largest unmasked pre-softmax logit; soft-capping
     bounds it by the cap."""

@@ -13,10 +13,9 @@ import pytest
 lm_eval = pytest.importorskip("lm_eval")  # the [eval] extra; .ci/run installs it, so CI never skips this
 
 from lm_eval.api.instance import Instance  # noqa: E402
+from test_train import run  # noqa: E402
 
 from zoo.harness import ZooLM  # noqa: E402
-
-from test_train import run  # noqa: E402
 
 TASKS = Path(__file__).parent / "data" / "harness"
 
@@ -45,7 +44,7 @@ def request(kind, *args):
 def test_loglikelihood_equals_a_direct_computation(lm):
     pairs = [("def add(a, b):\n    return", " a + b"), ("", "import os"), ("x = 1\n" * 30, "y = 2")]
     scores = lm.loglikelihood([request("loglikelihood", c, t) for c, t in pairs])
-    for (context, continuation), (score, greedy) in zip(pairs, scores):
+    for (context, continuation), (score, greedy) in zip(pairs, scores, strict=True):
         tok = lm.tokenizer
         expected, expected_greedy = direct_logprob(lm, [tok.eos_id] + tok.encode(context), tok.encode(continuation))
         assert score == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy

@@ -7,9 +7,9 @@ transformers class built on torch's meta device."""
 
 import numpy as np
 import pytest
-
 from test_hf import _random_model, _roundtrip, _tokens, _zoo_logits, transformers
 from test_hf_more import assert_exact_count, assert_refused, assert_tiny_preset_round_trips
+
 from zoo.presets import family_presets
 
 # Preset name prefix -> HF model_type.
@@ -43,12 +43,13 @@ def test_gpt_neox(tmp_path, parallel, bias):
                       use_parallel_residual=parallel, attention_bias=bias)
     tokens = _tokens(128, 24)
     cfg, params, ref = _roundtrip(f"gpt_neox (parallel={parallel})", model, tokens, tmp_path)
-    assert cfg.parallel_layers == parallel and not cfg.parallel_shared_norm and cfg.rope_fraction == 0.25
+    # Two norms in the parallel block; the serial block leaves parallel_shared_norm unset (it does not apply).
+    assert cfg.parallel_layers == parallel and cfg.parallel_shared_norm == (not parallel) and cfg.rope_fraction == 0.25
     assert cfg.attention_bias == bias and not cfg.tie_word_embeddings and cfg.norm_type == "layernorm"
     _assert_zoo_binds(cfg, params, tokens, ref, rope_fraction=0.5)
     _assert_zoo_binds(cfg, params, tokens, ref, rope_interleaved=True)
     if parallel:
-        _assert_zoo_binds(cfg, params, tokens, ref, parallel_layers=False)
+        _assert_zoo_binds(cfg, params, tokens, ref, parallel_layers=False, parallel_shared_norm=True)
 
 
 # ------------------------------------------------------------------------------------------------ gptj
@@ -81,7 +82,7 @@ def test_gemma3(tmp_path):
     assert (cfg.rope_theta, cfg.rope_local_theta, cfg.rope_scaling, cfg.rope_scaling_local) == (1e4, 100.0, "linear",
                                                                                                False)
     _assert_zoo_binds(cfg, params, tokens, ref, rope_scaling_local=True)
-    _assert_zoo_binds(cfg, params, tokens, ref, rope_scaling="none", rope_scaling_local=True)
+    _assert_zoo_binds(cfg, params, tokens, ref, rope_scaling="none", rope_scaling_factor=1.0, rope_scaling_local=True)
     _assert_zoo_binds(cfg, params, tokens, ref, rope_local_theta=None)
     _assert_zoo_binds(cfg, params, tokens, ref, sliding_window_size=24)  # a window the sequence fits in
 

@@ -7,9 +7,9 @@ class; one refused config per family; every named preset's exact count against t
 
 import numpy as np
 import pytest
-
 from test_hf import _random_model, _roundtrip, _tokens, _zoo_logits, transformers
 from test_hf_more import assert_exact_count, assert_refused, assert_tiny_preset_round_trips
+
 from zoo import hf
 from zoo.presets import family_presets, get_config
 

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from test_hf import _hf_logits, _random_model, _roundtrip, _tokens, torch, transformers
+
 from zoo import count_params, hf
 from zoo.presets import family_presets, get_config, published
 

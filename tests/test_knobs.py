@@ -32,7 +32,9 @@ def test_rope_scores_depend_only_on_relative_position():
     c = cfg(head_dim=8)
     inv = P.rope_frequencies(c, 10000.0)
     q, k = jax.random.normal(jax.random.key(0), (2, 1, 1, 1, 8))
-    score = lambda m, n: float(jnp.sum(P.apply_rope(q, jnp.array([[m]]), inv) * P.apply_rope(k, jnp.array([[n]]), inv)))
+    def score(m, n):
+        return float(jnp.sum(P.apply_rope(q, jnp.array([[m]]), inv) * P.apply_rope(k, jnp.array([[n]]), inv)))
+
     assert score(7, 3) == pytest.approx(score(107, 103), abs=1e-4)
     assert score(7, 3) != pytest.approx(score(7, 4), abs=1e-3)
     # Position 0 is the identity rotation.
@@ -66,11 +68,13 @@ def test_rope_scaling_local_false_scales_global_layers_only():
     """Gemma 3: linear x8 on global layers (every inverse frequency / 8), plain RoPE at its own base on local ones."""
     c = cfg(head_dim=8, attention_pattern=("local", "global"), sliding_window_size=8, rope_local_theta=100.0,
             rope_scaling="linear", rope_scaling_factor=8.0, rope_scaling_local=False, init_std=0.5)
-    plain = c.replace(rope_scaling="none", rope_scaling_local=True)
+    plain = c.replace(rope_scaling="none", rope_scaling_factor=1.0, rope_scaling_local=True)
     np.testing.assert_allclose(P.rope_frequencies(c, 1e4), P.rope_frequencies(plain, 1e4) / 8, rtol=1e-6)
     np.testing.assert_allclose(P.rope_frequencies(c, 100.0, scaled=False), P.rope_frequencies(plain, 100.0))
     x, pos = jax.random.normal(jax.random.key(0), (1, 6, 16)), jnp.arange(6)[None]
-    run = lambda config, kind: Attention(config, kind).apply({"params": params}, x, pos)
+    def run(config, kind):
+        return Attention(config, kind).apply({"params": params}, x, pos)
+
     params, local = init_apply(Attention(c, "local"), x, pos)
     np.testing.assert_allclose(local, run(plain, "local"), atol=1e-6)      # local layers: no scaling
     np.testing.assert_allclose(run(c, "global"), run(c.replace(rope_scaling_local=True), "global"), atol=1e-6)
@@ -181,7 +185,9 @@ def test_mlp_forms(acts, fn):
     c = cfg(mlp_activations=acts)
     x = jax.random.normal(jax.random.key(0), (1, 3, 16))
     params, y = init_apply(Mlp(c), x)
-    k = lambda n: np.asarray(jax.tree_util.tree_leaves(params[n])[0])
+    def k(n):
+        return np.asarray(jax.tree_util.tree_leaves(params[n])[0])
+
     xs = np.asarray(x)
     if len(acts) == 1:
         h = xs @ k("wi")
@@ -200,9 +206,16 @@ def block_parts(c, x):
     params = block.init(jax.random.key(0), x, pos)["params"]
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
     out = block.apply({"params": params}, x, pos)
-    attn = lambda h: Attention(c).apply({"params": params["attention"]}, h, pos)
-    mlp = lambda h: Mlp(c).apply({"params": params["mlp"]}, h)
-    norm = lambda name, h: Norm(c).apply({"params": params[name]}, h)
+
+    def attn(h):
+        return Attention(c).apply({"params": params["attention"]}, h, pos)
+
+    def mlp(h):
+        return Mlp(c).apply({"params": params["mlp"]}, h)
+
+    def norm(name, h):
+        return Norm(c).apply({"params": params[name]}, h)
+
     return out, attn, mlp, norm
 
 
@@ -414,6 +427,7 @@ def test_qk_norm_per_head_untied():
     assert p["params"]["key_norm"]["scale"].value.shape == (2, 4)
 
 
+@pytest.mark.slow  # ~9 s
 def test_mlp_hidden_and_final_norm_dropout():
     """mlp_hidden_dropout drops the MLP's hidden units (inverted dropout: unbiased on average), and
     final_norm_dropout the stack's output after its final norm; without a dropout rng both are the identity."""
@@ -435,7 +449,8 @@ def test_mlp_hidden_and_final_norm_dropout():
     assert not np.allclose(a, b) and np.allclose(model.apply(variables, tokens), model.apply(variables, tokens))
 
 
-@pytest.mark.parametrize("extra", ["plain", "window", "soft_cap", "bias", "segments"])
+@pytest.mark.parametrize("extra", ["plain", *(pytest.param(e, marks=pytest.mark.slow)  # ~4-7 s each
+                                             for e in ("window", "soft_cap", "bias", "segments"))])
 def test_blocked_causal_attention_equals_one_call(extra):
     """On the XLA path, causal attention over T >= 256 runs as query blocks that skip the masked upper triangle
     (zoo.layers.attention.causal_blocks): the same output as one call over all T x T scores with the causal

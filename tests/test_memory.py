@@ -85,6 +85,7 @@ print(json.dumps({"estimate": need.total, "measured": status("VmHWM:") - base}))
 """
 
 
+@pytest.mark.slow  # ~20 s
 def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path):
     """Peak RSS growth over the steps (see MEASURE) against arguments + outputs + temporaries - aliased, on a
     config whose step takes ~0.6 GiB, large beside the allocator's slack."""

@@ -18,7 +18,7 @@ from conftest import TINY_PRESETS as TINY
 BATCH, LENGTH = 2, 48  # longer than the tiny sliding windows (32) and T5's tiny max distance (16)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny(name):
     """(cfg, model, params, inputs) per preset, built once for the whole module."""
     cfg = get_config(name)
@@ -30,7 +30,7 @@ def tiny(name):
     return cfg, model, params, inputs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted_apply(cfg):
     """One compiled forward per config, shared by every test that runs it."""
     return jax.jit(zoo.build(cfg).apply)
@@ -89,13 +89,14 @@ def value_and_grad(cfg, params, inputs):
     return jax.jit(jax.value_and_grad(functools.partial(loss_fn, zoo.build(cfg))))(params, inputs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plain_value_and_grad(name):
     cfg, _, params, inputs = tiny(name)
     return value_and_grad(cfg, params, inputs)
 
 
 # Full remat on every family; the named-checkpoint policy on the two with the most distinct blocks.
+@pytest.mark.slow  # a memory knob: the values are plain's; ~30 s even on the fast presets
 @pytest.mark.parametrize("name, policy", [(n, "full") for n in TINY]
                          + [("gemma2-tiny", "save_block_outputs"), ("t5-tiny", "save_block_outputs")])
 def test_remat_matches_plain(name, policy):
@@ -147,8 +148,11 @@ def cache_shapes(cfg, decode_len, batch=1):
 
 def test_grouped_heads_shrink_the_cache():
     cfg = get_config("llama-tiny").replace(num_heads=8, num_kv_heads=8, head_dim=32)
-    kv = lambda c: sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
-                       if "cached_key" in jax.tree_util.keystr(p) or "cached_value" in jax.tree_util.keystr(p))
+
+    def kv(c):
+        return sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
+                   if "cached_key" in jax.tree_util.keystr(p) or "cached_value" in jax.tree_util.keystr(p))
+
     mha, gqa, mqa = kv(cfg), kv(cfg.replace(num_kv_heads=2)), kv(cfg.replace(num_kv_heads=1))
     assert mha == 4 * gqa == 8 * mqa  # MQA cache is num_heads x smaller
 

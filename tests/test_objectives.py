@@ -11,7 +11,6 @@ import pytest
 from zoo.train import data, objectives
 from zoo.train import tokenizer as tk
 
-
 # --- objectives ----------------------------------------------------------------------------------------------
 
 
@@ -99,7 +98,7 @@ def test_span_corruption_reconstructs_and_has_t5_statistics():
         span_lengths += [len(s) for s in spans.values()]
     assert np.mean(noise_fraction) == pytest.approx(0.15, abs=0.01)
     assert np.mean(span_lengths) == pytest.approx(3.0, abs=0.15)
-    assert 1 < np.std(span_lengths) and min(span_lengths) == 1  # lengths vary: spans are random, not fixed
+    assert np.std(span_lengths) > 1 and min(span_lengths) == 1  # lengths vary: spans are random, not fixed
     # Different rows (and rng draws) place spans differently; the same rng seed reproduces them.
     again, _ = objectives.span_corrupt(rows, np.random.default_rng(0), sentinel_ids=sentinels, eos_id=1,
                                        inputs_length=512)

@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from zoo.train.optim import decay_mask, make_optimizer, make_schedule
 from zoo.recipe import TrainConfig
+from zoo.train.optim import decay_mask, make_optimizer, make_schedule
 
 
 def _params(boxed=False):

@@ -1,4 +1,5 @@
-"""`pip install .` ships the presets: from outside the checkout, count_params of gpt3-175b works."""
+"""`pip install .` ships the presets (from outside the checkout, count_params of gpt3-175b works), the PEP 561
+marker and the console scripts."""
 
 import site
 import subprocess
@@ -21,4 +22,11 @@ def test_wheel_install_ships_presets(tmp_path):
         [str(python), "-c", "import zoo; print(zoo.__file__); print(zoo.count_params(zoo.get_config('gpt3-175b')))"],
         check=True, cwd=tmp_path, capture_output=True, text=True).stdout.split()
     assert str(venv) in out[0], out[0]  # the installed copy, not the checkout
-    assert int(out[1]) == 174_604_259_328  # Brown et al. 2020 Table 2.1, exact count (reference_configs.md)
+    assert int(out[1]) == 174_604_259_328  # exact count of Brown et al. 2020, Table 2.1's 175B row
+    assert (venv_site / "zoo" / "py.typed").exists()
+    # The console scripts ([project.scripts]) are installed; zoo-train and zoo-sample answer --help.
+    for name in ("zoo-train", "zoo-sample", "zoo-evaluate", "zoo-export"):
+        assert (venv / "bin" / name).exists(), name
+    for name, expected in (("zoo-train", "--preset"), ("zoo-sample", "--prompt-file")):
+        run = subprocess.run([str(venv / "bin" / name), "--help"], cwd=tmp_path, capture_output=True, text=True)
+        assert run.returncode == 0 and expected in run.stdout, f"{name} --help: {run.stderr[-2000:]}"

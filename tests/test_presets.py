@@ -17,7 +17,6 @@ from zoo.config import ModelConfig
 from zoo.presets import family_presets, get_config, get_recipe, list_families, list_presets, preset_family
 from zoo.recipe import TrainConfig
 
-
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = """
 transformer-base transformer-big transformer-tiny
@@ -324,7 +323,7 @@ def test_gemma2_query_scale_is_query_pre_attn_scalar():
 # ------------------------------------------------------------------------------------ parameter counts
 @pytest.mark.parametrize("name", list_presets())
 def test_param_count_matches_published_computation(name):
-    from zoo import count_params      # the model; shape-only (jax.eval_shape), so 540B is fine
+    from zoo import count_params  # the model; shape-only (jax.eval_shape), so 540B is fine
     record = presets.published(name)
     expected = record.params if record is not None else TINY_COUNTS[name]
     assert count_params(get_config(name)) == expected, record
@@ -340,6 +339,7 @@ def test_paper_only_counts_round_to_the_papers_labels(name):
     label's own precision: 44M means [43.5M, 44.5M), 1.4B means [1.35B, 1.45B). That is why 44M (-0.76%)
     and 1.4B (-1.83%) can differ from the label by more than 0.5% and still be the table's model."""
     import re
+
     from zoo import count_params
     label = presets.published(name).label
     number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([MBT])", label).groups()

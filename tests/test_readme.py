@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tools import readme_tables
 from zoo.train.cli import parse_args
+
+from tools import readme_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PROSE = " ".join(README.split())  # the README's text with line breaks as spaces, for phrases that wrap
 # Commands that are not run here, and why: installs (CI's own steps) and CI itself.
 NOT_RUN = {"bash .ci/run": "CI: it runs this test", "python -m pytest": "CI's test command: it runs this test",
-           'pip install -e ".[test,notebooks,eval]"': "CI's install step", 'pip install -e ".[eval]"': "an install", 'pip install -e ".[tensorboard]"': "an install"}
+           'pip install -e ".[test,notebooks,eval]"': "CI's install step", 'pip install -e ".[eval]"': "an install",
+           'pip install -e ".[tensorboard]"': "an install", 'pip install -e ".[test,lint]"': "an install",
+           "ruff ": "CI's lint and format check (.ci/run)", "mypy": "CI's type check (.ci/run)"}
 
 
 def _blocks(language: str) -> list[str]:
@@ -71,6 +74,7 @@ def _released_weights_block() -> list[str]:
     return [line for line in _blocks("bash") if line in section[:section.index("\n## ", 1)]][0].strip().splitlines()
 
 
+@pytest.mark.slow
 def test_released_weights_commands_run(tmp_path):
     """Make the tiny checkpoint, fine-tune, evaluate, export, evaluate the export, sample: in a scratch
     directory, in the README's order."""
@@ -102,10 +106,14 @@ def test_every_command_is_covered():
 @pytest.mark.parametrize("argv", _train_commands(), ids=" ".join)
 def test_train_commands_resolve(argv):
     """Every train.py command line (big presets included) parses and validates; nothing is trained."""
-    config, text = parse_args([a for a in argv if a not in ("-h", "--help")])
+    argv = [a for a in argv if a not in ("-h", "--help")]
+    if "--preset" not in argv and any(a.startswith(("init.hf=", "init.run=")) for a in argv):
+        argv = ["--preset", "llama-tiny", *argv]  # a placeholder path: without a preset its checkpoint is read
+    config, text = parse_args(argv)
     assert text is None and config is not None
 
 
+@pytest.mark.slow
 def test_python_blocks_run(tmp_path):
     """Each ```python block, in a fresh namespace, with the placeholder paths pointing at a tiny random
     LLaMA checkpoint that transformers wrote."""
@@ -139,6 +147,7 @@ def main_job(tmp_path_factory):
     return run_dir, out.stdout, env
 
 
+@pytest.mark.slow
 def test_main_job_numbers_are_the_readmes(main_job):
     run_dir, stdout, _ = main_job
     entropy = float(re.search(r"unigram entropy ([\d.]+) nats/token", stdout).group(1))
@@ -156,6 +165,7 @@ def test_main_job_numbers_are_the_readmes(main_job):
     assert re.search(r"^sample \(200 tokens", stdout, re.M)
 
 
+@pytest.mark.slow
 def test_sample_command_runs(main_job):
     run_dir, _, env = main_job
     # the Training table's sample command, which reads the main job's run (the released-weights one is run above)
@@ -167,6 +177,7 @@ def test_sample_command_runs(main_job):
     assert out.stdout.startswith("def ")
 
 
+@pytest.mark.slow
 def test_sample_reads_prompts_from_stdin_stops_and_streams(main_job):
     """sample.py --prompt-file - (one batch of prompts from stdin) with a stop string, and --stream: each
     continuation ends before the stop string, and the streamed text is the same as the batched one."""

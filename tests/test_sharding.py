@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from zoo.sharding import (LOGICAL_RULES, batch_sharding, check_batch_size, make_mesh, param_shardings,
-                          use_mesh)
+from zoo.sharding import LOGICAL_RULES, batch_sharding, check_batch_size, make_mesh, param_shardings, use_mesh
 
 CPUS = jax.devices("cpu")   # explicit, so the tests also run on a machine with one accelerator
 

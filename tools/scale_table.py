@@ -108,8 +108,8 @@ def table(rows: list[dict], hardware: dict) -> str:
         "compiles of one and two layer cycles) / the chip's bf16 peak: a lower bound that ignores "
         "communication and memory bandwidth. Model FLOPs are zoo/flops.py's 6N + attention; their ratio to the "
         "compiled FLOPs is the MFU a roofline-speed step would show (full remat recomputes the forward pass). "
-        "Not understood yet: " + (", ".join(f"{r['preset']} ({r['chips']} chips, {r['step_flops'] / r['model_flops']:.2f}x)"
-                                            for r in low) or "none") +
+        "Not understood yet: " + (", ".join(
+            f"{r['preset']} ({r['chips']} chips, {r['step_flops'] / r['model_flops']:.2f}x)" for r in low) or "none") +
         " compile to fewer FLOPs than the model count (MFU over 100%), where full remat should put them about "
         "1.2-1.3x above, as it is for " + (", ".join(f"{r['preset']} ({r['chips']} chips, "
                                                      f"{r['step_flops'] / r['model_flops']:.2f}x)" for r in high)
@@ -133,7 +133,8 @@ def table(rows: list[dict], hardware: dict) -> str:
             f"{hardware[row['preset']]} | {row['topology']} ({row['chips']}) | {mesh} | {how} | "
             f"{row['arguments'] / gib:.1f} / {row['temporaries'] / gib:.1f} / {row['total'] / gib:.1f} | "
             f"{row['hbm'] / gib:.0f} | {'yes' if row['fits'] else 'no'} | "
-            f"{row['step_flops'] / 1e12:.0f} / {row['model_flops'] / 1e12:.0f} | {row['step_flops'] / row['peak']:.2f} s | "
+            f"{row['step_flops'] / 1e12:.0f} / {row['model_flops'] / 1e12:.0f} | "
+            f"{row['step_flops'] / row['peak']:.2f} s | "
             f"{row['model_flops'] / row['step_flops']:.0%} |")
     return "\n".join(lines) + "\n"
 
@@ -150,7 +151,7 @@ def main() -> int:
         return 0
     chosen = []
     done = [json.loads(line) for line in RESULTS.read_text().splitlines()] if RESULTS.exists() else []
-    for preset, (hardware, candidates) in CASES.items():
+    for preset, (_hardware, candidates) in CASES.items():
         if args.only and preset != args.only:
             continue
         if args.table_only:

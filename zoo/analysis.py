@@ -16,9 +16,9 @@ import jax
 import numpy as np
 
 from zoo.config import ModelConfig
+from zoo.flops import flops_per_step
 from zoo.model import abstract_params, count_params, logical_axes, path_names
 from zoo.presets import get_config, list_families, preset_family, published
-from zoo.flops import flops_per_step
 
 # ------------------------------------------------------------------------------------------------ scale
 SCALES = ("ci", "laptop", "accelerator")
@@ -75,8 +75,9 @@ def param_tree(cfg: ModelConfig) -> str:
     """An indented text tree of the parameters (a module and its tensor, e.g. query/kernel, on one line): shape,
     logical axes (zoo.logical_axes) and size per leaf."""
     axes = jax.tree_util.tree_leaves(logical_axes(cfg))
-    lines, parent = [], ()
-    for (names, shape), spec in zip(_leaves(cfg), axes):
+    lines: list[str] = []
+    parent: tuple[str, ...] = ()
+    for (names, shape), spec in zip(_leaves(cfg), axes, strict=True):
         group = names[:-2]
         shared = 0
         while shared < min(len(parent), len(group)) and parent[shared] == group[shared]:
@@ -285,7 +286,7 @@ def draw_block(cfg: ModelConfig, ax, title: str = "") -> float:
         point = column(point, 0, sub["shared"])
         two = len(sub["branches"]) == 2
         xs = (-0.55 * width, 0.55 * width) if two else (0,)
-        tops = [column(point, x, boxes) for x, boxes in zip(xs, sub["branches"])]
+        tops = [column(point, x, boxes) for x, boxes in zip(xs, sub["branches"], strict=True)]
         add_y = max(y for _, y in tops) + gap + radius
         for top in tops:
             arrow(top, (0, add_y - radius))
@@ -322,7 +323,7 @@ def draw_blocks(names: list[str]):
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 7.5))
     axes = np.atleast_1d(axes)
     configs = [get_config(name) for name in names]
-    tops = [draw_block(cfg, ax, f"{name}\n{_summary(cfg)}") for name, cfg, ax in zip(names, configs, axes)]
+    tops = [draw_block(cfg, ax, f"{name}\n{_summary(cfg)}") for name, cfg, ax in zip(names, configs, axes, strict=True)]
     for ax in axes:
         ax.set_ylim(-0.7, max(tops))
     if any(cfg.is_encoder_decoder for cfg in configs):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from zoo.fields import Replaceable, fail, is_default
+from zoo import applicability
+from zoo.fields import DERIVED, Replaceable, fail
 
 # Allowed values of the string-valued knobs. One table, so errors and docs list the same thing.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -52,13 +53,14 @@ class ModelConfig(Replaceable):
     """Hidden width of the MLP (per branch for gated MLPs)."""
     max_seq_len: int
     """Longest sequence the model accepts (rows of learned positions; the context RoPE models were trained at)."""
-    num_kv_heads: int | None = None
-    """Key/value heads: = num_heads is MHA, 1 is MQA (Shazeer 2019), in between is GQA (Ainslie 2023). None = num_heads."""
-    head_dim: int | None = None
+    num_kv_heads: int = DERIVED
+    """Key/value heads: = num_heads is MHA, 1 is MQA (Shazeer 2019), in between is GQA (Ainslie 2023).
+    None = num_heads."""
+    head_dim: int = DERIVED
     """Width of each head; independent of d_model (Gemma 2, PaLM). None = d_model // num_heads."""
     architecture: str = "decoder_only"
     """decoder_only (GPT, LLaMA, ...) or encoder_decoder (original Transformer, T5)."""
-    num_decoder_layers: int | None = None
+    num_decoder_layers: int = DERIVED
     """Blocks in the decoder of an encoder-decoder model. None = num_layers."""
 
     # --- normalisation -------------------------------------------------------------------------
@@ -92,7 +94,7 @@ class ModelConfig(Replaceable):
     # --- attention ---------------------------------------------------------------------------
     attention_bias: bool = False
     """Bias on the q, k, v and (unless attention_out_bias says otherwise) output projections."""
-    attention_out_bias: bool | None = None
+    attention_out_bias: bool = DERIVED
     """Bias on the attention output projection. None = attention_bias. Qwen2/2.5 bias q, k, v but not the
     output (transformers models/qwen2/modeling_qwen2.py: o_proj bias=False): attention_bias true, this false."""
     query_scale: float | None = None
@@ -149,7 +151,7 @@ class ModelConfig(Replaceable):
     """Output projection = transposed token embedding (Press & Wolf 2017)."""
     lm_head_bias: bool = False
     """Bias on the untied output head (GPT-J: transformers models/gptj/modeling_gptj.py lm_head)."""
-    embedding_dim: int | None = None
+    embedding_dim: int = DERIVED
     """Token-embedding width; != d_model adds bias-free project_in/out around the stack (OPT-350m). None = d_model."""
     embedding_norm: bool = False
     """A norm on the embeddings before the first block (BLOOM's word_embeddings_layernorm)."""
@@ -201,10 +203,11 @@ class ModelConfig(Replaceable):
     # ------------------------------------------------------------------------------------------------
     def __post_init__(self):
         _validate(self)
-        derived = {"num_kv_heads": self.num_heads, "head_dim": self.d_model // self.num_heads,
-                   "num_decoder_layers": self.num_layers, "attention_out_bias": self.attention_bias,
-                   "embedding_dim": self.d_model}
-        unset = frozenset(name for name in derived if getattr(self, name) is None)
+        derived = _derivations(self)
+        # A derived field that does not apply was null or its derived value (validation allows nothing
+        # else), so it stays derived: a config read back from config.json still follows num_layers.
+        unused = applicability.unused_fields(self)
+        unset = frozenset(name for name in derived if getattr(self, name) is None or name in unused)
         for name in unset:
             object.__setattr__(self, name, derived[name])
         object.__setattr__(self, "_derived", unset)  # Replaceable.replace derives these again
@@ -228,6 +231,12 @@ class ModelConfig(Replaceable):
         """The attention kind of every layer: the pattern cycled over the stack."""
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
+
+
+def _derivations(c: ModelConfig) -> dict:
+    """What each derived field is when left null."""
+    return {"num_kv_heads": c.num_heads, "head_dim": c.d_model // c.num_heads, "num_decoder_layers": c.num_layers,
+            "attention_out_bias": c.attention_bias, "embedding_dim": c.d_model}
 
 
 def _validate(c: ModelConfig) -> None:
@@ -265,45 +274,29 @@ def _validate(c: ModelConfig) -> None:
     if c.num_layers % len(c.attention_pattern):
         fail(c, "attention_pattern", f"its length {len(c.attention_pattern)} must divide "
                                    f"num_layers={c.num_layers} (the stack scans over whole cycles)")
+    # Knobs the rest of the config makes meaningless (one table, shared with zoo.semantics), before the range
+    # checks below: rope_fraction: 0.3 on an ALiBi model is a knob that does nothing, not a bad fraction.
+    applicability.check(c, _derivations(c))
     if c.num_decoder_layers is not None and c.num_decoder_layers % len(c.attention_pattern):
         fail(c, "attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
-    has_local = any(k.startswith("local") for k in c.attention_pattern)
-    if has_local and c.sliding_window_size is None:
+    if any(k.startswith("local") for k in c.attention_pattern) and c.sliding_window_size is None:
         fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
 
-    if c.norm_type == "rmsnorm" and c.norm_use_bias:
-        fail(c, "norm_use_bias", "RMSNorm has no bias; use norm_type: layernorm")
-    if c.norm_scale_plus_one and not c.norm_use_scale:
-        fail(c, "norm_scale_plus_one", "needs norm_use_scale: true")
     if c.norm_eps <= 0:
         fail(c, "norm_eps", f"must be > 0, got {c.norm_eps}")
     if c.norm_position == "post" and c.final_norm:
         fail(c, "final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
 
-    if not has_local and c.sliding_window_size is not None:
-        fail(c, "sliding_window_size", "is set but attention_pattern has no local layer to use it")
     if c.position_embedding == "relative_bias":
         if c.relative_num_buckets < 4 or c.relative_num_buckets % 2:
             fail(c, "relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
         if c.relative_max_distance <= c.relative_num_buckets // 2:
             fail(c, "relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
-    else:
-        for name in ("relative_num_buckets", "relative_max_distance", "relative_bias_shared"):
-            if not is_default(c, name):
-                fail(c, name, f"only applies with position_embedding: relative_bias, not {c.position_embedding!r}")
-    rope_fields = {"rope_local_theta": c.rope_local_theta is not None, "rope_fraction": c.rope_fraction != 1.0,
-                   "rope_scaling": c.rope_scaling != "none", "rope_interleaved": c.rope_interleaved}
-    if c.position_embedding != "rope":
-        for name, is_set in rope_fields.items():
-            if is_set:
-                fail(c, name, f"only applies with position_embedding: rope, not {c.position_embedding!r}")
     rotary = head_dim * c.rope_fraction
     if not 0.0 < c.rope_fraction <= 1.0 or rotary != int(rotary) or int(rotary) % 2:
         fail(c, "rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
     if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
         fail(c, "rope_theta", "must be > 0")
-    if c.rope_scaling == "none" and not c.rope_scaling_local:
-        fail(c, "rope_scaling_local", "only applies with rope_scaling linear or llama3")
     if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
         fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
     if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
@@ -311,9 +304,8 @@ def _validate(c: ModelConfig) -> None:
     if c.position_embedding in ("sinusoidal", "transformer_xl") and c.d_model % 2:
         fail(c, "d_model", f"{c.position_embedding} positions need an even d_model")
 
-    if not isinstance(c.position_offset, int) or c.position_offset < 0 or (
-            c.position_offset and c.position_embedding != "learned"):
-        fail(c, "position_offset", "must be an integer >= 0, and nonzero only with position_embedding: learned")
+    if not isinstance(c.position_offset, int) or c.position_offset < 0:
+        fail(c, "position_offset", f"must be an integer >= 0, got {c.position_offset!r}")
     for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale", "logits_scale"):
         value = getattr(c, name)
         if value is not None and not value > 0:
@@ -322,8 +314,6 @@ def _validate(c: ModelConfig) -> None:
                  "final_norm_dropout"):
         if not 0.0 <= getattr(c, name) < 1.0:
             fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
-    if c.lm_head_bias and c.tie_word_embeddings:
-        fail(c, "lm_head_bias", "needs an untied output head (tie_word_embeddings: false)")
     if c.z_loss_multiplier < 0:
         fail(c, "z_loss_multiplier", "must be >= 0")
     if c.init_std <= 0:

@@ -21,16 +21,17 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any, Protocol
 
 import jax
 import numpy as np
 
 from zoo.analysis import scale
 from zoo.model import build, count_params
-from zoo.train.config import Config, load_run_config, resolve
 from zoo.train import data_setup
+from zoo.train.config import Config, load_run_config, resolve
 from zoo.train.data import pack
 from zoo.train.loop import TrainingStopped, train
 from zoo.train.objectives import token_nll
@@ -209,7 +210,8 @@ class Experiment:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cells = [r["variant"], f"{r['params']:,}", str(r["seeds"]), str(r["stopped"]),
-                     f"{r['train_loss']:.3f} ± {r['train_loss_std']:.3f}", f"{r['val_loss']:.3f} ± {r['val_loss_std']:.3f}"]
+                     f"{r['train_loss']:.3f} ± {r['train_loss_std']:.3f}",
+                     f"{r['val_loss']:.3f} ± {r['val_loss_std']:.3f}"]
             cells += [f"{r['val_loss'] - base['val_loss']:+.3f}"] if base else []
             cells += [f"{1e3 * r['step_time_s']:.1f} ± {1e3 * r['step_time_s_std']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -222,9 +224,18 @@ def _metrics_file(run_dir: Path) -> list[dict]:
     return [r for r in rows if "loss" in r]
 
 
+class Probe(Protocol):
+    """What run_variants(probe=...) takes (zoo.stability.SoftmaxProbe): rows measured on a finished run's
+    directory, whose checkpoints were saved every `every` steps."""
+
+    every: int
+
+    def __call__(self, run_dir: Path) -> list[dict]: ...
+
+
 def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int | list[int] = 3,
                  preset: str = "llama-tiny", devices=None, log: Callable[[str], None] | None = print,
-                 probe: Callable[[Path], list[dict]] | None = None) -> Experiment:
+                 probe: Probe | None = None) -> Experiment:
     """Train every variant with every seed (seeds: a count, meaning 0..n-1, or a list) on one device (default the
     first local one) and return the Experiment. `log` gets one line per finished run. `probe` (with an `every`
     attribute, e.g. zoo.stability.SoftmaxProbe): the runs checkpoint every probe.every steps, keeping all, and
@@ -277,7 +288,7 @@ def _nll_program(cfg):
     return nll
 
 
-def position_losses(run: Run, lengths: list[int], max_rows: int = 32, batch: int = 8) -> dict[int, np.ndarray]:
+def position_losses(run: Run, lengths: list[int], max_rows: int = 32, batch: int = 8) -> dict[int, Any]:
     """{length: next-token loss (nats) at each position 0..length-1, averaged over rows}: how the run's model does
     on contexts longer than it trained on (up to model.max_seq_len). Every length reads the same text, the first
     max_rows x max(lengths) validation tokens, cut into rows of that length (more rows for shorter lengths)."""
@@ -290,7 +301,8 @@ def position_losses(run: Run, lengths: list[int], max_rows: int = 32, batch: int
         rows = pack(tokens, length + 1, length)
         if len(rows) == 0:
             raise ValueError(f"the validation split has fewer than {length + 1} tokens")
-        out[length] = sum(np.asarray(nll(run.params, rows[i:i + batch])) for i in range(0, len(rows), batch)) / len(rows)
+        total = sum(np.asarray(nll(run.params, rows[i:i + batch])) for i in range(0, len(rows), batch))
+        out[length] = total / len(rows)
     return out
 
 
@@ -341,5 +353,6 @@ def plot_finals(ax, exp: Experiment, variants: list[str] | None = None, key: str
                         color=color, zorder=4)
     names = [(labels or {}).get(v, v) for v in variants]
     stopped = [len(exp.seeds) - int(np.isfinite(exp.finals(v)[key]).sum()) for v in variants]
-    ax.set_yticks(range(len(variants)), [n + (f" ({k} stopped)" if k else "") for n, k in zip(names, stopped)])
+    ticks = [n + (f" ({k} stopped)" if k else "") for n, k in zip(names, stopped, strict=True)]
+    ax.set_yticks(range(len(variants)), ticks)
     ax.set_ylim(len(variants) - 0.5, -0.5)

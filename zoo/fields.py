@@ -13,11 +13,17 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import itertools
 import re
 import textwrap
 from typing import Any
 
 import yaml
+
+DERIVED: Any = None
+"""The default of a field that __post_init__ fills in when it is left null (ModelConfig.head_dim = d_model //
+num_heads): None, typed Any so that the field is declared with the type it has once constructed
+(`head_dim: int = DERIVED`). A field whose default is None accepts null from YAML and the command line."""
 
 
 def suggest(name: str, options) -> str:
@@ -76,8 +82,8 @@ class Replaceable:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values: tuples become lists."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v)
+                for name in field_names(type(self))}
 
 
 def value_origins(message: str, section: str, sources: list[tuple[dict, str]]) -> str:
@@ -93,12 +99,17 @@ def value_origins(message: str, section: str, sources: list[tuple[dict, str]]) -
     return "; ".join(parts)
 
 
-@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> the docstring under it (train.py --help and the README print them)."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in zip(body, body[1:])
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+    return _field_docs(cls)  # not cached itself: mypy takes a config class for unhashable (python/mypy#11470)
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    class_def = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(class_def, ast.ClassDef), class_def
+    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in itertools.pairwise(class_def.body)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
             and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
 
 
@@ -143,10 +154,11 @@ _CHECKS = {
 @functools.cache
 def _kind(cls: type, name: str) -> tuple[str, bool]:
     """The declared type of a field as (kind, nullable): 'int | None' -> ('int', True),
-    'tuple[str, ...]' -> ('tuple', False)."""
-    parts = [p.strip() for p in str({f.name: f.type for f in dataclasses.fields(cls)}[name]).split("|")]
+    'tuple[str, ...]' -> ('tuple', False); a field that defaults to None (DERIVED) is nullable too."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    parts = [p.strip() for p in str(field.type).split("|")]
     base = next(p for p in parts if p != "None")
-    return ("tuple" if base.startswith("tuple") else base), "None" in parts
+    return ("tuple" if base.startswith("tuple") else base), "None" in parts or field.default is None
 
 
 def coerce(cls: type, name: str, value, where: str):

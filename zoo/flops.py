@@ -50,7 +50,8 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
 
 def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
     """Sum over layers of the keys each query is scored against (a local layer sees at most its window)."""
-    return sum(min(queries_see, cfg.sliding_window_size) if kind.startswith("local") else queries_see
+    window = cfg.sliding_window_size or queries_see  # None: no local layer
+    return sum(min(queries_see, window) if kind.startswith("local") else queries_see
                for kind in cfg.layer_kinds(num_layers))
 
 

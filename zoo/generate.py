@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -192,7 +192,7 @@ def _prepare(cfg: ModelConfig, prompt, max_new_tokens: int, encoder_tokens, enco
             raise ValueError(f"{len(enc_rows)} encoder inputs for {len(rows)} prompts")
         if encoder_mask is not None:  # an array input's own padding: keep only the rows' valid prefixes
             mask = np.asarray(encoder_mask, bool)
-            enc_rows = [r[:int(m.sum())] for r, m in zip(enc_rows, mask)]
+            enc_rows = [r[:int(m.sum())] for r, m in zip(enc_rows, mask, strict=True)]
         longest_enc = max(len(r) for r in enc_rows)
         check_tokens(cfg, jnp.asarray(np.concatenate(enc_rows))[None], decode_len=longest_enc)
         enc_length = min(_bucket(longest_enc), cfg.max_seq_len)
@@ -205,10 +205,10 @@ def _prepare(cfg: ModelConfig, prompt, max_new_tokens: int, encoder_tokens, enco
 # ------------------------------------------------------------------------------------------ the programs
 @dataclasses.dataclass(frozen=True)
 class _Programs:
-    unrolled: callable  # params -> the unrolled layout that prefill and step read
-    prefill: callable   # (unrolled params, tokens, positions, enc, enc_mask, rng) -> carry
-    step: callable      # (unrolled params, carry) -> carry
-    run: callable       # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
+    unrolled: Callable  # params -> the unrolled layout that prefill and step read
+    prefill: Callable   # (unrolled params, tokens, positions, enc, enc_mask, rng) -> carry
+    step: Callable      # (unrolled params, carry) -> carry
+    run: Callable       # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
 
 
 @functools.lru_cache(maxsize=32)

@@ -41,7 +41,8 @@ class ZooLM(LM):
 
     @classmethod
     def from_run(cls, run: str, step: int | None = None, batch_size: int = 8) -> ZooLM:
-        return cls(*load_for_sampling(run, step), batch_size=batch_size)
+        model, params, tokenizer = load_for_sampling(run, step)
+        return cls(model, params, tokenizer, batch_size=batch_size)
 
     @classmethod
     def from_hf(cls, directory: str, batch_size: int = 8) -> ZooLM:
@@ -52,7 +53,7 @@ class ZooLM(LM):
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> ZooLM:
         """`run=DIR[,step=N]` or `hf=DIR`, with an optional `batch_size=N` (lm_eval --model_args)."""
         args = dict(item.split("=", 1) for item in arg_string.split(",") if item)
-        batch_size = int((additional_config or {}).get("batch_size") or args.get("batch_size", 8))
+        batch_size = int((additional_config or {}).get("batch_size") or args.get("batch_size", "8"))
         if "hf" in args:
             return cls.from_hf(args["hf"], batch_size=batch_size)
         return cls.from_run(args["run"], int(args["step"]) if "step" in args else None, batch_size=batch_size)
@@ -76,7 +77,7 @@ class ZooLM(LM):
             for j, row in enumerate(rows):
                 tokens[j, :len(row)] = row
             logp, greedy = map(np.asarray, self._score(self.params, jnp.asarray(tokens)))
-            for j, ((_, cont), row) in enumerate(zip(chunk, rows)):
+            for j, ((_, cont), row) in enumerate(zip(chunk, rows, strict=True)):
                 span = slice(len(row) - 1 - len(cont), len(row) - 1)  # predictions of the continuation tokens
                 out.append((float(logp[j, span].sum()), bool(greedy[j, span].all())))
         return out

@@ -67,8 +67,11 @@ class Stack(nn.Module):
         num_cycles = self.num_layers // cfg.cycle_length
         # Positional: nn.scan broadcasts these by position (in_axes), one entry per argument.
         args = (positions, cache_index, rel_table, encoded, encoder_mask, segment_ids)
-        make = lambda cls, name: cls(cfg, causal=self.causal, has_cross=self.has_cross, decode_len=self.decode_len,
-                                     deterministic=self.deterministic, name=name)
+
+        def make(cls, name):
+            return cls(cfg, causal=self.causal, has_cross=self.has_cross, decode_len=self.decode_len,
+                       deterministic=self.deterministic, name=name)
+
         if cfg.scan_layers:
             scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                               split_rngs={"params": True, "dropout": True},
@@ -312,6 +315,6 @@ def unstack_layers(params):
         if "cycles" in tree:
             n = jax.tree_util.tree_leaves(tree["cycles"])[0].shape[0]
             for i in range(n):
-                out[f"cycle_{i}"] = jax.tree_util.tree_map(lambda x: x[i], tree["cycles"])
+                out[f"cycle_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], tree["cycles"])
         return out
     return convert(params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from zoo import applicability
 from zoo.fields import Replaceable, fail
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -31,7 +32,7 @@ class TrainConfig(Replaceable):
     """Peak learning rate. For schedule noam it is a multiplier on d_model**-0.5 * min(step**-0.5,
     step * warmup**-1.5) (Vaswani 2017 §5.3, whose multiplier is 1.0)."""
     beta1: float | None = 0.9
-    """First-moment decay (Adafactor: momentum). None = no momentum (T5's Adafactor)."""
+    """First-moment decay (Adafactor: momentum). None = no momentum, Adafactor only (T5's); for Adam that is 0.0."""
     beta2: float | None = 0.95
     """Second-moment decay of Adam/AdamW (0.95 for LLMs, 0.98 Vaswani). Unused (may be null) by
     Adafactor, which uses adafactor_decay_rate."""
@@ -122,6 +123,7 @@ def _validate(c: TrainConfig) -> None:
             fail(c, name, f"must be a positive integer, got {getattr(c, name)!r}")
     if not _is_int(c.warmup_steps) or c.warmup_steps < 0:
         fail(c, "warmup_steps", f"must be an integer >= 0, got {c.warmup_steps!r}")
+    applicability.check(c, derived={})
 
     if not c.learning_rate > 0:
         fail(c, "learning_rate", f"must be > 0, got {c.learning_rate}")
@@ -131,17 +133,20 @@ def _validate(c: TrainConfig) -> None:
         fail(c, "warmup_steps", f"{c.warmup_steps} exceeds total_steps={c.total_steps}")
     if not 0.0 <= c.final_lr_fraction <= 1.0:
         fail(c, "final_lr_fraction", f"must be in [0, 1], got {c.final_lr_fraction}")
-    if not 0.0 <= c.wsd_decay_fraction <= 1.0 or (c.schedule == "wsd" and c.wsd_decay_fraction == 0):
-        fail(c, "wsd_decay_fraction", f"must be in (0, 1] (in [0, 1] when unused), got {c.wsd_decay_fraction}")
+    if c.schedule == "wsd" and not 0.0 < c.wsd_decay_fraction <= 1.0:
+        fail(c, "wsd_decay_fraction", f"must be in (0, 1], got {c.wsd_decay_fraction}")
     if c.schedule == "wsd" and c.warmup_steps + round(c.wsd_decay_fraction * c.total_steps) > c.total_steps:
         fail(c, "wsd_decay_fraction", f"warmup_steps={c.warmup_steps} plus the decay's "
                                     f"{round(c.wsd_decay_fraction * c.total_steps)} steps exceed "
                                     f"total_steps={c.total_steps}")
 
+    # Each optimizer's own knobs must be set; the other's may be null (zoo.applicability refuses other values).
+    adam = c.optimizer in ("adam", "adamw")
+    if c.beta1 is None and adam:
+        fail(c, "beta1", f"null (no momentum) is only for adafactor; optimizer {c.optimizer!r} needs a value in "
+                          "[0, 1) (0.0: no momentum)")
     if c.beta1 is not None and not 0.0 <= c.beta1 < 1.0:
         fail(c, "beta1", f"must be in [0, 1) or null, got {c.beta1}")
-    # Each optimizer's own knobs must be set; the other's may be null.
-    adam = c.optimizer in ("adam", "adamw")
     if (c.beta2 is None and adam) or (c.beta2 is not None and not 0.0 <= c.beta2 < 1.0):
         fail(c, "beta2", f"must be in [0, 1) (null only with adafactor), got {c.beta2}")
     if not c.eps > 0:
@@ -158,12 +163,8 @@ def _validate(c: TrainConfig) -> None:
     if c.optimizer == "adam" and c.weight_decay > 0:
         fail(c, "weight_decay", f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
                               "use optimizer: adamw for decoupled decay, or set weight_decay: 0")
-    if c.weight_decay_lr_power is not None:
-        if not c.weight_decay_lr_power > 0:
-            fail(c, "weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
-        if c.weight_decay == 0:
-            fail(c, "weight_decay_lr_power", "has no effect with weight_decay 0: the decay is "
-                                           "weight_decay * lr ** power (PaLM: weight_decay 1.0, power 2.0)")
+    if c.weight_decay_lr_power is not None and not c.weight_decay_lr_power > 0:
+        fail(c, "weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
 
     if c.batch_size % c.grad_accum_steps:
         fail(c, "grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -100,7 +101,8 @@ def logical_to_sharding(logical: P, shape: Sequence[int], mesh: Mesh, rules=LOGI
         if name is not None and name not in known:  # a typo would otherwise silently replicate
             raise ValueError(f"logical axis {name!r} has no sharding rule; known: {', '.join(sorted(known))}")
     spec = nn.logical_to_mesh_axes(tuple(logical), rules)
-    return NamedSharding(mesh, P(*(_fit(dim, axes, mesh) for dim, axes in zip(shape, spec))))
+    assert spec is not None  # None only for logical=None
+    return NamedSharding(mesh, P(*(_fit(dim, axes, mesh) for dim, axes in zip(shape, spec, strict=True))))
 
 
 def param_shardings(abstract_params, mesh: Mesh, rules=LOGICAL_RULES):

@@ -10,8 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (DECODER, SAME, Family, HFConfig, Weights, embedding_rules, linear_in, mlp_rules,
-                         norm_rules, rule)
+from zoo.hf.core import (
+    DECODER,
+    SAME,
+    Family,
+    HFConfig,
+    Weights,
+    embedding_rules,
+    linear_in,
+    mlp_rules,
+    norm_rules,
+    rule,
+)
 
 
 def grouped_qkv(heads: int, kv_heads: int, head_dim: int):
@@ -30,7 +40,10 @@ def grouped_qkv(heads: int, kv_heads: int, head_dim: int):
     def to_hf(q, k, v):
         xp = np if isinstance(q, np.ndarray) else jnp  # numpy when writing, jnp under eval_shape
         lead = q.shape[:-2]
-        first = lambda x: xp.moveaxis(x, (-2, -1), (0, 1))  # [heads, head_dim, *lead]
+
+        def first(x):  # [heads, head_dim, *lead]
+            return xp.moveaxis(x, (-2, -1), (0, 1))
+
         grouped = [first(q).reshape(kv_heads, g, head_dim, *lead), first(k)[:, None], first(v)[:, None]]
         return (xp.concatenate(grouped, axis=1).reshape(-1, *lead),)
     return to_zoo, to_hf

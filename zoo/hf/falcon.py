@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from zoo.config import ModelConfig
 from zoo.hf.bloom import fused_attention_rules
-from zoo.hf.core import (DECODER, Family, HFConfig, Weights, activation, embedding_rules, hf_activation, mlp_rules,
-                         norm_rules)
+from zoo.hf.core import (
+    DECODER,
+    Family,
+    HFConfig,
+    Weights,
+    activation,
+    embedding_rules,
+    hf_activation,
+    mlp_rules,
+    norm_rules,
+)
 from zoo.hf.llama import rope_to_hf, rope_to_zoo
 
 

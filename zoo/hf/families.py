@@ -6,11 +6,28 @@ import json
 from pathlib import Path
 
 from zoo.config import ModelConfig
-from zoo.semantics import semantic_differences
-from zoo.hf import gemma2, gpt2, llama, mistral, olmo2, phi3, qwen2, qwen3, t5
-from zoo.hf import bloom, cohere, cohere2, falcon, opt
-from zoo.hf import gemma3, gpt_neox, gptj, nemotron
+from zoo.hf import (
+    bloom,
+    cohere,
+    cohere2,
+    falcon,
+    gemma2,
+    gemma3,
+    gpt2,
+    gpt_neox,
+    gptj,
+    llama,
+    mistral,
+    nemotron,
+    olmo2,
+    opt,
+    phi3,
+    qwen2,
+    qwen3,
+    t5,
+)
 from zoo.hf.core import Family
+from zoo.semantics import semantic_differences
 
 # In the order `family_of` tries them. A new family: its module, and one entry here. Phi-3 after Mistral: a
 # config both express saves as Mistral unless save(family="phi3") asks.
@@ -62,10 +79,12 @@ def hf_family(values: dict) -> Family:
 
 def config_from_hf(values: dict | str | Path, **overrides) -> ModelConfig:
     """An HF config (dict, config.json or its directory) -> ModelConfig; `overrides` replace any field."""
-    if not isinstance(values, dict):
+    if isinstance(values, dict):
+        config = values
+    else:
         path = Path(values)
-        values = json.loads((path / "config.json" if path.is_dir() else path).read_text())
-    return hf_family(values).config_to_zoo(values, **overrides)
+        config = json.loads((path / "config.json" if path.is_dir() else path).read_text())
+    return hf_family(config).config_to_zoo(config, **overrides)
 
 
 def config_to_hf(cfg: ModelConfig, family: str | None = None) -> dict:

@@ -7,8 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (DECODER, SAME, Family, HFConfig, Weights, activation, embedding_rules, hf_activation,
-                         norm_rules, rule)
+from zoo.hf.core import (
+    DECODER,
+    SAME,
+    Family,
+    HFConfig,
+    Weights,
+    activation,
+    embedding_rules,
+    hf_activation,
+    norm_rules,
+    rule,
+)
 
 
 def _conv1d_in(*inp: int):

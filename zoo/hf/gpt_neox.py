@@ -11,8 +11,20 @@ import numpy as np
 
 from zoo.config import ModelConfig
 from zoo.hf import llama
-from zoo.hf.core import (DECODER, SAME, Family, HFConfig, Weights, activation, embedding_rules, hf_activation,
-                         linear_in, mlp_rules, norm_rules, rule)
+from zoo.hf.core import (
+    DECODER,
+    SAME,
+    Family,
+    HFConfig,
+    Weights,
+    activation,
+    embedding_rules,
+    hf_activation,
+    linear_in,
+    mlp_rules,
+    norm_rules,
+    rule,
+)
 
 
 def _fused_qkv(heads: int, head_dim: int):
@@ -52,6 +64,8 @@ def _to_zoo(hf: HFConfig) -> dict:
     dropout = hf.get("hidden_dropout", 0.0)  # on the embeddings and on both branches
     return {"mlp_activations": (activation(hf, "hidden_act", "gelu"),),
             "residual_dropout": dropout, "embedding_dropout": dropout,
+            # Each branch has its own norm in the parallel block; a serial block has no parallel_shared_norm.
+            **({"parallel_shared_norm": False} if hf.get("use_parallel_residual", True) else {}),
             **llama.rope_to_zoo(hf, partial=("rotary_pct", 0.25, head_dim), theta="rotary_emb_base")}
 
 
@@ -70,7 +84,7 @@ FAMILY = Family(
              "use_parallel_residual": ("parallel_layers", True), "attention_bias": ("attention_bias", True),
              "attention_dropout": ("attention_dropout", 0.0), "initializer_range": ("init_std", 0.02)},
     fixed={**{k: v for k, v in DECODER.items() if k != "parallel_layers"}, "norm_position": "pre",
-           "norm_type": "layernorm", "norm_use_bias": True, "norm_scale_plus_one": False, "parallel_shared_norm": False,
+           "norm_type": "layernorm", "norm_use_bias": True, "norm_scale_plus_one": False,
            "mlp_bias": True, "qk_norm": "none", "position_embedding": "rope", "rope_interleaved": False,
            "rope_local_theta": None, "attention_pattern": ("global",), "scale_embeddings": False,
            "attn_logits_soft_cap": None, "final_logits_soft_cap": None, "query_scale": None, "lm_head_bias": False},

@@ -6,8 +6,18 @@ untied lm_head with a bias (transformers models/gptj/modeling_gptj.py)."""
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (DECODER, Family, HFConfig, Weights, activation, attention_rules, embedding_rules,
-                         hf_activation, mlp_rules, norm_rules)
+from zoo.hf.core import (
+    DECODER,
+    Family,
+    HFConfig,
+    Weights,
+    activation,
+    attention_rules,
+    embedding_rules,
+    hf_activation,
+    mlp_rules,
+    norm_rules,
+)
 
 
 def _weights(cfg: ModelConfig) -> Weights:

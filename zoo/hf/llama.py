@@ -5,10 +5,22 @@ names, config field names and defaults, the RoPE config and the gated MLP (`llam
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (DECODER, Family, HFConfig, Rule, Weights, activation, attention_rules, embedding_rules,
-                         hf_activation, mlp_rules, norm_rules)
+from zoo.hf.core import (
+    DECODER,
+    Family,
+    HFConfig,
+    Rule,
+    Weights,
+    activation,
+    attention_rules,
+    embedding_rules,
+    hf_activation,
+    mlp_rules,
+    norm_rules,
+)
 
 # ======================================================================================= RoPE and MLP
 _ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3"}
@@ -60,7 +72,7 @@ def rope_params_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
 def rope_params_to_hf(cfg: ModelConfig) -> dict:
     """The zoo's RoPE scaling as one HF parameter dict {rope_type, factor, ...} (rope_theta left to the caller)."""
     kind = {v: k for k, v in _ROPE_TYPES.items()}[cfg.rope_scaling]
-    scaling = {"rope_type": kind}
+    scaling: dict[str, Any] = {"rope_type": kind}
     if kind != "default":
         scaling["factor"] = cfg.rope_scaling_factor
     if kind == "llama3":

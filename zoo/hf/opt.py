@@ -7,8 +7,21 @@ project_in / project_out Linears."""
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (DECODER, SAME, TRANSPOSE, Family, HFConfig, Weights, activation, attention_rules,
-                         embedding_rules, hf_activation, mlp_rules, norm_rules, rule)
+from zoo.hf.core import (
+    DECODER,
+    SAME,
+    TRANSPOSE,
+    Family,
+    HFConfig,
+    Weights,
+    activation,
+    attention_rules,
+    embedding_rules,
+    hf_activation,
+    mlp_rules,
+    norm_rules,
+    rule,
+)
 
 _BASE = "model.decoder"
 

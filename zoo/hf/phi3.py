@@ -19,7 +19,7 @@ def _fused(*shapes: tuple[int, ...]):
     bounds = np.cumsum([math.prod(s) for s in shapes])[:-1]
 
     def to_zoo(w):
-        return tuple(part.T.reshape(w.shape[1], *s) for part, s in zip(np.split(w, bounds), shapes))
+        return tuple(part.T.reshape(w.shape[1], *s) for part, s in zip(np.split(w, bounds), shapes, strict=True))
 
     def to_hf(*kernels):
         xp = np if isinstance(kernels[0], np.ndarray) else jnp  # numpy when writing, jnp under eval_shape

@@ -11,8 +11,8 @@ import json
 import math
 import re
 import struct
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import ml_dtypes  # also registers bfloat16 with numpy, which safetensors' numpy reader looks up by name
@@ -77,7 +77,8 @@ def _nbytes(spec: jax.ShapeDtypeStruct) -> int:
 # peak RSS +16 MiB above the source arrays here (one tensor), +384 MiB with save_file (all of them).
 def _write_file(path: Path, tensors: list[Tensor]) -> None:
     """Writes `tensors` to one file, building each only when its bytes are written and dropping it after."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
     for name, spec, _ in tensors:
         header[name] = {"dtype": _DTYPE_NAMES[np.dtype(spec.dtype)], "shape": list(spec.shape),
                         "data_offsets": [offset, offset + _nbytes(spec)]}
@@ -109,7 +110,8 @@ def write_checkpoint(out: Path, tensors: list[Tensor], max_shard_size: int | str
     """Writes `tensors` in order as out/model.safetensors, or as shards of at most `max_shard_size` bytes
     (a tensor larger than that gets a shard of its own) with an index; replaces any earlier checkpoint."""
     limit = _parse_size(max_shard_size)
-    shards, size = [[]], 0
+    shards: list[list[Tensor]] = [[]]
+    size = 0
     for tensor in tensors:
         nbytes = _nbytes(tensor[1])
         if shards[-1] and size + nbytes > limit:

@@ -5,8 +5,19 @@ v1.1 / flan-t5: gated-GELU MLP, separate head, no rescale."""
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.hf.core import (HF_ACTIVATIONS, SAME, Family, HFConfig, Weights, attention_rules, embedding_rules,
-                         hf_activation, mlp_rules, norm_rules, rule)
+from zoo.hf.core import (
+    HF_ACTIVATIONS,
+    SAME,
+    Family,
+    HFConfig,
+    Weights,
+    attention_rules,
+    embedding_rules,
+    hf_activation,
+    mlp_rules,
+    norm_rules,
+    rule,
+)
 
 
 def _weights(cfg: ModelConfig) -> Weights:

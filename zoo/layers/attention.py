@@ -24,6 +24,7 @@ from zoo.layers.norms import Norm
 def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
     """Slots in a layer's KV cache: local layers never need more than their window."""
     if kind.startswith("local"):
+        assert cfg.sliding_window_size is not None  # ModelConfig requires it when the pattern has local layers
         return min(cfg.sliding_window_size, decode_len)
     return decode_len
 
@@ -291,4 +292,4 @@ class Attention(nn.Module):
         cached_pos.value = write(cached_pos.value, positions, 1)
         if steps == 1 or size == self.decode_len:
             return heads_major(cached_k.value), heads_major(cached_v.value), cached_pos.value
-        return tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(old, (k, v, positions)))
+        return tuple(jnp.concatenate([a, b], axis=1) for a, b in zip(old, (k, v, positions), strict=True))

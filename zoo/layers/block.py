@@ -37,8 +37,11 @@ class Block(nn.Module):
         # encoder_mask (True = real token) is the encoder's own padding in the encoder's self-attention, and
         # what cross-attention may read in the decoder.
         self_mask = None if self.has_cross else encoder_mask
-        attn = lambda h: attention(h, positions, cache_index=cache_index, rel_table=rel_table,  # noqa: E731
-                                   kv_mask=self_mask, segment_ids=segment_ids)
+
+        def attn(h):
+            return attention(h, positions, cache_index=cache_index, rel_table=rel_table, kv_mask=self_mask,
+                             segment_ids=segment_ids)
+
         mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)

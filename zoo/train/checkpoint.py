@@ -80,7 +80,7 @@ class Checkpoints:
 
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
         """Start saving (returns once the arrays are copied off the devices; the write continues)."""
-        assert not self.read_only
+        assert self._manager is not None, "a read-only Checkpoints cannot save"
         self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                          meta=ocp.args.JsonSave(meta)), force=True)
 

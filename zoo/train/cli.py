@@ -13,8 +13,8 @@ import argparse
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from zoo.fields import field_docs, field_names
 from zoo.presets import list_presets
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None, export_run: Callable | None = None) -> i
     argv = sys.argv[1:] if argv is None else argv
     try:
         config, text = parse_args(argv)
-        if text is not None:
+        if text is not None or config is None:
             print(text)
             return 0
         topology = _arguments(argv).compile_only

@@ -182,9 +182,11 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
     objective = make_objective(cfg, tc, make_tokenizer("byte", num_sentinels=sentinels), config.run.seed)
     compiled, seconds = _compile(cfg, tc, objective, mesh)
     memory = StepMemory.of(compiled)
-    flops = step_flops(cfg, tc, objective, mesh) if flops else math.nan
+    if memory is None:
+        raise UserError(f"the compiler gave no memory analysis of the step for {topology}")
+    compiled_flops = step_flops(cfg, tc, objective, mesh) if flops else math.nan
     model = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len) / len(devices)
-    return Report(config.preset, topology, len(devices), dict(mesh.shape), memory, hbm, flops, model, peak,
+    return Report(config.preset, topology, len(devices), dict(mesh.shape), memory, hbm, compiled_flops, model, peak,
                   seconds, count_params(cfg))
 
 

@@ -180,7 +180,8 @@ def _build(directory: Path, path, key: dict, tokenizer, text_field: str, validat
                         writers[split].write(ids, nbytes)
                     writers["train"].counts += counts[:vocab]
 
-            chunk, chars = [], 0
+            chunk: list[tuple[str, str]] = []  # (split, text)
+            chars = 0
             for split, text in sources_lib.assign_splits(docs, validation_percent):
                 if split == "swap":  # every document so far was validation: they become train
                     if chunk:

@@ -29,7 +29,7 @@ class TrainingData:
 
 def sources_of(data) -> list[tuple[str | None, float]]:
     """[(path, weight)]: data.sources, else [(data.path, 1.0)] (None: the default corpus)."""
-    return parse_sources(data.sources) if data.sources else [(data.path, 1.0)]
+    return list(parse_sources(data.sources)) if data.sources else [(data.path, 1.0)]
 
 
 def train_texts(data) -> data_lib.TrainTexts:
@@ -59,7 +59,7 @@ def validation_rows(corpora, row_length: int, stride: int, limit: int, split: st
 
 def documents(split: data_cache.TokenSplit) -> list[np.ndarray]:
     """Each document of a cached split: its ids, without the EOS that ends it in the token stream."""
-    return [np.asarray(split.tokens[a:b - 1]) for a, b in zip(split.offsets[:-1], split.offsets[1:])]
+    return [np.asarray(split.tokens[a:b - 1]) for a, b in zip(split.offsets[:-1], split.offsets[1:], strict=True)]
 
 
 def open_training_data(data, tokenizer, row_length: int, stride: int, batch_size: int, seed: int,

@@ -33,6 +33,7 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
@@ -89,6 +90,7 @@ class _Counter(io.RawIOBase):
 
 def _jsonl_lines(path: Path, progress) -> Iterator[bytes]:
     raw = _Counter(open(path, "rb"), progress)  # noqa: SIM115  (closed below)
+    stream: io.RawIOBase | io.BufferedIOBase | BinaryIO  # the raw file, gzip's or zstandard's reader
     try:
         if path.name.endswith(".gz"):
             stream = gzip.GzipFile(fileobj=io.BufferedReader(raw, 1 << 20))
@@ -183,9 +185,9 @@ def fingerprint(path: str | os.PathLike | None) -> dict:
         root, files = _stdlib_files()
         import pydoc_data.topics
 
-        files = [Path(root, rel) for rel in files] + [Path(pydoc_data.topics.__file__)]
+        paths = [Path(root, rel) for rel in files] + [Path(pydoc_data.topics.__file__)]
         return {"corpus": "stdlib", "python": sys.version, "root": root,
-                "files": [[str(f), *_stat(f)] for f in files]}
+                "files": [[str(f), *_stat(f)] for f in paths]}
     path = Path(path).resolve()
     return {"corpus": str(path), "files": [[f.relative_to(path).as_posix() if path.is_dir() else f.name,
                                             *_stat(f)] for f in _files(path)]}

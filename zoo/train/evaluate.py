@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from zoo import hf
+from zoo.config import ModelConfig
 from zoo.model import build
 from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, use_mesh
@@ -116,7 +117,7 @@ def document_losses(cfg, params, tokenizer, documents: list[np.ndarray], seq_len
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    cfg: object
+    cfg: ModelConfig
     params: object
     tokenizer: object
     recipe: TrainConfig
@@ -135,6 +136,7 @@ def load(run: str | None, hf_dir: str | None, step: int | None, seq_len: int | N
         recipe = config.train.replace(batch_size=config.train.micro_batch_size, grad_accum_steps=1)
         data, eval_batches, seed = config.data, config.run.eval_batches, config.run.seed
     else:
+        assert hf_dir is not None, "one of run and hf_dir"
         try:
             cfg, params = hf.load(hf_dir)
             tokenizer = load_tokenizer(hf_dir)

@@ -21,8 +21,16 @@ from zoo import hf, presets
 from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
 from zoo.model import stack_layers, unstack_layers
 from zoo.semantics import semantic_differences
-from zoo.train.config import COMMAND_LINE, DEFAULT_PRESET, Config, UserError, load_run_config, parse_any, resolve
-from zoo.train.config import resolve_on
+from zoo.train.config import (
+    COMMAND_LINE,
+    DEFAULT_PRESET,
+    Config,
+    UserError,
+    load_run_config,
+    parse_any,
+    resolve,
+    resolve_on,
+)
 from zoo.train.restore import load_run
 from zoo.train.tokenizer import load_tokenizer
 
@@ -65,7 +73,9 @@ def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConf
 def load(config: Config, mesh: Mesh | None = None) -> Start:
     """The starting point `config.init` names (before the run has a checkpoint of its own). init.run's params
     are restored onto `mesh` when the two runs lay the layers out alike (else onto one device, then converted)."""
-    key, path = source(config)
+    named = source(config)
+    assert named is not None, "load() is for a run that starts from weights"
+    key, path = named
     if not path.is_dir():
         raise UserError(f"{key}: {path} is not a directory")
     if key == "init.hf":

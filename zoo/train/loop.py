@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,8 +28,7 @@ from zoo.sharding import use_mesh
 from zoo.train.checkpoint import Checkpoints
 from zoo.train.config import Config
 from zoo.train.console import Console
-from zoo.train.hooks import (CheckFinite, Evaluate, LogMetrics, Profile, SaveCheckpoint, StepInfo,
-                             TrainingStopped)
+from zoo.train.hooks import CheckFinite, Evaluate, LogMetrics, Profile, SaveCheckpoint, StepInfo, TrainingStopped
 from zoo.train.metrics import MetricWriter
 from zoo.train.sampling import generate_text
 from zoo.train.setup import Setup, prepare

@@ -146,6 +146,7 @@ def check_fits(need: StepMemory | None, config, mesh, device: jax.Device | None 
     run = config.run
     if need is None:
         return "memory: not checked (the backend gives no memory analysis of the compiled step)"
+    limit: int | None
     if run.memory_limit_gb is not None:
         limit, source = int(run.memory_limit_gb * GIB), "run.memory_limit_gb"
     else:

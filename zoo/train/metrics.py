@@ -112,7 +112,7 @@ class MetricWriter:
             kept = [r for r in rows if r.strip() and _row_step(r) <= start_step]
             if len(kept) != len(rows):
                 self.path.write_text("".join(kept))
-        self._file = open(self.path, "a", buffering=1)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115  (closed in close())
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
@@ -121,7 +121,7 @@ class MetricWriter:
             self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def write(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
+        if self._file is None:  # not process 0, or closed
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
         self._file.write(json.dumps(row) + "\n")

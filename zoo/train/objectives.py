@@ -10,7 +10,8 @@ decoder reads `shift_right(targets, pad_id)` (T5 starts decoding from the pad id
 
 `make_objective(cfg, recipe, tokenizer, seed)` picks one of the two as an object the trainer uses without
 knowing which: `row_length` and `stride` (how the corpus is packed), `make_batch(rows, step, split, part)`
-(host numpy arrays for one step; `part` = (index, batch_size) when `rows` are one host's share of the batch) and `loss(model, params, batch, rngs)` (traced inside the jitted step).
+(host numpy arrays for one step; `part` = (index, batch_size) when `rows` are one host's share of the batch) and
+`loss(model, params, batch, rngs)` (traced inside the jitted step).
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
     if tc.optimizer in ("adam", "adamw"):
         # optax.adamw's chain, with the decay moved after the lr scaling (as optax.adafactor has it) so
         # that any power of the lr works; power 1 is optax.adamw exactly.
-        parts += [optax.scale_by_adam(b1=tc.beta1 or 0.0, b2=tc.beta2, eps=tc.eps),
+        parts += [optax.scale_by_adam(b1=tc.beta1, b2=tc.beta2, eps=tc.eps),
                   optax.scale_by_learning_rate(schedule, flip_sign=False)]
         if decay is not None:
             parts.append(optax.add_decayed_weights(decay, mask))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 
@@ -23,7 +24,7 @@ def generate_text(model, params, tokenizer, prompt: str | Sequence[str], max_new
     cfg = model.cfg
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     top_k = None if top_k is None else min(top_k, cfg.vocab_size)
-    kwargs = dict(temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(seed),
+    kwargs: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(seed),
                   stop_tokens=(tokenizer.eos_id,))
     ids = [tokenizer.encode(t) or [tokenizer.eos_id] for t in texts]
     if cfg.is_encoder_decoder:
@@ -37,7 +38,7 @@ def generate_text(model, params, tokenizer, prompt: str | Sequence[str], max_new
     n = min(max_new_tokens, cfg.max_seq_len - max(map(len, ids)))
     rows = [_Row(tokenizer, stop, skip) for _ in ids]
     for step in generate_stream(model, params, ids, n, **kwargs):
-        for i, (row, token) in enumerate(zip(rows, step.tolist())):
+        for i, (row, token) in enumerate(zip(rows, step.tolist(), strict=False)):
             piece = row.add(token)
             if piece and on_text is not None:
                 on_text(i, piece)

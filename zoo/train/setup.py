@@ -186,7 +186,7 @@ def prepare(config: Config, devices=None) -> Setup:
     messages.append(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
     if run.memory_check:
         messages.append(memory_lib.check_fits(memory_lib.StepMemory.of(compiled), config.replace(model=cfg), mesh))
-    if start is not None:
+    if start is not None and source is not None:
         messages.append(f"starting from the parameters of {source[0]}={source[1]}")
     if config.origin:
         messages.append(config.origin)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from zoo.config import TRAINING_FIELDS, ModelConfig
 from zoo.model import abstract_params, build, dummy_inputs, path_names
@@ -36,7 +38,7 @@ def opt_state_shardings(abstract_opt_state, params_shardings, params_shapes, mes
     column statistics) is small and replicated."""
     by_path = {}
     for (path, sharding), shape in zip(jax.tree_util.tree_flatten_with_path(params_shardings)[0],
-                                       jax.tree.leaves(params_shapes)):
+                                       jax.tree.leaves(params_shapes), strict=True):
         by_path[path_names(path)] = (sharding, shape.shape)
     replicated = NamedSharding(mesh, P())
 
@@ -159,14 +161,14 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
 
 def device_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Host arrays (the global batch, identical on every host) -> global arrays split over data x fsdp."""
-    return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in batch.items()}
+    return {k: jax.make_array_from_callback(v.shape, sharding, v.__getitem__) for k, v in batch.items()}
 
 
 def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
     """The rows of a global batch of `batch_size` that this process's devices hold, in order (all of them
     on one process; on several, each host reads only these: zoo.train.data.TrainStream's `index`)."""
-    slices = sharding.addressable_devices_indices_map((batch_size,)).values()
-    return np.unique(np.concatenate([np.arange(batch_size)[s[0]] for s in slices]))
+    slices = sharding.addressable_devices_indices_map((batch_size,)).values()  # typed Optional, never None
+    return np.unique(np.concatenate([np.arange(batch_size)[s[0]] for s in slices if s is not None]))
 
 
 def local_batch(batch: dict[str, np.ndarray], sharding: NamedSharding, batch_size: int) -> dict[str, jax.Array]:

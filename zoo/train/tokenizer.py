@@ -217,11 +217,11 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         content = lambda t: t["content"] if isinstance(t, dict) else t  # noqa: E731  (AddedToken dicts)
         known = lambda t: t if t is not None and tok.token_to_id(t) is not None else None  # noqa: E731
         eos = known(content(config.get("eos_token"))) or next(filter(known, _EOS_CANDIDATES), None)
-        pad = known(content(config.get("pad_token"))) or known("<pad>") or eos
         if eos is None:
             raise ValueError(f"cannot tell the EOS token of {file}: none of {_EOS_CANDIDATES} is in its vocab "
                              "and no tokenizer_config.json names an eos_token")
-    return HFTokenizer(tok, eos_token=eos, pad_token=pad)
+        pad = known(content(config.get("pad_token"))) or known("<pad>") or eos
+    return HFTokenizer(tok, eos_token=eos, pad_token=eos if pad is None else pad)
 
 
 def make_tokenizer(spec: str = "byte", *, train_texts: Iterable[str] | None = None, vocab_size: int = 8192,
