@@ -17,8 +17,12 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run the benchmarks, print a table, write JSON (and RESULTS.md)")
     r.add_argument("--quick", action="store_true", help="smoke-test sizes: every section, tiny shapes, ~1 min")
     r.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=f"a subset of {', '.join(NAMES)}")
-    r.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                   help="gpu: the accelerator plan (~1B bf16 train steps, cuDNN attention, decode)")
+    r.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: the accelerator plan (~1B bf16 train steps, cuDNN attention, decode)",
+    )
     r.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/<device>[-quick].json)")
     r.add_argument("--no-results", action="store_true", help="do not regenerate benchmarks/RESULTS.md")
     sub.add_parser("report", help="regenerate RESULTS.md from benchmarks/results/cpu.json (+ gpu.json)")

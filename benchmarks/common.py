@@ -53,6 +53,7 @@ def _command() -> str:
 def machine() -> dict:
     """Where and with what the run happened (the JSON's `machine` section)."""
     import jax
+
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -63,13 +64,29 @@ def machine() -> dict:
     devices = jax.devices()
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "host": platform.node(), "platform": platform.platform(), "arch": platform.machine(),
-        "cpu_model": cpu_model(), "cores": cores(), "memory_gib": mem,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "arch": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cores": cores(),
+        "memory_gib": mem,
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{getattr(d, 'device_kind', '')}" for d in devices],
         "python": sys.version.split()[0],
-        "versions": {n: _version(n) for n in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers",
-                                              "jax-cuda12-plugin", "jax-cuda13-plugin")},
+        "versions": {
+            n: _version(n)
+            for n in (
+                "jax",
+                "jaxlib",
+                "flax",
+                "optax",
+                "numpy",
+                "torch",
+                "transformers",
+                "jax-cuda12-plugin",
+                "jax-cuda13-plugin",
+            )
+        },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "loadavg_start": list(os.getloadavg()),
         "command": _command(),
@@ -89,8 +106,13 @@ def summary(values) -> dict:
     """Median and spread (min, max, interquartile range) of a list of numbers."""
     xs = sorted(float(v) for v in values)
     q = np.percentile(xs, [25, 75]) if len(xs) > 1 else (xs[0], xs[0])
-    return {"median": statistics.median(xs), "min": xs[0], "max": xs[-1], "iqr": [float(q[0]), float(q[1])],
-            "n": len(xs)}
+    return {
+        "median": statistics.median(xs),
+        "min": xs[0],
+        "max": xs[-1],
+        "iqr": [float(q[0]), float(q[1])],
+        "n": len(xs),
+    }
 
 
 def interleave(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -120,20 +142,23 @@ def fmt_ratio(r: dict) -> str:
 
 # --- ceilings ----------------------------------------------------------------------------------------------
 
+
 def matmul_peak(n: int, reps: int, dtype: str = "float32", with_torch: bool = True) -> dict:
     """FLOP/s of a large n x n x n matmul, in jax and (when asked) torch, interleaved. The peak is the
     better of the two: the most this machine's matmul libraries get out of it right now."""
     import jax
     import jax.numpy as jnp
+
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
     mm = jax.jit(lambda x, y: x @ y)
     fns = {"jax": lambda: mm(a, a).block_until_ready()}
     if with_torch:
         import torch
+
         t = torch.randn(n, n, dtype=getattr(torch, dtype))
         fns["torch"] = lambda: torch.mm(t, t)
     times = interleave(fns, reps=reps)
-    flops = 2.0 * n ** 3
+    flops = 2.0 * n**3
     out = {"n": n, "dtype": dtype}
     for name, ts in times.items():
         out[name] = summary([flops / s for s in ts])
@@ -146,14 +171,19 @@ def memory_bandwidth(mib: int, reps: int) -> dict:
     interleaved. The ceiling for decode is the reduction's: a decode step reads weights and cache once."""
     import jax
     import jax.numpy as jnp
+
     count = mib * 2**20 // 4
     x = jnp.ones((count,), jnp.float32)
     total = jax.jit(lambda v: jnp.sum(v))
     h = np.ones(count, np.float32)
     dst = np.empty_like(h)
-    times = interleave({"jax_sum": lambda: total(x).block_until_ready(),
-                        "numpy_copy": lambda: np.copyto(dst, h)}, reps=reps)
-    out = {"mib": mib, "jax_sum": summary([4 * count / s for s in times["jax_sum"]]),
-           "numpy_copy": summary([8 * count / s for s in times["numpy_copy"]])}
+    times = interleave(
+        {"jax_sum": lambda: total(x).block_until_ready(), "numpy_copy": lambda: np.copyto(dst, h)}, reps=reps
+    )
+    out = {
+        "mib": mib,
+        "jax_sum": summary([4 * count / s for s in times["jax_sum"]]),
+        "numpy_copy": summary([8 * count / s for s in times["numpy_copy"]]),
+    }
     out["bytes_per_s"] = out["jax_sum"]["median"]
     return out

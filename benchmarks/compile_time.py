@@ -46,8 +46,9 @@ def run(quick: bool, device: str, log=print) -> dict:
         row = {"layers": depth}
         steps = {}
         for name, scan in (("scan", True), ("unrolled", False)):
-            steps[name], row[f"{name}_compile_s"] = compile_step(base.replace(num_layers=depth, scan_layers=scan),
-                                                                 batch, length)
+            steps[name], row[f"{name}_compile_s"] = compile_step(
+                base.replace(num_layers=depth, scan_layers=scan), batch, length
+            )
         times = interleave(steps, reps=reps)
         row["step_s"] = {k: summary(v) for k, v in times.items()}
         row["unrolled_over_scan_step"] = paired_ratio(times["unrolled"], times["scan"])

@@ -29,6 +29,7 @@ def setup(cfg, params, device: str = "cpu"):
     """(zoo model, HF model on the same weights, in cfg's dtype, on the CPU or the GPU)."""
     import torch
     import transformers
+
     with tempfile.TemporaryDirectory() as tmp:
         zoo.hf.save(cfg, params, tmp)
         hf = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, cfg.dtype))
@@ -40,24 +41,38 @@ def setup(cfg, params, device: str = "cpu"):
 
 
 def bench_setting(cfg, model, params, hf, batch: int, prompt_len: int, new: int, reps: int, bandwidth: float):
-    prompt = np.asarray(jax.random.randint(jax.random.key(batch * 7 + prompt_len), (batch, prompt_len), 0,
-                                           cfg.vocab_size), np.int32)
+    prompt = np.asarray(
+        jax.random.randint(jax.random.key(batch * 7 + prompt_len), (batch, prompt_len), 0, cfg.vocab_size), np.int32
+    )
     out = {"batch": batch, "prompt": prompt_len, "new_tokens": new}
     start = time.perf_counter()
     zoo_tokens = np.asarray(zoo.generate(model, params, prompt, new))
     out["zoo_compile_and_first_s"] = time.perf_counter() - start
     # The prefill alone (one new token), timed beside each whole call: total - prefill = the decode steps.
-    fns = {"zoo": lambda: np.asarray(zoo.generate(model, params, prompt, new)),
-           "zoo_prefill": lambda: np.asarray(zoo.generate(model, params, prompt, 1))}
+    fns = {
+        "zoo": lambda: np.asarray(zoo.generate(model, params, prompt, new)),
+        "zoo_prefill": lambda: np.asarray(zoo.generate(model, params, prompt, 1)),
+    }
     fns["zoo_prefill"]()  # compiles the prefill-only program
     if hf is not None:
         import torch
+
         ids = torch.from_numpy(prompt.astype(np.int64)).to(hf.device)
 
         def hf_generate():  # .cpu() waits for the GPU
             with torch.inference_mode():
-                return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
-                                   min_new_tokens=new, do_sample=False).cpu().numpy()
+                return (
+                    hf.generate(
+                        ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=new,
+                        min_new_tokens=new,
+                        do_sample=False,
+                    )
+                    .cpu()
+                    .numpy()
+                )
+
         hf_tokens = hf_generate()
         same = hf_tokens.shape == zoo_tokens.shape and bool((hf_tokens == zoo_tokens).all())
         out["tokens_match"] = same
@@ -73,8 +88,9 @@ def bench_setting(cfg, model, params, hf, batch: int, prompt_len: int, new: int,
     out["zoo_prefill_s"] = summary(prefill)
     # Decode steps alone: the other new-1 tokens over the whole call's time less the prefill's, paired by
     # repetition.
-    out["zoo_decode_tokens_per_s"] = summary([batch * (new - 1) / max(t - p, 1e-9)
-                                              for t, p in zip(times["zoo"], prefill, strict=True)])
+    out["zoo_decode_tokens_per_s"] = summary(
+        [batch * (new - 1) / max(t - p, 1e-9) for t, p in zip(times["zoo"], prefill, strict=True)]
+    )
     if "hf" in times:
         out["zoo_speedup"] = paired_ratio(times["hf"], times["zoo"])
     # The ceiling: every step reads the weights and the cache as it stands (prompt + half the new tokens
@@ -95,8 +111,14 @@ def plan(quick: bool, device: str):
         return "smoke", [(1, 32, 8, 1), (8, 32, 8, 1)]
     # The large settings get one timed repetition (plus the checked first call): on 2 cores batch 32 with a
     # 1024-token prompt takes minutes per call in each library (measured 2026-11-28: decode was 13 min of run 2).
-    return "25m", [(1, 128, 256, 3), (8, 128, 256, 3), (32, 128, 256, 1),
-                   (1, 1024, 256, 2), (8, 1024, 256, 1), (32, 1024, 256, 1)]
+    return "25m", [
+        (1, 128, 256, 3),
+        (8, 128, 256, 3),
+        (32, 128, 256, 1),
+        (1, 1024, 256, 2),
+        (8, 1024, 256, 1),
+        (32, 1024, 256, 1),
+    ]
 
 
 def run(quick: bool, device: str, bandwidth: float, torch_ok: bool, log=print) -> dict:
@@ -112,7 +134,9 @@ def run(quick: bool, device: str, bandwidth: float, torch_ok: bool, log=print) -
     for batch, prompt_len, new, reps in pick(settings, "BENCH_DECODE_SETTINGS"):
         res = bench_setting(cfg, model, params, hf, batch, prompt_len, new, reps, bandwidth)
         out["settings"].append(res)
-        log(f"  decode batch {batch} prompt {prompt_len} +{new}: " + ", ".join(
-            f"{k} {v['median']:.0f} tok/s" for k, v in res["tokens_per_s"].items())
-            + f", match {res.get('tokens_match')}, ceiling {res['ceiling_tokens_per_s']:.0f}")
+        log(
+            f"  decode batch {batch} prompt {prompt_len} +{new}: "
+            + ", ".join(f"{k} {v['median']:.0f} tok/s" for k, v in res["tokens_per_s"].items())
+            + f", match {res.get('tokens_match')}, ceiling {res['ceiling_tokens_per_s']:.0f}"
+        )
     return out

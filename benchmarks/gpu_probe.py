@@ -40,6 +40,7 @@ def _top1(a, b) -> float:
 
 def parity(size: str, dtype: str, device: str, new: int = 32) -> dict:
     import torch
+
     cfg = models.llama(size, max_seq_len=2048, init_std=0.1, dtype=dtype, param_dtype=dtype)
     params = zoo.init_params(cfg, jax.random.key(0))
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 128)).astype(np.int32)
@@ -52,15 +53,27 @@ def parity(size: str, dtype: str, device: str, new: int = 32) -> dict:
         out[f"zoo_{impl}_vs_hf_max_abs"] = float(np.abs(logits - hf_logits).max())
         out[f"zoo_{impl}_vs_hf_top1"] = _top1(logits, hf_logits)
     cfg32 = cfg.replace(dtype="float32", param_dtype="float32", attention_impl="xla")
-    logits32 = np.asarray(zoo.build(cfg32).apply({"params": jax.tree.map(lambda x: x.astype(jnp.float32), params)},
-                                                 ids), np.float32)
+    logits32 = np.asarray(
+        zoo.build(cfg32).apply({"params": jax.tree.map(lambda x: x.astype(jnp.float32), params)}, ids), np.float32
+    )
     own = np.asarray(zoo.build(cfg).apply({"params": params}, ids), np.float32)
     out["zoo_vs_zoo_float32_top1"] = _top1(own, logits32)
     tokens = np.asarray(zoo.generate(zoo.build(cfg), params, ids, new))
     with torch.inference_mode():
         prompt = torch.from_numpy(ids.astype(np.int64)).to(device)
-        hf_tokens = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new,
-                                min_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0).cpu().numpy()
+        hf_tokens = (
+            hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+            .cpu()
+            .numpy()
+        )
     out["generate_identical_fraction"] = float((tokens == hf_tokens)[:, 128:].mean())
     return out
 
@@ -69,17 +82,25 @@ def train_variant(family: str, size: str, seq: int, batch: int, **cfg_values) ->
     cfg = models.FAMILIES[family](size, max_seq_len=seq, dtype="bfloat16", **cfg_values)
     run, compile_s = zoo_step(cfg, batch, seq)
     step = float(np.median(interleave({"step": run}, reps=6)["step"]))
-    return {"compile_s": compile_s, "step_s": step, "tokens_per_s": batch * seq / step,
-            "mfu_of_989_tflops": flops_per_step(cfg, batch, seq) / step / 989e12}
+    return {
+        "compile_s": compile_s,
+        "step_s": step,
+        "tokens_per_s": batch * seq / step,
+        "mfu_of_989_tflops": flops_per_step(cfg, batch, seq) / step / 989e12,
+    }
 
 
 def main() -> None:
     import torch
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     big, mid, seq = ("1b", "110m", 2048) if device == "cuda" else ("smoke", "smoke", 128)
     res = {"device": str(jax.devices()[0]), "matmul_precision": jax.config.jax_default_matmul_precision}
-    out = Path(os.environ["OUT"]) / "probe.json" if os.environ.get("OUT") else \
-        Path(__file__).parent / "results" / "gpu-probe-local.json"
+    out = (
+        Path(os.environ["OUT"]) / "probe.json"
+        if os.environ.get("OUT")
+        else Path(__file__).parent / "results" / "gpu-probe-local.json"
+    )
 
     def record(key, fn):
         start = time.perf_counter()
@@ -96,13 +117,22 @@ def main() -> None:
 
     record(f"parity_{mid}_float32", lambda: parity(mid, "float32", device))
     record(f"parity_{big}_bfloat16", lambda: parity(big, "bfloat16", device))
-    for batch, remat, impl in ((4, "save_dots", "cudnn"), (4, "none", "cudnn"), (8, "save_dots", "cudnn"),
-                               (4, "save_dots", "xla")):
-        record(f"train_llama_b{batch}_{remat}_{impl}",
-               lambda b=batch, r=remat, i=impl: train_variant("llama", big, seq, b, remat_policy=r, attention_impl=i))
-    record("train_gemma2_b4_save_dots_no_softcap_cudnn",
-           lambda: train_variant("gemma2", big, seq, 4, remat_policy="save_dots", attention_impl="cudnn",
-                                 attn_logits_soft_cap=None))
+    for batch, remat, impl in (
+        (4, "save_dots", "cudnn"),
+        (4, "none", "cudnn"),
+        (8, "save_dots", "cudnn"),
+        (4, "save_dots", "xla"),
+    ):
+        record(
+            f"train_llama_b{batch}_{remat}_{impl}",
+            lambda b=batch, r=remat, i=impl: train_variant("llama", big, seq, b, remat_policy=r, attention_impl=i),
+        )
+    record(
+        "train_gemma2_b4_save_dots_no_softcap_cudnn",
+        lambda: train_variant(
+            "gemma2", big, seq, 4, remat_policy="save_dots", attention_impl="cudnn", attn_logits_soft_cap=None
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ from benchmarks.train import zoo_step
 def _train_pair(base, variant, batch, seq, reps):
     steps = {"baseline": zoo_step(base, batch, seq)[0], "variant": zoo_step(variant, batch, seq)[0]}
     times = interleave(steps, reps=reps)
-    return {"batch": batch, "seq": seq, "step_s": {k: summary(v) for k, v in times.items()},
-            "variant_over_baseline": paired_ratio(times["variant"], times["baseline"])}
+    return {
+        "batch": batch,
+        "seq": seq,
+        "step_s": {k: summary(v) for k, v in times.items()},
+        "variant_over_baseline": paired_ratio(times["variant"], times["baseline"]),
+    }
 
 
 def _decode_pair(base, variant, batch, prompt_len, new, reps):
@@ -32,9 +36,13 @@ def _decode_pair(base, variant, batch, prompt_len, new, reps):
         model, params = zoo.build(cfg), zoo.init_params(cfg, jax.random.key(0))
         fns[name] = (lambda m, p: lambda: np.asarray(zoo.generate(m, p, prompt, new)))(model, params)
     times = interleave(fns, reps=reps)
-    return {"batch": batch, "prompt": prompt_len, "new_tokens": new,
-            "tokens_per_s": {k: summary([batch * new / t for t in v]) for k, v in times.items()},
-            "variant_over_baseline": paired_ratio(times["variant"], times["baseline"])}
+    return {
+        "batch": batch,
+        "prompt": prompt_len,
+        "new_tokens": new,
+        "tokens_per_s": {k: summary([batch * new / t for t in v]) for k, v in times.items()},
+        "variant_over_baseline": paired_ratio(times["variant"], times["baseline"]),
+    }
 
 
 def run(quick: bool, device: str, log=print) -> dict:
@@ -46,13 +54,15 @@ def run(quick: bool, device: str, log=print) -> dict:
     out["layernorm_vs_rmsnorm"] = _train_pair(llama(), llama(norm_type="layernorm"), batch, seq, reps)
     if not quick:  # a smoke run measures one train-step pair and one decode pair
         out["parallel_vs_serial"] = _train_pair(llama(), llama(parallel_layers=True), batch, seq, reps)
-        out["local_vs_global"] = _train_pair(llama(), llama(attention_pattern=("local",),
-                                                            sliding_window_size=window), batch, long_seq, reps - 2)
+        out["local_vs_global"] = _train_pair(
+            llama(), llama(attention_pattern=("local",), sliding_window_size=window), batch, long_seq, reps - 2
+        )
         out["local_vs_global"]["window"] = window
     kv = models.SIZES[size][3]
     prompt, new = (16, 4) if quick else (1024, 64)
-    out["gqa_vs_mha_decode"] = _decode_pair(llama(), llama(num_kv_heads=max(kv // 4, 1)), 8, prompt, new,
-                                            max(1, reps - 2))
+    out["gqa_vs_mha_decode"] = _decode_pair(
+        llama(), llama(num_kv_heads=max(kv // 4, 1)), 8, prompt, new, max(1, reps - 2)
+    )
     out["gqa_vs_mha_decode"]["kv_heads"] = [kv, max(kv // 4, 1)]
     for name, r in out.items():
         if isinstance(r, dict):

@@ -23,8 +23,7 @@ def analyse(cfg, batch: int, seq: int) -> dict:
         return causal_lm_loss(model.apply({"params": p}, rows[:, :-1]), rows[:, 1:])[0]
 
     m = jax.jit(jax.value_and_grad(loss)).lower(params, rows).compile().memory_analysis()
-    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp",
-                                                                 "generated_code")}
+    out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp", "generated_code")}
     out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
     return out
 

@@ -24,8 +24,16 @@ SIZES = {
 
 def _sized(cfg: ModelConfig, size: str, max_seq_len: int, **extra) -> ModelConfig:
     d, layers, heads, kv, ff, vocab = SIZES[size]
-    values = dict(vocab_size=vocab, d_model=d, num_layers=layers, num_heads=heads, num_kv_heads=kv,
-                  head_dim=d // heads, d_ff=ff, max_seq_len=max_seq_len)
+    values = dict(
+        vocab_size=vocab,
+        d_model=d,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=d // heads,
+        d_ff=ff,
+        max_seq_len=max_seq_len,
+    )
     return cfg.replace(**{**values, **extra})
 
 
@@ -38,8 +46,14 @@ def gemma2(size: str, max_seq_len: int = 2048, window: int | None = None, **extr
     """Gemma 2: local/global alternation (window = half the context by default, as 4096 of 8192), attention
     and final-logit soft-caps, four norms per block, GeGLU, tied and scaled embeddings."""
     d, _, heads, *_ = SIZES[size]
-    return _sized(zoo.get_config("gemma2-tiny"), size, max_seq_len, query_scale=(d // heads) ** -0.5,
-                  sliding_window_size=window or max(max_seq_len // 2, 1), **extra)
+    return _sized(
+        zoo.get_config("gemma2-tiny"),
+        size,
+        max_seq_len,
+        query_scale=(d // heads) ** -0.5,
+        sliding_window_size=window or max(max_seq_len // 2, 1),
+        **extra,
+    )
 
 
 def palm(size: str, max_seq_len: int = 2048, **extra) -> ModelConfig:

@@ -28,9 +28,30 @@ from benchmarks import models
 from benchmarks.train import zoo_step
 
 CONTAINERS = {"while", "conditional", "call", "async-start", "async-done"}
-LAYOUT = {"copy", "transpose", "bitcast", "concatenate", "dynamic-update-slice", "dynamic-slice", "slice", "pad",
-          "broadcast", "reshape", "parameter", "tuple", "get-tuple-element", "constant", "iota", "copy-start",
-          "copy-done", "select", "compare", "convert", "gather", "scatter"}
+LAYOUT = {
+    "copy",
+    "transpose",
+    "bitcast",
+    "concatenate",
+    "dynamic-update-slice",
+    "dynamic-slice",
+    "slice",
+    "pad",
+    "broadcast",
+    "reshape",
+    "parameter",
+    "tuple",
+    "get-tuple-element",
+    "constant",
+    "iota",
+    "copy-start",
+    "copy-done",
+    "select",
+    "compare",
+    "convert",
+    "gather",
+    "scatter",
+}
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (.*)$")
 _OPCODE = re.compile(r"(?:^|[\s)}\]])([a-z][a-z0-9\-]*)\(")
 
@@ -135,14 +156,26 @@ def breakdown(op_times: dict, modules: dict, top: int = 15) -> dict:
         groups["component"][component] += t
         groups["kind"][kind] += t
         groups["phase"][phase] += t
-        rows.append({"op": f"{module}/{op}", "share": t / total, "ms": t / 1e3, "opcode": info["opcode"],
-                     "contains": sorted(info["ops"] - {"parameter", "bitcast", "constant", "tuple",
-                                                        "get-tuple-element"})[:6],
-                     "where": "/".join(info["op_name"].split("/")[-4:]), "component": component, "kind": kind})
+        rows.append(
+            {
+                "op": f"{module}/{op}",
+                "share": t / total,
+                "ms": t / 1e3,
+                "opcode": info["opcode"],
+                "contains": sorted(info["ops"] - {"parameter", "bitcast", "constant", "tuple", "get-tuple-element"})[
+                    :6
+                ],
+                "where": "/".join(info["op_name"].split("/")[-4:]),
+                "component": component,
+                "kind": kind,
+            }
+        )
     rows.sort(key=lambda r: -r["share"])
-    return {"total_op_ms": total / 1e3,
-            **{k: {n: v / total for n, v in c.most_common()} for k, c in groups.items()},
-            "top_ops": rows[:top]}
+    return {
+        "total_op_ms": total / 1e3,
+        **{k: {n: v / total for n, v in c.most_common()} for k, c in groups.items()},
+        "top_ops": rows[:top],
+    }
 
 
 def profile_train(size: str, batch: int, seq: int, runs: int, dump_dir: str) -> dict:
@@ -163,8 +196,9 @@ def profile_decode(size: str, batch: int, prompt_len: int, new: int, runs: int, 
     times = trace_op_times(lambda: np.asarray(zoo.generate(model, params, prompt, new)), runs)
     modules = dumped_modules(dump_dir, {m for m, _ in times})
     out = breakdown(times, modules)
-    total = sum(t for key, t in times.items()
-                if modules.get(key[0], {}).get(key[1], {}).get("opcode") not in CONTAINERS)
+    total = sum(
+        t for key, t in times.items() if modules.get(key[0], {}).get(key[1], {}).get("opcode") not in CONTAINERS
+    )
     for opcode in ("concatenate", "dynamic-update-slice"):
         share = sum(t for key, t in times.items() if opcode in modules.get(key[0], {}).get(key[1], {}).get("ops", ()))
         out[f"share_in_ops_with_{opcode}"] = share / total if total else 0.0
@@ -174,10 +208,14 @@ def profile_decode(size: str, batch: int, prompt_len: int, new: int, runs: int, 
 
 def _child(quick: bool, dump_dir: str) -> dict:
     if quick:
-        return {"train": profile_train("smoke", 2, 32, 1, dump_dir),
-                "decode": profile_decode("smoke", 2, 16, 4, 1, dump_dir)}
-    return {"train": profile_train("25m", 4, 512, 3, dump_dir),
-            "decode": profile_decode("25m", 8, 128, 256, 1, dump_dir)}
+        return {
+            "train": profile_train("smoke", 2, 32, 1, dump_dir),
+            "decode": profile_decode("smoke", 2, 16, 4, 1, dump_dir),
+        }
+    return {
+        "train": profile_train("25m", 4, 512, 3, dump_dir),
+        "decode": profile_decode("25m", 8, 128, 256, 1, dump_dir),
+    }
 
 
 def run(quick: bool, device: str, log=print) -> dict:

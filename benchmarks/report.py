@@ -27,30 +27,40 @@ def header(res: dict) -> str:
     libs = ", ".join(f"{k} {val}" for k, val in v.items() if val)
     peaks = res.get("peaks", {})
     mm, bw = peaks.get("matmul", {}), peaks.get("bandwidth", {})
-    lines = [f"- **Date** {m['date']}; **machine** {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-             f"backend {m['backend']} ({', '.join(sorted(set(m['devices'])))}); load average "
-             f"{m['loadavg_start'][0]:.1f} at the start, {res.get('loadavg_end', [float('nan')])[0]:.1f} at the end "
-             f"(the cores are shared with other work: every figure is a same-run ratio).",
-             f"- **Versions** Python {m['python']}, {libs}.",
-             f"- **Command** `{m['command']}` ({res['wall_s'] / 60:.1f} min); "
-             f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`, "
-             f"OMP_WAIT_POLICY {res.get('omp_wait_policy')}."]
+    lines = [
+        f"- **Date** {m['date']}; **machine** {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"backend {m['backend']} ({', '.join(sorted(set(m['devices'])))}); load average "
+        f"{m['loadavg_start'][0]:.1f} at the start, {res.get('loadavg_end', [float('nan')])[0]:.1f} at the end "
+        f"(the cores are shared with other work: every figure is a same-run ratio).",
+        f"- **Versions** Python {m['python']}, {libs}.",
+        f"- **Command** `{m['command']}` ({res['wall_s'] / 60:.1f} min); "
+        f"XLA_FLAGS `{m['xla_flags'] or '(none)'}`, "
+        f"OMP_WAIT_POLICY {res.get('omp_wait_policy')}.",
+    ]
     if res.get("plan_selection"):
-        lines.append(f"- **Partial run** (the machine was too busy for the whole plan): {res['plan_selection']}; "
-                     + (res.get("note") or ""))
+        lines.append(
+            f"- **Partial run** (the machine was too busy for the whole plan): {res['plan_selection']}; "
+            + (res.get("note") or "")
+        )
     for name, run in res.get("runs", {}).items():  # a merged file: each run's own ceilings
         rm, rb = run["peaks"]["matmul"], run["peaks"]["bandwidth"]
         peers = ", ".join(f"{k} {rm[k]['median'] / 1e9:.0f}" for k in ("jax", "torch") if k in rm)
-        lines.append(f"- **Run {name}** `{run['command']}`, {run['date']}, load {run['loadavg_start'][0]:.1f} -> "
-                     f"{run['loadavg_end'][0]:.1f}, {run['wall_s'] / 60:.1f} min: matmul peak "
-                     f"{rm['peak_flops'] / 1e9:.0f} GFLOP/s ({peers}), bandwidth {rb['bytes_per_s'] / 1e9:.1f} GB/s"
-                     + (f"; {run['sections']}" if "sections" in run else "") + ".")
+        lines.append(
+            f"- **Run {name}** `{run['command']}`, {run['date']}, load {run['loadavg_start'][0]:.1f} -> "
+            f"{run['loadavg_end'][0]:.1f}, {run['wall_s'] / 60:.1f} min: matmul peak "
+            f"{rm['peak_flops'] / 1e9:.0f} GFLOP/s ({peers}), bandwidth {rb['bytes_per_s'] / 1e9:.1f} GB/s"
+            + (f"; {run['sections']}" if "sections" in run else "")
+            + "."
+        )
     if mm and "runs" not in res:
         parts = [f"{k} {mm[k]['median'] / 1e9:.0f} GFLOP/s" for k in ("jax", "torch") if k in mm]
-        lines.append(f"- **Ceilings measured in this run** matmul {mm['n']}^3 {mm['dtype']}: " + ", ".join(parts)
-                     + f" (peak used for MFU: {mm['peak_flops'] / 1e9:.0f} GFLOP/s, the best single repetition)"
-                     + (f"; memory bandwidth (jax sum over {bw['mib']} MiB) {bw['bytes_per_s'] / 1e9:.1f} GB/s"
-                        if bw else "") + ".")
+        lines.append(
+            f"- **Ceilings measured in this run** matmul {mm['n']}^3 {mm['dtype']}: "
+            + ", ".join(parts)
+            + f" (peak used for MFU: {mm['peak_flops'] / 1e9:.0f} GFLOP/s, the best single repetition)"
+            + (f"; memory bandwidth (jax sum over {bw['mib']} MiB) {bw['bytes_per_s'] / 1e9:.1f} GB/s" if bw else "")
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -58,9 +68,11 @@ def train_table(res: dict) -> str:
     t = res.get("train")
     if not t:
         return "_not run_"
-    rows = ["| model | seq x batch | contender | tokens/s median (min-max) | MFU "
-            "| zoo speed-up vs contender / cost vs zoo LLaMA |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| model | seq x batch | contender | tokens/s median (min-max) | MFU "
+        "| zoo speed-up vs contender / cost vs zoo LLaMA |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in t["shapes"]:
         for k, tps in s["tokens_per_s"].items():
             if k.startswith("torch"):
@@ -72,19 +84,27 @@ def train_table(res: dict) -> str:
             fam = k[4:] if k.startswith("zoo_") else "llama"
             size = f"{s['size']} ({s['params'].get(fam, s['params']['llama']) / 1e6:.1f}M)"
             run = f" (run {s['run']})" if "run" in s else ""
-            rows.append(f"| {size}{run} | {s['seq']} x {s['batch']} | {k} | {_m(tps)} | "
-                        f"{s['mfu'][k]['median']:.0%} | {extra} |")
+            rows.append(
+                f"| {size}{run} | {s['seq']} x {s['batch']} | {k} | {_m(tps)} | {s['mfu'][k]['median']:.0%} | {extra} |"
+            )
     notes = []
     for s in t["shapes"]:
         if "torch_compile" in s:
             tc = s["torch_compile"]
-            notes.append(f"torch.compile at {s['size']} seq {s['seq']}: {tc['status']}"
-                         + (f", first step (compile) {tc['compile_s']:.0f} s" if "compile_s" in tc else "")
-                         + (f" ({tc['error']})" if "error" in tc else ""))
-    comp = "; ".join(f"{s['size']}/{s['seq']}: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["compile_s"].items())
-                     for s in t["shapes"])
-    return "\n".join(rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + \
-        f"\n\nCompile / first step: {comp}."
+            notes.append(
+                f"torch.compile at {s['size']} seq {s['seq']}: {tc['status']}"
+                + (f", first step (compile) {tc['compile_s']:.0f} s" if "compile_s" in tc else "")
+                + (f" ({tc['error']})" if "error" in tc else "")
+            )
+    comp = "; ".join(
+        f"{s['size']}/{s['seq']}: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["compile_s"].items())
+        for s in t["shapes"]
+    )
+    return (
+        "\n".join(rows)
+        + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
+        + f"\n\nCompile / first step: {comp}."
+    )
 
 
 def _fraction(x: float | None) -> str:
@@ -103,19 +123,25 @@ def decode_table(res: dict) -> str:
     d = res.get("decode")
     if not d:
         return "_not run_"
-    rows = [f"Model: {d['size']} LLaMA ({d['params'] / 1e6:.1f}M), greedy, tokens/s = batch x new tokens / "
-            "wall time of the whole generate call (prefill included); decode steps tokens/s = batch x (new - 1) / "
-            "(that time - the same call's prefill alone, a 1-token generate timed beside it).", "",
-            "| batch | prompt + new | zoo tokens/s | HF generate tokens/s | zoo speed-up | tokens identical | "
-            "bandwidth ceiling tokens/s | zoo / ceiling | zoo prefill s | zoo decode steps tokens/s | "
-            "decode steps / ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Model: {d['size']} LLaMA ({d['params'] / 1e6:.1f}M), greedy, tokens/s = batch x new tokens / "
+        "wall time of the whole generate call (prefill included); decode steps tokens/s = batch x (new - 1) / "
+        "(that time - the same call's prefill alone, a 1-token generate timed beside it).",
+        "",
+        "| batch | prompt + new | zoo tokens/s | HF generate tokens/s | zoo speed-up | tokens identical | "
+        "bandwidth ceiling tokens/s | zoo / ceiling | zoo prefill s | zoo decode steps tokens/s | "
+        "decode steps / ceiling |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in d["settings"]:
         tp = s["tokens_per_s"]
         run = f" (run {s['run']})" if "run" in s else ""
-        rows.append(f"| {s['batch']}{run} | {s['prompt']} + {s['new_tokens']} | {_m(tp['zoo'])} | {_m(tp.get('hf'))} | "
-                    f"{_r(s.get('zoo_speedup'))} | {_identical(s)} | {s['ceiling_tokens_per_s']:.0f} | "
-                    f"{s['zoo_fraction_of_ceiling']:.0%} | {_m(s.get('zoo_prefill_s'), 1, 2)} | "
-                    f"{_m(s.get('zoo_decode_tokens_per_s'))} | {_fraction(s.get('zoo_decode_fraction_of_ceiling'))} |")
+        rows.append(
+            f"| {s['batch']}{run} | {s['prompt']} + {s['new_tokens']} | {_m(tp['zoo'])} | {_m(tp.get('hf'))} | "
+            f"{_r(s.get('zoo_speedup'))} | {_identical(s)} | {s['ceiling_tokens_per_s']:.0f} | "
+            f"{s['zoo_fraction_of_ceiling']:.0%} | {_m(s.get('zoo_prefill_s'), 1, 2)} | "
+            f"{_m(s.get('zoo_decode_tokens_per_s'))} | {_fraction(s.get('zoo_decode_fraction_of_ceiling'))} |"
+        )
     return "\n".join(rows)
 
 
@@ -123,14 +149,19 @@ def compile_table(res: dict) -> str:
     c = res.get("compile_time")
     if not c:
         return "_not run_"
-    rows = [f"{c['preset']} widths, forward + backward of a {c['batch']} x {c['length']} batch.", "",
-            "| layers | scan compile (s) | unrolled compile (s) | scan step (ms) | unrolled step (ms) "
-            "| unrolled / scan step |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        f"{c['preset']} widths, forward + backward of a {c['batch']} x {c['length']} batch.",
+        "",
+        "| layers | scan compile (s) | unrolled compile (s) | scan step (ms) | unrolled step (ms) "
+        "| unrolled / scan step |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in c["rows"]:
-        rows.append(f"| {r['layers']} | {r['scan_compile_s']:.2f} | {r['unrolled_compile_s']:.2f} | "
-                    f"{_m(r['step_s']['scan'], 1e3, 1)} | {_m(r['step_s']['unrolled'], 1e3, 1)} | "
-                    f"{_r(r['unrolled_over_scan_step'])} |")
+        rows.append(
+            f"| {r['layers']} | {r['scan_compile_s']:.2f} | {r['unrolled_compile_s']:.2f} | "
+            f"{_m(r['step_s']['scan'], 1e3, 1)} | {_m(r['step_s']['unrolled'], 1e3, 1)} | "
+            f"{_r(r['unrolled_over_scan_step'])} |"
+        )
     if "scan_32_over_4" in c:
         rows.append(f"\nScanned compile time, 32 layers / 4 layers: **{c['scan_32_over_4']:.2f}x** (goal <= 1.5x).")
     return "\n".join(rows)
@@ -140,13 +171,18 @@ def memory_table(res: dict) -> str:
     m = res.get("memory")
     if not m:
         return "_not run_"
-    rows = [f"{m['size']} LLaMA widths at {m['layers']} layers, forward + backward of {m['batch']} x {m['seq']} "
-            "(`jit(...).lower(...).compile().memory_analysis()`; MiB).", "",
-            "| remat policy | temporaries | arguments | outputs | peak (args + outputs - aliased + temps) |",
-            "|---|---|---|---|---|"]
+    rows = [
+        f"{m['size']} LLaMA widths at {m['layers']} layers, forward + backward of {m['batch']} x {m['seq']} "
+        "(`jit(...).lower(...).compile().memory_analysis()`; MiB).",
+        "",
+        "| remat policy | temporaries | arguments | outputs | peak (args + outputs - aliased + temps) |",
+        "|---|---|---|---|---|",
+    ]
     for p, v in m["policies"].items():
-        rows.append(f"| {p} | {v['temp'] / 2**20:.0f} | {v['argument'] / 2**20:.0f} | {v['output'] / 2**20:.0f} | "
-                    f"{v['peak'] / 2**20:.0f} |")
+        rows.append(
+            f"| {p} | {v['temp'] / 2**20:.0f} | {v['argument'] / 2**20:.0f} | {v['output'] / 2**20:.0f} | "
+            f"{v['peak'] / 2**20:.0f} |"
+        )
     rows.append(f"\nTemporaries (activations), none / full: **{m['none_over_full_temp']:.1f}x** (goal >= 3x).")
     return "\n".join(rows)
 
@@ -155,19 +191,27 @@ def knobs_table(res: dict) -> str:
     k = res.get("knobs")
     if not k:
         return "_not run_"
-    names = {"layernorm_vs_rmsnorm": "LayerNorm instead of RMSNorm (train step)",
-             "parallel_vs_serial": "parallel block instead of serial (train step)",
-             "local_vs_global": "local attention (window {window}) instead of global (train step)",
-             "gqa_vs_mha_decode":
-                 "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)"}
-    rows = [f"{k['size']} LLaMA widths; each pair interleaved in one process.", "",
-            "| knob | shape | variant time / baseline time |", "|---|---|---|"]
+    names = {
+        "layernorm_vs_rmsnorm": "LayerNorm instead of RMSNorm (train step)",
+        "parallel_vs_serial": "parallel block instead of serial (train step)",
+        "local_vs_global": "local attention (window {window}) instead of global (train step)",
+        "gqa_vs_mha_decode": "GQA ({kv_heads[1]} KV heads) instead of MHA ({kv_heads[0]}) (greedy decode, batch 8)",
+    }
+    rows = [
+        f"{k['size']} LLaMA widths; each pair interleaved in one process.",
+        "",
+        "| knob | shape | variant time / baseline time |",
+        "|---|---|---|",
+    ]
     for key, label in names.items():
         r = k.get(key)
         if not r:
             continue
-        shape = (f"seq {r['seq']} x batch {r['batch']}" if "seq" in r
-                 else f"batch {r['batch']}, prompt {r['prompt']} + {r['new_tokens']}")
+        shape = (
+            f"seq {r['seq']} x batch {r['batch']}"
+            if "seq" in r
+            else f"batch {r['batch']}, prompt {r['prompt']} + {r['new_tokens']}"
+        )
         rows.append(f"| {label.format(**r)} | {shape} | {_r(r['variant_over_baseline'])} |")
     return "\n".join(rows)
 
@@ -178,16 +222,27 @@ def profile_tables(res: dict) -> str:
         return "_not run_"
     out = []
     for name, r in p.items():
-        shape = (f"batch {r['batch']} x seq {r['seq']}" if "seq" in r
-                 else f"batch {r['batch']}, prompt {r['prompt']} + {r['new_tokens']}")
-        out.append(f"**{name}** ({r['size']}, {shape}; {r['total_op_ms']:.0f} ms of op time over {r['runs']} "
-                   "run(s)). By component: " + ", ".join(f"{k} {v:.1%}" for k, v in r["component"].items())
-                   + ". By kind: " + ", ".join(f"{k} {v:.1%}" for k, v in r["kind"].items())
-                   + ". By phase: " + ", ".join(f"{k} {v:.1%}" for k, v in r["phase"].items()) + ".")
+        shape = (
+            f"batch {r['batch']} x seq {r['seq']}"
+            if "seq" in r
+            else f"batch {r['batch']}, prompt {r['prompt']} + {r['new_tokens']}"
+        )
+        out.append(
+            f"**{name}** ({r['size']}, {shape}; {r['total_op_ms']:.0f} ms of op time over {r['runs']} "
+            "run(s)). By component: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in r["component"].items())
+            + ". By kind: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in r["kind"].items())
+            + ". By phase: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in r["phase"].items())
+            + "."
+        )
         out += ["", "| share | HLO op | component | kind | contains | op name (tail) |", "|---|---|---|---|---|---|"]
         for row in r["top_ops"][:12]:
-            out.append(f"| {row['share']:.1%} | {row['op']} | {row['component']} | {row['kind']} | "
-                       f"{' '.join(row['contains'])} | `{row['where']}` |")
+            out.append(
+                f"| {row['share']:.1%} | {row['op']} | {row['component']} | {row['kind']} | "
+                f"{' '.join(row['contains'])} | `{row['where']}` |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -206,15 +261,23 @@ def scale_table(res: dict) -> str:
     return path.read_text().split("\n", 2)[2].strip()
 
 
-SECTIONS = {"header": header, "scale": scale_table, "train": train_table, "decode": decode_table,
-            "compile_time": compile_table, "memory": memory_table, "knobs": knobs_table, "profile": profile_tables}
+SECTIONS = {
+    "header": header,
+    "scale": scale_table,
+    "train": train_table,
+    "decode": decode_table,
+    "compile_time": compile_table,
+    "memory": memory_table,
+    "knobs": knobs_table,
+    "profile": profile_tables,
+}
 
 
 def render(res: dict, res_gpu: dict | None = None) -> str:
     lines = []
     for line in (HERE / "template.md").read_text().splitlines():
         if line.startswith("<!-- generated: ") and line.endswith(" -->"):
-            name = line[len("<!-- generated: "):-4]
+            name = line[len("<!-- generated: ") : -4]
             lines.append(gpu_section(res_gpu) if name == "gpu" else SECTIONS[name](res))
         else:
             lines.append(line)
@@ -239,12 +302,24 @@ def console(res: dict) -> str:
             rows.append((f"train {s['size']} seq {s['seq']}: {k} time / llama time", _r(r)))
     for s in res.get("decode", {}).get("settings", []):
         if "zoo_speedup" in s:
-            rows.append((f"decode b{s['batch']} p{s['prompt']}+{s['new_tokens']}: zoo speed-up vs HF "
-                         f"(tokens match: {s['tokens_match']})", _r(s["zoo_speedup"])))
-        rows.append((f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling",
-                     f"{s['zoo_fraction_of_ceiling']:.0%}"
-                     + (f" (decode steps alone {s['zoo_decode_fraction_of_ceiling']:.0%})"
-                        if "zoo_decode_fraction_of_ceiling" in s else "")))
+            rows.append(
+                (
+                    f"decode b{s['batch']} p{s['prompt']}+{s['new_tokens']}: zoo speed-up vs HF "
+                    f"(tokens match: {s['tokens_match']})",
+                    _r(s["zoo_speedup"]),
+                )
+            )
+        rows.append(
+            (
+                f"decode b{s['batch']} p{s['prompt']}: zoo / bandwidth ceiling",
+                f"{s['zoo_fraction_of_ceiling']:.0%}"
+                + (
+                    f" (decode steps alone {s['zoo_decode_fraction_of_ceiling']:.0%})"
+                    if "zoo_decode_fraction_of_ceiling" in s
+                    else ""
+                ),
+            )
+        )
     for key, r in res.get("knobs", {}).items():
         if isinstance(r, dict):
             rows.append((f"knob {key}: variant / baseline time", _r(r["variant_over_baseline"])))

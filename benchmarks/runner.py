@@ -26,16 +26,32 @@ def torch_available(device: str = "cpu") -> bool:
 
 def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | None = None, log=print) -> dict:
     import jax
+
     if device == "gpu" and jax.default_backend() != "gpu" and not os.environ.get("BENCH_ALLOW_CPU"):
         raise SystemExit(f"--device gpu: jax's backend is {jax.default_backend()!r}; install jax with CUDA")
     start = time.perf_counter()
     names = [n for n in NAMES if not only or n in only or n == "peaks"]
     torch_ok = torch_available(device) and os.environ.get("BENCH_TORCH", "1") != "0"
-    res = {"machine": common.machine(), "quick": quick, "device": device, "sections": names,
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "torch": torch_ok, "errors": {},
-           "plan_selection": {k: os.environ[k] for k in ("BENCH_TRAIN_SHAPES", "BENCH_DECODE_SETTINGS",
-                                                          "BENCH_TORCH_COMPILE", "BENCH_GPU_SIZE", "BENCH_TORCH")
-                                              if k in os.environ}}
+    res = {
+        "machine": common.machine(),
+        "quick": quick,
+        "device": device,
+        "sections": names,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch": torch_ok,
+        "errors": {},
+        "plan_selection": {
+            k: os.environ[k]
+            for k in (
+                "BENCH_TRAIN_SHAPES",
+                "BENCH_DECODE_SETTINGS",
+                "BENCH_TORCH_COMPILE",
+                "BENCH_GPU_SIZE",
+                "BENCH_TORCH",
+            )
+            if k in os.environ
+        },
+    }
     if not torch_ok and device == "cpu":
         log("torch/transformers not installed (pip install -e '.[bench]'): zoo-only figures")
 
@@ -53,14 +69,21 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
         res.setdefault("section_s", {})[name] = time.perf_counter() - t0
         if out is not None:  # after every section, so a long run interrupted keeps what it measured
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({**res, "loadavg_end": list(os.getloadavg()),
-                                       "wall_s": time.perf_counter() - start}, indent=1, default=str) + "\n")
+            out.write_text(
+                json.dumps(
+                    {**res, "loadavg_end": list(os.getloadavg()), "wall_s": time.perf_counter() - start},
+                    indent=1,
+                    default=str,
+                )
+                + "\n"
+            )
 
     def peaks():
         if device == "gpu":
             on_gpu = jax.default_backend() == "gpu"
             mm = common.matmul_peak(8192 if on_gpu else 256, 5, "bfloat16", with_torch=False)
             from zoo.train.metrics import default_peak_flops
+
             mm["datasheet_peak_flops"], mm["datasheet"] = default_peak_flops()
             bw = common.memory_bandwidth(4096 if on_gpu else 64, 5)
         else:
@@ -74,6 +97,7 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
     peak = pk.get("matmul", {}).get("datasheet_peak_flops") or pk.get("matmul", {}).get("peak_flops", float("nan"))
     bandwidth = pk.get("bandwidth", {}).get("bytes_per_s", float("nan"))
     from benchmarks import compile_time, decode, knobs, memory, profile, train
+
     section("train", lambda: train.run(quick, device, peak, torch_ok, log=log))
     section("decode", lambda: decode.run(quick, device, bandwidth, torch_ok, log=log))
     if device == "cpu":
@@ -90,5 +114,6 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
         out.write_text(json.dumps(res, indent=1, default=str) + "\n")
         log(f"wrote {out}")
     from benchmarks.report import console
+
     log("\n" + console(res))
     return res

@@ -32,6 +32,7 @@ VARIANTS = {
 def child(size: str, batch: int, seq: int, steps: int) -> None:
     from benchmarks import models
     from benchmarks.train import zoo_step
+
     run, compile_s = zoo_step(models.llama(size, max_seq_len=seq), batch, seq)
     run()
     times = []
@@ -59,8 +60,13 @@ def main(argv=None) -> None:
     for _ in range(args.reps):
         for name in names:
             env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[name]}".strip())
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.xla_flags", "--child", *map(str, shape)],
-                                  env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+            proc = subprocess.run(
+                [sys.executable, "-m", "benchmarks.xla_flags", "--child", *map(str, shape)],
+                env=env,
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent.parent,
+            )
             if proc.returncode:
                 results[name]["error"] = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr else "failed"
                 continue
@@ -73,14 +79,19 @@ def main(argv=None) -> None:
         if r["rounds"] and base:
             ratios = [a / b for a, b in zip(r["rounds"], base, strict=False)]
             r["time_over_baseline"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
-    out = {"shape": dict(zip(("size", "batch", "seq", "steps"), shape, strict=True)), "loadavg": os.getloadavg(),
-           "variants": results}
+    out = {
+        "shape": dict(zip(("size", "batch", "seq", "steps"), shape, strict=True)),
+        "loadavg": os.getloadavg(),
+        "variants": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     for name, r in results.items():
         t = r.get("time_over_baseline")
-        print(f"{name:22s} {r['flag']:55s} " + (f"{t['median']:.2f}x ({t['min']:.2f}-{t['max']:.2f})" if t
-                                                  else r.get("error", "-")))
+        print(
+            f"{name:22s} {r['flag']:55s} "
+            + (f"{t['median']:.2f}x ({t['min']:.2f}-{t['max']:.2f})" if t else r.get("error", "-"))
+        )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,21 @@ TINY_PRESETS = [name for name in list_presets() if name.endswith("-tiny")]
 # tests marked @pytest.mark.slow in their own file, and a test parametrized over the tiny presets, except on
 # FAST_PRESETS. A new file is fast until listed here: list it when `--durations` shows it takes over ~30 s.
 SLOW_FILES = {
-    "test_benchmarks.py", "test_compile_only.py", "test_evaluate.py", "test_experiments.py", "test_export.py",
-    "test_finetune.py", "test_harness.py", "test_hf.py", "test_hf_families_a.py", "test_hf_families_b.py",
-    "test_hf_more.py", "test_multihost.py", "test_notebooks.py", "test_observability.py", "test_packaging.py",
+    "test_benchmarks.py",
+    "test_compile_only.py",
+    "test_evaluate.py",
+    "test_experiments.py",
+    "test_export.py",
+    "test_finetune.py",
+    "test_harness.py",
+    "test_hf.py",
+    "test_hf_families_a.py",
+    "test_hf_families_b.py",
+    "test_hf_more.py",
+    "test_multihost.py",
+    "test_notebooks.py",
+    "test_observability.py",
+    "test_packaging.py",
     "test_train.py",
 }
 FAST_PRESETS = {"llama-tiny", "t5-tiny"}  # decoder-only (RoPE, GQA, SwiGLU) and encoder-decoder (relative bias)

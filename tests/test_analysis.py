@@ -21,9 +21,9 @@ def test_breakdown_sums_to_count_params(name):
 def test_breakdown_of_llama2_7b_by_hand():
     d, layers, ff, vocab = 4096, 32, 11008, 32000
     assert analysis.param_breakdown(get_config("llama2-7b")) == {
-        "embeddings": 2 * vocab * d,               # untied: token embedding + output head
+        "embeddings": 2 * vocab * d,  # untied: token embedding + output head
         "attention": layers * 4 * d * d,
-        "mlp": layers * 3 * d * ff,                # SwiGLU: three matrices
+        "mlp": layers * 3 * d * ff,  # SwiGLU: three matrices
         "norms": (2 * layers + 1) * d,
         "other": 0,
     }
@@ -36,12 +36,16 @@ def test_t5_relative_bias_tables_are_other():
 def test_row_of_llama2_7b():
     row = analysis.architecture_row("llama2-7b")
     assert (row["norm"], row["norm position"], row["activation"], row["positions"]) == (
-        "rmsnorm", "pre", "swiglu", "rope")
+        "rmsnorm",
+        "pre",
+        "swiglu",
+        "rope",
+    )
     assert row["d_ff/d_model"] == 11008 / 4096
     assert row["heads*head_dim/d_model"] == 1.0 and row["d_model/layers"] == 4096 / 32
     assert (row["GLU"], row["parallel"], row["tied"], row["bias"], row["kind"]) == (True, False, False, False, "MHA")
     assert row["params"] == count_params(get_config("llama2-7b")) and row["published"] == 7e9
-    assert 1.0 < row["FLOPs/6N"] < 1.1    # 6N plus the attention term at 2048 tokens
+    assert 1.0 < row["FLOPs/6N"] < 1.1  # 6N plus the attention term at 2048 tokens
 
 
 def test_rows_follow_the_knobs():
@@ -63,18 +67,29 @@ def test_published_counts_read_the_presets_labels():
 
 
 def test_markdown_table_formats_counts_and_ratios():
-    row = {"preset": "x", "params": 6_738_415_616, "ratio": 2.6875, "one": 1.0003, "aspect": 100.2, "flops": 2467.9,
-           "vocab": 32000, "GLU": True, "published": None}
+    row = {
+        "preset": "x",
+        "params": 6_738_415_616,
+        "ratio": 2.6875,
+        "one": 1.0003,
+        "aspect": 100.2,
+        "flops": 2467.9,
+        "vocab": 32000,
+        "GLU": True,
+        "published": None,
+    }
     assert analysis.markdown_table([row], list(row)).splitlines() == [
-        "| preset | params | ratio | one | aspect | flops | vocab | GLU | published |", "|" + "---|" * 9,
-        "| x | 6.74B | 2.69 | 1.00 | 100 | 2,468 | 32,000 | yes | – |"]
+        "| preset | params | ratio | one | aspect | flops | vocab | GLU | published |",
+        "|" + "---|" * 9,
+        "| x | 6.74B | 2.69 | 1.00 | 100 | 2,468 | 32,000 | yes | – |",
+    ]
 
 
 def test_param_tree_lists_every_leaf_with_its_logical_axes():
     cfg = get_config("llama-tiny")
     tree = analysis.param_tree(cfg)
     leaves = [line for line in tree.splitlines() if not line.endswith("/")]
-    assert len(leaves) == 12     # q, k, v, o, 3 MLP matrices, 2 block norms, final norm, embedding, head
+    assert len(leaves) == 12  # q, k, v, o, 3 MLP matrices, 2 block norms, final norm, embedding, head
     assert any(line.startswith("token_embed/embedding") and "vocab, embed" in line for line in leaves)
     assert sum(int(line.split()[-1].replace(",", "")) for line in leaves) == count_params(cfg)
 
@@ -107,8 +122,9 @@ def _kinds(sublayer):
 
 
 def test_block_layout_follows_norm_position_and_parallel_layers():
-    gpt2, gemma, palm, vaswani = (analysis.block_layout(get_config(n))
-                                  for n in ("gpt2", "gemma2-9b", "palm-540b", "transformer-base"))
+    gpt2, gemma, palm, vaswani = (
+        analysis.block_layout(get_config(n)) for n in ("gpt2", "gemma2-9b", "palm-540b", "transformer-base")
+    )
     assert [_kinds(s) for s in gpt2] == [[[], ["norm", "attention"], []], [[], ["norm", "mlp"], []]]
     assert [_kinds(s) for s in gemma] == [[[], ["norm", "attention", "norm"], []], [[], ["norm", "mlp", "norm"], []]]
     assert [_kinds(s) for s in palm] == [[["norm"], ["attention"], ["mlp"], []]]
@@ -122,8 +138,7 @@ def test_block_layout_follows_norm_position_and_parallel_layers():
 def test_draw_blocks_draws_every_family():
     import matplotlib.pyplot as plt
 
-    names = ["transformer-base", "gpt2", "t5-v1_1-small", "llama3-8b", "palm-8b", "gemma2-2b", "olmo2-1b",
-             "gpt3-small"]
+    names = ["transformer-base", "gpt2", "t5-v1_1-small", "llama3-8b", "palm-8b", "gemma2-2b", "olmo2-1b", "gpt3-small"]
     fig = analysis.draw_blocks(names)
     assert [ax.get_title().split("\n")[0] for ax in fig.axes] == names
     assert all(len(ax.patches) > 5 for ax in fig.axes)

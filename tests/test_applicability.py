@@ -72,9 +72,11 @@ def test_every_rule_names_real_fields_and_has_a_case():
         assert set(names) == set(MODEL_CASES if cls_name == "ModelConfig" else TRAIN_CASES)
 
 
-@pytest.mark.parametrize("cls_name, name, context, value",
-                         [("ModelConfig", n, *case) for n, case in MODEL_CASES.items()]
-                         + [("TrainConfig", n, *case) for n, case in TRAIN_CASES.items()])
+@pytest.mark.parametrize(
+    "cls_name, name, context, value",
+    [("ModelConfig", n, *case) for n, case in MODEL_CASES.items()]
+    + [("TrainConfig", n, *case) for n, case in TRAIN_CASES.items()],
+)
 def test_a_value_that_does_nothing_is_refused_naming_both_fields(cls_name, name, context, value):
     config = _build(cls_name, context)  # the context alone, the field at its default, is fine
     rule = _rule(cls_name, name)
@@ -100,8 +102,14 @@ def test_a_derived_value_given_back_counts_as_unset_and_stays_derived():
     assert back.replace(num_layers=4).num_decoder_layers == 4
     with pytest.raises(ValueError, match=r"num_decoder_layers: only applies with architecture: encoder_decoder"):
         ModelConfig(**BASE, num_decoder_layers=4)
-    t5 = ModelConfig(**BASE, architecture="encoder_decoder", num_decoder_layers=4,
-                     position_embedding="relative_bias", relative_num_buckets=8, relative_max_distance=16)
+    t5 = ModelConfig(
+        **BASE,
+        architecture="encoder_decoder",
+        num_decoder_layers=4,
+        position_embedding="relative_bias",
+        relative_num_buckets=8,
+        relative_max_distance=16,
+    )
     assert t5.replace(num_layers=4).num_decoder_layers == 4 and t5.replace(d_model=64).num_decoder_layers == 4
 
 
@@ -117,8 +125,9 @@ def test_messages_say_where_each_value_came_from():
         resolve("llama-tiny", ["train.schedule=constant", "train.final_lr_fraction=0.0"])
     message = str(e.value)
     assert message.startswith("TrainConfig.final_lr_fraction: only applies with schedule: cosine, linear or wsd")
-    assert ("train.final_lr_fraction=0.0 from the command line; train.schedule='constant' from the command line"
-            in message)
+    assert (
+        "train.final_lr_fraction=0.0 from the command line; train.schedule='constant' from the command line" in message
+    )
 
 
 def test_beta1_null_is_refused_with_adam():
@@ -126,8 +135,11 @@ def test_beta1_null_is_refused_with_adam():
         with pytest.raises(ValueError, match=rf"^TrainConfig.beta1: null .* optimizer '{optimizer}'"):
             TrainConfig(optimizer=optimizer, beta1=None, weight_decay=0.0)
     assert TrainConfig(optimizer="adafactor", beta1=None).beta1 is None  # Adafactor without momentum (T5)
-    with pytest.raises(UserError, match=r"TrainConfig.beta1: .*train.beta1=None from configs/t5.yaml preset "
-                                        r"'t5-small'; train.optimizer='adamw' from the command line"):
+    with pytest.raises(
+        UserError,
+        match=r"TrainConfig.beta1: .*train.beta1=None from configs/t5.yaml preset "
+        r"'t5-small'; train.optimizer='adamw' from the command line",
+    ):
         resolve("t5-small", ["train.optimizer=adamw"])
 
 

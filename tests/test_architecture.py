@@ -15,15 +15,15 @@ MAX_LINES = 350
 
 # Each module's tier; a module may import only from its own tier or lower ones (and not in a cycle).
 TIERS = [
-    ("zoo.fields", "zoo.applicability"),              # dataclass machinery; when each config knob applies
-    ("zoo.config", "zoo.recipe", "zoo.semantics"),    # ModelConfig, TrainConfig
-    ("zoo.presets",),                                 # configs/*.yaml -> the two above
-    ("zoo.layers",),                                  # one idea per module
+    ("zoo.fields", "zoo.applicability"),  # dataclass machinery; when each config knob applies
+    ("zoo.config", "zoo.recipe", "zoo.semantics"),  # ModelConfig, TrainConfig
+    ("zoo.presets",),  # configs/*.yaml -> the two above
+    ("zoo.layers",),  # one idea per module
     ("zoo.model", "zoo.sharding", "zoo.flops"),
-    ("zoo.generate", "zoo.hf", "zoo.analysis"),       # what uses a model
-    ("zoo.train",),                                   # the trainer, over all of the above
+    ("zoo.generate", "zoo.hf", "zoo.analysis"),  # what uses a model
+    ("zoo.train",),  # the trainer, over all of the above
     ("zoo.export", "zoo.experiments", "zoo.stability", "zoo.harness"),  # applications of the trainer, HF bridge
-    ("zoo.commands",),                                # the console scripts, over everything
+    ("zoo.commands",),  # the console scripts, over everything
 ]
 
 
@@ -45,7 +45,7 @@ def _imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: `from . import x` in package p is p.x
-                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([base] if base else []))
             submodules = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
             out |= submodules if len(submodules) == len(node.names) else submodules | {base}
@@ -77,7 +77,7 @@ def test_no_import_cycles():
 
     def visit(node):
         if node in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node) :] + [node]))
         if node in done:
             return
         path.append(node)
@@ -102,10 +102,12 @@ def test_the_loop_never_imports_the_command_line():
 def test_files_are_small_and_torch_free(name):
     source = MODULES[name].read_text()
     assert len(source.splitlines()) <= MAX_LINES, f"{MODULES[name]} has {len(source.splitlines())} lines"
-    imported = {a.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
-                for a in node.names}
-    imported |= {(node.module or "").split(".")[0] for node in ast.walk(ast.parse(source))
-                 if isinstance(node, ast.ImportFrom)}
+    imported = {
+        a.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for a in node.names
+    }
+    imported |= {
+        (node.module or "").split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+    }
     assert not imported & {"torch", "transformers"}, f"{name} imports a test-only reference library"
 
 

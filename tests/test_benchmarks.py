@@ -19,8 +19,14 @@ def quick(tmp_path_factory):
     env = dict(os.environ)
     # conftest emulates 8 CPU devices for the sharding tests; the benchmark runs on the host as a user would.
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(out)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -59,7 +65,17 @@ def test_memory_profile_and_report(quick):
     assert "matmul" in res["profile"]["train"]["kind"]
     assert "figure" in stdout and "median (min-max)" in stdout  # the printed table
     from benchmarks.report import render
+
     text = render(res)
-    for heading in ("## Training throughput and MFU", "## Decode", "## Compile time vs depth", "## Memory vs remat",
-                    "## Knob costs", "## Where the time goes", "## Accelerator", "**Command**", "**Versions**"):
+    for heading in (
+        "## Training throughput and MFU",
+        "## Decode",
+        "## Compile time vs depth",
+        "## Memory vs remat",
+        "## Knob costs",
+        "## Where the time goes",
+        "## Accelerator",
+        "**Command**",
+        "**Versions**",
+    ):
         assert heading in text, heading

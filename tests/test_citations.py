@@ -20,8 +20,12 @@ def user_facing(path: str) -> bool:
     top, _, rest = path.partition("/")
     if not rest:
         return path in ("README.md", "ARCHITECTURE.md", "train.py", "sample.py", "evaluate.py")
-    return ((top == "configs" and path.endswith(".yaml")) or (top == "zoo" and path.endswith(".py"))
-            or (top == "notebooks" and path.endswith(".ipynb")) or top in ("benchmarks", "tools"))
+    return (
+        (top == "configs" and path.endswith(".yaml"))
+        or (top == "zoo" and path.endswith(".py"))
+        or (top == "notebooks" and path.endswith(".ipynb"))
+        or top in ("benchmarks", "tools")
+    )
 
 
 def tracked_user_facing() -> list[str]:
@@ -44,8 +48,9 @@ def test_user_facing_files_cite_no_off_repo_notes():
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError:  # binary (figures, data)
             continue
-        hits += [f"{path}:{n}: {line.strip()[:120]}" for n, line in enumerate(text.splitlines(), 1)
-                 if OFF_REPO.search(line)]
+        hits += [
+            f"{path}:{n}: {line.strip()[:120]}" for n, line in enumerate(text.splitlines(), 1) if OFF_REPO.search(line)
+        ]
     assert not hits, "cite the primary source (paper + table, repo + path) instead of:\n" + "\n".join(hits)
 
 

@@ -35,21 +35,35 @@ def test_tiny_preset_compiles_for_a_v5e_slice():
     env = _libtpu_env()
     if env is None:
         pytest.skip(f"libtpu is not installed (pip install -e '.[tpu]', or into {LIBTPU_DIR} as .ci/run does)")
-    argv = ["--preset", "llama-tiny", "--compile-only", "v5e:2x2", "mesh.fsdp=4", "train.batch_size=8",
-            "train.seq_len=64"]
-    out = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+    argv = [
+        "--preset",
+        "llama-tiny",
+        "--compile-only",
+        "v5e:2x2",
+        "mesh.fsdp=4",
+        "train.batch_size=8",
+        "train.seq_len=64",
+    ]
+    out = subprocess.run(
+        [sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     text = out.stdout
     assert "on v5e:2x2 (4 chips), mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in text, text
-    memory = re.search(r"per chip: arguments ([\d.]+) GiB, temporaries ([\d.]+) GiB, .* total ([\d.]+) GiB of "
-                       r"16.00 GiB HBM: fits", text)
+    memory = re.search(
+        r"per chip: arguments ([\d.]+) GiB, temporaries ([\d.]+) GiB, .* total ([\d.]+) GiB of "
+        r"16.00 GiB HBM: fits",
+        text,
+    )
     assert memory, text
     arguments, temporaries, total = map(float, memory.groups())
     assert 0 < arguments <= total < 1
     # Compiled FLOPs (loop bodies x trip counts) agree with the analytic model count (no remat: the same math).
-    flops = re.search(r"FLOPs per chip per step: ([\d.e+]+) compiled .*, ([\d.e+]+) model .*roofline step time "
-                      r"([\d.e+-]+)s at 197 TFLOP/s", text)
+    flops = re.search(
+        r"FLOPs per chip per step: ([\d.e+]+) compiled .*, ([\d.e+]+) model .*roofline step time "
+        r"([\d.e+-]+)s at 197 TFLOP/s",
+        text,
+    )
     compiled, model, seconds = map(float, flops.groups())
     assert abs(compiled - model) < 0.1 * model, text
     assert seconds == pytest.approx(compiled / 197e12, rel=0.01)
@@ -58,5 +72,5 @@ def test_tiny_preset_compiles_for_a_v5e_slice():
 def test_unknown_chip_is_one_line_naming_the_flag():
     with pytest.raises(UserError, match=r"--compile-only 'v9:2x2': expected GENERATION:SHAPE .* v4, v5e, v5p, v6e"):
         chip_of("v9:2x2")
-    assert chip_of("v5litepod:4x4") == ("v5e", 16 * 1024 ** 3, 197e12)
+    assert chip_of("v5litepod:4x4") == ("v5e", 16 * 1024**3, 197e12)
     assert set(CHIPS) == {"v4", "v5e", "v5p", "v6e"}

@@ -201,8 +201,7 @@ def test_hosts_read_their_rows_and_together_make_the_global_batch():
 
 def _two_sources():
     """Source 0's tokens are < 100_000, source 1's >= 100_000: a row tells where it came from."""
-    return [data.pack(np.arange(4000, dtype=np.int32), 9, 8),
-            data.pack(100_000 + np.arange(900, dtype=np.int32), 9, 8)]
+    return [data.pack(np.arange(4000, dtype=np.int32), 9, 8), data.pack(100_000 + np.arange(900, dtype=np.int32), 9, 8)]
 
 
 def test_mixture_is_deterministic_follows_the_weights_and_resumes_exactly():
@@ -221,7 +220,7 @@ def test_mixture_is_deterministic_follows_the_weights_and_resumes_exactly():
     for a in rest:
         np.testing.assert_array_equal(a, next(resumed))
     # Each source visits its rows once per epoch: source 1's first 112 rows are a permutation of its rows.
-    ones = np.concatenate([b[b[:, 0] >= 100_000] for b in batches])[:len(sources[1])]
+    ones = np.concatenate([b[b[:, 0] >= 100_000] for b in batches])[: len(sources[1])]
     assert sorted(ones[:, 0]) == sorted(sources[1][:, 0])
     other = data.TrainStream(sources, 64, seed=6, weights=[0.7, 0.3])
     assert not np.array_equal(next(other), batches[0])
@@ -234,10 +233,17 @@ def test_sources_setting_parses_and_rejects_bad_weights():
     from zoo.train.data_sources import parse_sources
 
     assert parse_sources(["a.jsonl:0.7", "b/:0.3", "c.txt", "C:/x.txt:2"]) == [
-        ("a.jsonl", 0.7), ("b/", 0.3), ("c.txt", 1.0), ("C:/x.txt", 2.0)]
+        ("a.jsonl", 0.7),
+        ("b/", 0.3),
+        ("c.txt", 1.0),
+        ("C:/x.txt", 2.0),
+    ]
     assert resolve("llama-tiny", ["data.sources=a.jsonl:0.7,b/:0.3"]).data.sources == ("a.jsonl:0.7", "b/:0.3")
-    with pytest.raises(UserError, match=r"DataConfig.sources: 'b:-1': the weight must be a positive number.*"
-                                        r"from the command line"):
+    with pytest.raises(
+        UserError,
+        match=r"DataConfig.sources: 'b:-1': the weight must be a positive number.*"
+        r"from the command line",
+    ):
         resolve("llama-tiny", ["data.sources=a:1,b:-1"])
     with pytest.raises(UserError, match="both name the training text"):
         resolve("llama-tiny", ["data.sources=a:1", "data.path=b"])
@@ -252,8 +258,11 @@ def test_mixture_through_the_cache(tmp_path):
     (tmp_path / "b").mkdir()
     for i in range(300):
         (tmp_path / "b" / f"{i}.txt").write_text("b" * 300 + str(i))
-    cfg = DataConfig(sources=(f"{tmp_path / 'a.jsonl'}:3", f"{tmp_path / 'b'}:1"),
-                     cache_dir=str(tmp_path / "cache"), validation_percent=10)
+    cfg = DataConfig(
+        sources=(f"{tmp_path / 'a.jsonl'}:3", f"{tmp_path / 'b'}:1"),
+        cache_dir=str(tmp_path / "cache"),
+        validation_percent=10,
+    )
     tok = tk.ByteTokenizer()
     run = data_setup.open_training_data(cfg, tok, 65, 64, batch_size=32, seed=0, val_limit=40, progress=False)
     rows = np.concatenate([next(run.stream) for _ in range(100)])

@@ -48,8 +48,9 @@ def test_second_open_is_a_hit_and_a_changed_file_invalidates(tmp_path):
     # What the cache holds is exactly the in-memory path's tokens (evaluate.py's), split for split.
     memory = data.load_corpus(corpus)
     np.testing.assert_array_equal(second.train.tokens, data.tokenize_documents(tk.ByteTokenizer(), memory.train))
-    np.testing.assert_array_equal(second.validation.tokens,
-                                  data.tokenize_documents(tk.ByteTokenizer(), memory.validation))
+    np.testing.assert_array_equal(
+        second.validation.tokens, data.tokenize_documents(tk.ByteTokenizer(), memory.validation)
+    )
     assert second.train.documents == len(memory.train) and second.train.bytes == memory.stats()["train_bytes"]
     assert second.counts.sum() == len(second.train.tokens)
     (corpus / "07.txt").write_text("an edit\n")  # a changed file: a new entry, tokenized again
@@ -57,7 +58,8 @@ def test_second_open_is_a_hit_and_a_changed_file_invalidates(tmp_path):
     third = _open(corpus, tmp_path)
     assert not third.hit and CountingTokenizer.calls == 60 and third.directory != first.directory
     assert len(third.train.tokens) + len(third.validation.tokens) < len(first.train.tokens) + len(
-        first.validation.tokens)
+        first.validation.tokens
+    )
     # Another tokenizer or split setting is another entry too; the old entries stay usable.
     assert not _open(corpus, tmp_path, tok=CountingTokenizer(num_sentinels=4)).hit
     assert not _open(corpus, tmp_path, validation_percent=10).hit
@@ -77,8 +79,9 @@ def test_few_document_split_fallback_matches_the_in_memory_split(tmp_path, perce
         cached = _open(path, tmp_path, validation_percent=percent)
         assert memory.train and memory.validation
         for split in ("train", "validation"):
-            np.testing.assert_array_equal(getattr(cached, split).tokens,
-                                          data.tokenize_documents(tk.ByteTokenizer(), getattr(memory, split)))
+            np.testing.assert_array_equal(
+                getattr(cached, split).tokens, data.tokenize_documents(tk.ByteTokenizer(), getattr(memory, split))
+            )
         assert cached.counts.sum() == len(cached.train.tokens)
         texts = data.TrainTexts((str(path),), validation_percent=percent)
         assert list(texts.train) == memory.train  # what a BPE trains on

@@ -18,8 +18,7 @@ EOS = 1
 
 
 def test_segments_and_positions_restart_after_each_eos():
-    tokens = np.array([[5, 6, EOS, 7, 8, 9, EOS, EOS, 4],
-                       [3, 3, 3, 3, 3, 3, 3, 3, 3]])
+    tokens = np.array([[5, 6, EOS, 7, 8, 9, EOS, EOS, 4], [3, 3, 3, 3, 3, 3, 3, 3, 3]])
     segments, positions = data.document_segments(tokens, EOS)
     np.testing.assert_array_equal(segments, [[1, 1, 1, 2, 2, 2, 2, 3, 4], [1] * 9])
     np.testing.assert_array_equal(positions, [[0, 1, 2, 0, 1, 2, 3, 0, 0], list(range(9))])
@@ -63,17 +62,20 @@ def test_packed_losses_equal_each_document_alone(preset):
     spans = [(r, batch["segment_ids"][r] == s) for r in range(len(rows)) for s in np.unique(batch["segment_ids"][r])]
     inputs, targets = np.full((2, len(spans), seq_len), 3, np.int32)
     for i, (r, at) in enumerate(spans):
-        inputs[i, :at.sum()], targets[i, :at.sum()] = batch["inputs"][r, at], batch["targets"][r, at]
+        inputs[i, : at.sum()], targets[i, : at.sum()] = batch["inputs"][r, at], batch["targets"][r, at]
     plain_positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (len(spans) + 2, seq_len))
-    losses = np.asarray(per_token(
-        np.concatenate([batch["inputs"], inputs, batch["inputs"]]), np.concatenate([batch["targets"], targets,
-                                                                                    batch["targets"]]),
-        np.concatenate([batch["positions"], plain_positions]),
-        np.concatenate([batch["segment_ids"], np.ones((len(spans) + 2, seq_len), np.int32)])))
+    losses = np.asarray(
+        per_token(
+            np.concatenate([batch["inputs"], inputs, batch["inputs"]]),
+            np.concatenate([batch["targets"], targets, batch["targets"]]),
+            np.concatenate([batch["positions"], plain_positions]),
+            np.concatenate([batch["segment_ids"], np.ones((len(spans) + 2, seq_len), np.int32)]),
+        )
+    )
     packed, unmasked = losses[:2], losses[-2:]
     alone = np.zeros_like(packed)
     for i, (r, at) in enumerate(spans):
-        alone[r, at] = losses[2 + i, :at.sum()]
+        alone[r, at] = losses[2 + i, : at.sum()]
     np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
     assert np.abs(unmasked - alone).max() > 1e-2  # without the mask, documents do see each other
     # Through the objective's loss (what the train step and evaluation call): the mean of the same numbers.

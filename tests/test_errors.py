@@ -11,27 +11,41 @@ from zoo.presets import get_config
 BASE = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, d_ff=64, max_seq_len=16)
 
 
-@pytest.mark.parametrize("changes, match", [
-    (dict(num_heads=5), r"num_heads.*d_model=32 is not divisible by num_heads=5"),
-    (dict(num_kv_heads=3), r"num_kv_heads: 3 does not divide num_heads=4"),
-    (dict(norm_position="sandwich"), r"norm_position: got 'sandwich'; allowed: pre, post, double, output"),
-    (dict(mlp_activations=("swish",)), r"mlp_activations.*relu, gelu"),
-    (dict(attention_pattern=("local", "global")), r"sliding_window_size: local layers"),
-    (dict(attention_pattern=("global", "global", "local"), sliding_window_size=4), r"attention_pattern: its length 3"),
-    (dict(sliding_window_size=8),
-     r"sliding_window_size: only applies with a local .*; here attention_pattern: \[global\]"),
-    (dict(position_embedding="rope", relative_num_buckets=8),
-     r"relative_num_buckets: only applies with position_embedding: relative_bias; here position_embedding: rope"),
-    (dict(position_embedding="alibi", rope_scaling="llama3"),
-     r"rope_scaling: only applies with position_embedding: rope"),
-    (dict(norm_type="rmsnorm", norm_use_bias=True),
-     r"norm_use_bias: only applies with norm_type: layernorm; here norm_type: rmsnorm"),
-    (dict(norm_position="post"), r"final_norm: a post-norm stack already ends in a norm"),
-    (dict(rope_fraction=0.3), r"rope_fraction"),
-    (dict(attn_logits_soft_cap=-1.0), r"attn_logits_soft_cap: must be > 0"),
-    (dict(residual_dropout=1.0), r"residual_dropout: must be in \[0, 1\)"),
-    (dict(vocab_size=0), r"vocab_size: must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        (dict(num_heads=5), r"num_heads.*d_model=32 is not divisible by num_heads=5"),
+        (dict(num_kv_heads=3), r"num_kv_heads: 3 does not divide num_heads=4"),
+        (dict(norm_position="sandwich"), r"norm_position: got 'sandwich'; allowed: pre, post, double, output"),
+        (dict(mlp_activations=("swish",)), r"mlp_activations.*relu, gelu"),
+        (dict(attention_pattern=("local", "global")), r"sliding_window_size: local layers"),
+        (
+            dict(attention_pattern=("global", "global", "local"), sliding_window_size=4),
+            r"attention_pattern: its length 3",
+        ),
+        (
+            dict(sliding_window_size=8),
+            r"sliding_window_size: only applies with a local .*; here attention_pattern: \[global\]",
+        ),
+        (
+            dict(position_embedding="rope", relative_num_buckets=8),
+            r"relative_num_buckets: only applies with position_embedding: relative_bias; here position_embedding: rope",
+        ),
+        (
+            dict(position_embedding="alibi", rope_scaling="llama3"),
+            r"rope_scaling: only applies with position_embedding: rope",
+        ),
+        (
+            dict(norm_type="rmsnorm", norm_use_bias=True),
+            r"norm_use_bias: only applies with norm_type: layernorm; here norm_type: rmsnorm",
+        ),
+        (dict(norm_position="post"), r"final_norm: a post-norm stack already ends in a norm"),
+        (dict(rope_fraction=0.3), r"rope_fraction"),
+        (dict(attn_logits_soft_cap=-1.0), r"attn_logits_soft_cap: must be > 0"),
+        (dict(residual_dropout=1.0), r"residual_dropout: must be in \[0, 1\)"),
+        (dict(vocab_size=0), r"vocab_size: must be a positive integer"),
+    ],
+)
 def test_config_errors_name_the_field(changes, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig(**{**BASE, **changes})
@@ -70,8 +84,11 @@ def test_token_ids_outside_the_vocab(small):
 
 def test_sequence_longer_than_positions_allow(small):
     cfg, model, params = small
-    with pytest.raises(ValueError, match=r"sequence length 17 exceeds ModelConfig.max_seq_len=16 "
-                                         r"\(position_embedding='learned'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"sequence length 17 exceeds ModelConfig.max_seq_len=16 "
+        r"\(position_embedding='learned'\)",
+    ):
         model.apply({"params": params}, jnp.zeros((1, 17), jnp.int32))
     with pytest.raises(ValueError, match=r"sequence length 20 exceeds ModelConfig.max_seq_len=16"):
         zoo.generate(model, params, jnp.zeros((1, 10), jnp.int32), 10)
@@ -96,7 +113,7 @@ def test_replace_keeps_a_presets_relations():
     assert (small.num_kv_heads, small.head_dim) == (4, 64)
     assert get_config("llama2-70b").replace(num_heads=16, d_model=1024).num_kv_heads == 8
     assert get_config("t5-small").replace(d_model=256).head_dim == 64
-    assert get_config("gpt2", num_heads=4).head_dim == 192   # the same through get_config overrides
+    assert get_config("gpt2", num_heads=4).head_dim == 192  # the same through get_config overrides
     with pytest.raises(ValueError, match=r"num_kv_heads: 8 does not divide num_heads=12"):
         get_config("llama2-70b").replace(num_heads=12, d_model=960)
 
@@ -104,14 +121,23 @@ def test_replace_keeps_a_presets_relations():
 def test_errors_say_where_each_value_came_from():
     from zoo.train.config import UserError, resolve
 
-    with pytest.raises(UserError, match=r"TrainConfig.warmup_steps: 30 exceeds total_steps=12 \(train.warmup_steps=30 "
-                                        r"from configs/gpt2.yaml preset 'gpt2-tiny'; train.total_steps=12 from the "
-                                        r"command line\)"):
+    with pytest.raises(
+        UserError,
+        match=r"TrainConfig.warmup_steps: 30 exceeds total_steps=12 \(train.warmup_steps=30 "
+        r"from configs/gpt2.yaml preset 'gpt2-tiny'; train.total_steps=12 from the "
+        r"command line\)",
+    ):
         resolve("gpt2-tiny", ["train.total_steps=12"])
-    with pytest.raises(UserError, match=r"at most one axis .* \(mesh.data=-1 by default; mesh.fsdp=-1 from the "
-                                        r"command line\)"):
+    with pytest.raises(
+        UserError,
+        match=r"at most one axis .* \(mesh.data=-1 by default; mesh.fsdp=-1 from the "
+        r"command line\)",
+    ):
         resolve("llama-tiny", ["mesh.fsdp=-1"])
-    with pytest.raises(ValueError, match=r"num_kv_heads: 2 does not divide num_heads=3; .* \(model.num_kv_heads=2 from "
-                                         r"configs/llama.yaml preset 'llama-tiny'; model.num_heads=3 from "
-                                         r"get_config\('llama-tiny'\) overrides\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"num_kv_heads: 2 does not divide num_heads=3; .* \(model.num_kv_heads=2 from "
+        r"configs/llama.yaml preset 'llama-tiny'; model.num_heads=3 from "
+        r"get_config\('llama-tiny'\) overrides\)",
+    ):
         get_config("llama-tiny", num_heads=3, d_model=192)

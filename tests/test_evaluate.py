@@ -56,8 +56,13 @@ def test_mixture_run_evaluates_to_its_logged_validation_loss(tmp_path):
             f.write(json.dumps({"text": " ".join(rng.choice(words, 120))}) + "\n")
     for i in range(40):
         (tmp_path / "b" / f"{i}.txt").write_text(" ".join(rng.choice(words, 120)).upper())
-    run(tmp_path / "run", f"data.sources={tmp_path / 'a.jsonl'}:0.7,{tmp_path / 'b'}:0.3",
-        "data.validation_percent=20", "run.steps=5", "run.eval_interval=0")
+    run(
+        tmp_path / "run",
+        f"data.sources={tmp_path / 'a.jsonl'}:0.7,{tmp_path / 'b'}:0.3",
+        "data.validation_percent=20",
+        "run.steps=5",
+        "run.eval_interval=0",
+    )
     results = evaluate(tmp_path, "--run", tmp_path / "run")
     assert results["validation"]["loss"] == pytest.approx(logged_val_loss(tmp_path / "run"), abs=1e-5)
     # The documents measure reads the same validation split: both sources' held-out documents.
@@ -66,8 +71,7 @@ def test_mixture_run_evaluates_to_its_logged_validation_loss(tmp_path):
 
 def test_exported_run_evaluates_to_the_same_loss(byte_run, tmp_path):
     export_run(byte_run, tmp_path / "hf")
-    results = evaluate(tmp_path, "--hf", tmp_path / "hf", "--seq-len", 32, "--batch-size", 8,
-                       "--max-documents", 40)
+    results = evaluate(tmp_path, "--hf", tmp_path / "hf", "--seq-len", 32, "--batch-size", 8, "--max-documents", 40)
     assert results["validation"]["loss"] == pytest.approx(logged_val_loss(byte_run), abs=1e-5)
 
 
@@ -78,8 +82,11 @@ def test_document_loss_equals_a_direct_forward(byte_run, tmp_path):
     model, params, tokenizer = load_for_sampling(byte_run)
     ids = np.asarray(tokenizer.encode(text) + [tokenizer.eos_id])  # 29 tokens: one window of seq_len 32
     logits = np.asarray(model.apply({"params": params}, jnp.asarray(ids[None, :-1])), np.float64)[0]
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - \
-        logits.max(-1, keepdims=True)
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
     direct = -logp[np.arange(len(ids) - 1), ids[1:]].sum()
     assert results["documents"]["per_document"][0]["nll"] == pytest.approx(direct, rel=1e-5)
 

@@ -12,14 +12,24 @@ from zoo import experiments as ex
 from zoo.model import build
 from zoo.stability import PROBE_KEYS, SoftmaxProbe, softmax_stats
 
-TINY = ex.Sizes(steps=4, seeds=2, d_model=16, num_layers=1, num_heads=2, batch_size=8, seq_len=16, warmup_steps=1,
-                learning_rate=3e-3, eval_interval=2, max_documents=100)
+TINY = ex.Sizes(
+    steps=4,
+    seeds=2,
+    d_model=16,
+    num_layers=1,
+    num_heads=2,
+    batch_size=8,
+    seq_len=16,
+    warmup_steps=1,
+    learning_rate=3e-3,
+    eval_interval=2,
+    max_documents=100,
+)
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    variants = {"base": [], "layernorm": ["model.norm_type=layernorm", "model.mlp_activations=[gelu]",
-                                          "model.d_ff=64"]}
+    variants = {"base": [], "layernorm": ["model.norm_type=layernorm", "model.mlp_activations=[gelu]", "model.d_ff=64"]}
     return ex.run_variants(variants, base=ex.base_overrides(TINY), seeds=[0, 1, 0], log=None)
 
 
@@ -70,9 +80,21 @@ def test_summary_is_numpy_over_the_curves(experiment):
 
 def test_a_diverging_run_is_kept_with_its_curve():
     sizes = dataclasses.replace(TINY, steps=3, seeds=1)
-    exp = ex.run_variants({"huge lr": ["train.learning_rate=1e12", "train.warmup_steps=0", "train.grad_clip_norm=null",
-                                       "model.norm_position=post", "model.final_norm=false"]},
-                          base=ex.base_overrides(sizes), seeds=1, log=None, probe=SoftmaxProbe(every=1, rows=1))
+    exp = ex.run_variants(
+        {
+            "huge lr": [
+                "train.learning_rate=1e12",
+                "train.warmup_steps=0",
+                "train.grad_clip_norm=null",
+                "model.norm_position=post",
+                "model.final_norm=false",
+            ]
+        },
+        base=ex.base_overrides(sizes),
+        seeds=1,
+        log=None,
+        probe=SoftmaxProbe(every=1, rows=1),
+    )
     run = exp.runs[0]
     assert run.stopped and "non-finite" in run.stopped and run.params is None
     assert 1 <= len(run.history) < 3  # the steps before the non-finite one, read back from metrics.jsonl
@@ -85,7 +107,7 @@ def test_position_losses_past_the_training_length(experiment):
     losses = ex.position_losses(run, [n, 4 * n], max_rows=4)
     assert sorted(losses) == [n, 4 * n] and losses[4 * n].shape == (4 * n,)
     assert np.isfinite(losses[4 * n]).all() and (losses[4 * n] > 0).all()
-    rows = ex.validation_tokens(run.config)[:n + 1][None]  # the first row, by hand through the model
+    rows = ex.validation_tokens(run.config)[: n + 1][None]  # the first row, by hand through the model
     logits = build(run.config.model).apply({"params": run.params}, rows[:, :-1])
     want = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), rows[:, 1:, None], -1)[0, :, 0]
     assert ex.position_losses(run, [n], max_rows=1)[n] == pytest.approx(want, rel=1e-4, abs=1e-5)

@@ -69,8 +69,14 @@ def test_tiny_preset_exports(preset, tmp_path):
 def test_trained_run_with_bpe_exports(tmp_path):
     """A trained run (BPE tokenizer, trained params) through `python -m zoo.export`."""
     run(tmp_path / "run", "data.tokenizer=bpe", "data.bpe_vocab_size=384", "run.steps=3")
-    out = subprocess.run([sys.executable, "-m", "zoo.export", str(tmp_path / "run"), str(tmp_path / "out")],
-                         cwd=ROOT, env=_env(None), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo.export", str(tmp_path / "run"), str(tmp_path / "out")],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     from zoo.train.sampling import load_for_sampling
 
@@ -80,8 +86,14 @@ def test_trained_run_with_bpe_exports(tmp_path):
 
 def test_export_refuses_in_one_line(tmp_path):
     run(tmp_path / "run", "run.steps=1", preset="gpt3-tiny")
-    out = subprocess.run([sys.executable, "-m", "zoo.export", str(tmp_path / "run"), str(tmp_path / "out")],
-                         cwd=ROOT, env=_env(None), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "zoo.export", str(tmp_path / "run"), str(tmp_path / "out")],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and "ModelConfig.attention_pattern" in lines[0], out.stderr
     assert not (tmp_path / "out").exists()
@@ -92,9 +104,22 @@ def test_run_export_is_refused_before_training(tmp_path):
     step is trained, nothing is written."""
     with pytest.raises(UserError, match=r"run.export: .*ModelConfig.attention_pattern"):
         run(tmp_path / "api", "run.export=true", preset="gpt3-tiny")
-    out = subprocess.run([sys.executable, "train.py", "--preset", "gpt3-tiny", f"run.dir={tmp_path / 'cli'}",
-                          "run.export=true", "run.steps=1"], cwd=ROOT, env=_env(None), capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--preset",
+            "gpt3-tiny",
+            f"run.dir={tmp_path / 'cli'}",
+            "run.export=true",
+            "run.steps=1",
+        ],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: run.export:"), out.stderr
     assert "step" not in out.stdout and not (tmp_path / "api").exists() and not (tmp_path / "cli").exists()

@@ -110,8 +110,9 @@ def test_starts_from_exactly_the_checkpoint_and_freezes(tmp_path):
     frozen = fine_tune(tmp_path / "all", "llama-tiny", f"init.hf={directory}", "train.freeze=.*", "run.steps=3")
     for a, b in zip(leaves(frozen.state["params"]), leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
-    partly = fine_tune(tmp_path / "embed", "llama-tiny", f"init.hf={directory}", "train.freeze=token_embed/.*",
-                       "run.steps=3")
+    partly = fine_tune(
+        tmp_path / "embed", "llama-tiny", f"init.hf={directory}", "train.freeze=token_embed/.*", "run.steps=3"
+    )
     params = partly.state["params"]
     np.testing.assert_array_equal(params["token_embed"]["embedding"], loaded["token_embed"]["embedding"])
     assert not np.array_equal(params["lm_head"]["kernel"], loaded["lm_head"]["kernel"])
@@ -120,35 +121,49 @@ def test_starts_from_exactly_the_checkpoint_and_freezes(tmp_path):
 def test_resuming_a_fine_tuning_run_is_exact(tmp_path):
     directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
     whole = fine_tune(tmp_path / "whole", "llama-tiny", f"init.hf={directory}", "run.steps=10")
-    first = fine_tune(tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=5",
-                      "run.checkpoint_interval=5")
-    second = fine_tune(tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=10",
-                       "run.checkpoint_interval=5")
+    first = fine_tune(
+        tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=5", "run.checkpoint_interval=5"
+    )
+    second = fine_tune(
+        tmp_path / "split", "llama-tiny", f"init.hf={directory}", "run.steps=10", "run.checkpoint_interval=5"
+    )
     assert second.start_step == 5 and first.losses + second.losses == whole.losses
 
 
 def test_init_run_starts_from_another_runs_parameters(tmp_path):
     base = fine_tune(tmp_path / "base", "llama-tiny", "run.steps=4")
-    follow = fine_tune(tmp_path / "follow", "llama-tiny", f"init.run={tmp_path / 'base'}", "train.freeze=.*",
-                       "run.steps=2")
+    follow = fine_tune(
+        tmp_path / "follow", "llama-tiny", f"init.run={tmp_path / 'base'}", "train.freeze=.*", "run.steps=2"
+    )
     for a, b in zip(leaves(follow.state["params"]), leaves(base.state["params"]), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_disagreements_are_refused_naming_the_field(tmp_path):
     directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
-    with pytest.raises(UserError, match=r"init.hf: the checkpoint has model.num_layers=4 but the command line "
-                                        r"says 2"):
+    with pytest.raises(
+        UserError,
+        match=r"init.hf: the checkpoint has model.num_layers=4 but the command line "
+        r"says 2",
+    ):
         fine_tune(tmp_path / "a", "llama-tiny", f"init.hf={directory}", "model.num_layers=2")
-    with pytest.raises(UserError, match=r"init.hf: the checkpoint has model.attention_bias=False but preset "
-                                        r"'gpt2-tiny' says True \(also .*norm_type.*\)"):
+    with pytest.raises(
+        UserError,
+        match=r"init.hf: the checkpoint has model.attention_bias=False but preset "
+        r"'gpt2-tiny' says True \(also .*norm_type.*\)",
+    ):
         fine_tune(tmp_path / "b", "gpt2-tiny", f"init.hf={directory}")
     with pytest.raises(UserError, match=r"init.hf: .* is not a directory"):
         fine_tune(tmp_path / "c", "llama-tiny", f"init.hf={tmp_path / 'nope'}")
     with pytest.raises(UserError, match=r"TrainConfig.freeze: 'tokn_embed/.\*' matches no parameter"):
         fine_tune(tmp_path / "d", "llama-tiny", f"init.hf={directory}", "train.freeze=tokn_embed/.*")
-    out = subprocess.run([sys.executable, "train.py", *FAST, f"run.dir={tmp_path / 'e'}", f"init.hf={directory}",
-                          "model.num_layers=2"], cwd=ROOT, env=_env(None), capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "train.py", *FAST, f"run.dir={tmp_path / 'e'}", f"init.hf={directory}", "model.num_layers=2"],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1 and "model.num_layers=4" in lines[0], out.stderr

@@ -10,38 +10,41 @@ from zoo.presets import get_config
 def test_tiny_transformer_xl_with_biases_counts_only_kernels():
     """Gopher's tiny sibling with LayerNorm (gain and bias), q/k/v/o and MLP biases: every other parameter
     is left out of the matmul count, and the two counts together add up to count_params."""
-    cfg = get_config("gopher-tiny").replace(norm_type="layernorm", norm_use_bias=True, attention_bias=True,
-                                            mlp_bias=True)
+    cfg = get_config("gopher-tiny").replace(
+        norm_type="layernorm", norm_use_bias=True, attention_bias=True, mlp_bias=True
+    )
     assert cfg.position_embedding == "transformer_xl" and cfg.tie_word_embeddings and cfg.final_norm
     d, h, hd, ff, layers, vocab = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.num_layers, cfg.vocab_size
     assert (d, h, cfg.num_kv_heads, hd, ff, layers, cfg.mlp_activations) == (256, 4, 4, 64, 1024, 4, ("gelu",))
-    kernels = layers * (4 * d * h * hd + 2 * d * ff)            # q, k, v, o; wi, wo
+    kernels = layers * (4 * d * h * hd + 2 * d * ff)  # q, k, v, o; wi, wo
     assert matmul_params(cfg) == {"encoder": 0, "decoder": kernels, "cross_kv": 0, "head": d * vocab}
     assert kernels == 3_145_728
 
-    biases = layers * (3 * h * hd + d + ff + d)                  # q, k, v; o; wi; wo
-    norms = (2 * layers + 1) * 2 * d                             # attn and mlp norms + the final norm: gain, bias
-    transformer_xl = layers * (2 * h * hd + d * h * hd)          # u, v; W_r (applied to the sinusoid table)
-    assert count_params(cfg) == kernels + biases + norms + transformer_xl + vocab * d   # tied embedding
+    biases = layers * (3 * h * hd + d + ff + d)  # q, k, v; o; wi; wo
+    norms = (2 * layers + 1) * 2 * d  # attn and mlp norms + the final norm: gain, bias
+    transformer_xl = layers * (2 * h * hd + d * h * hd)  # u, v; W_r (applied to the sinusoid table)
+    assert count_params(cfg) == kernels + biases + norms + transformer_xl + vocab * d  # tied embedding
 
 
 def test_encoder_decoder_leaves_out_relative_bias_tables():
     cfg = get_config("t5-tiny")
     d, h, hd, ff, layers = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.num_layers
     assert cfg.position_embedding == "relative_bias" and len(cfg.mlp_activations) == 2 and not cfg.attention_bias
-    attention, mlp = 4 * d * h * hd, 3 * d * ff                  # gated MLP: wi_0, wi_1, wo
-    cross_q_o = 2 * d * h * hd                                   # cross-attention's k, v go to cross_kv
-    assert matmul_params(cfg) == {"encoder": layers * (attention + mlp),
-                                  "decoder": cfg.num_decoder_layers * (attention + cross_q_o + mlp),
-                                  "cross_kv": cfg.num_decoder_layers * 2 * d * h * hd,
-                                  "head": d * cfg.vocab_size}
+    attention, mlp = 4 * d * h * hd, 3 * d * ff  # gated MLP: wi_0, wi_1, wo
+    cross_q_o = 2 * d * h * hd  # cross-attention's k, v go to cross_kv
+    assert matmul_params(cfg) == {
+        "encoder": layers * (attention + mlp),
+        "decoder": cfg.num_decoder_layers * (attention + cross_q_o + mlp),
+        "cross_kv": cfg.num_decoder_layers * 2 * d * h * hd,
+        "head": d * cfg.vocab_size,
+    }
 
 
 def test_llama2_7b_is_count_params_less_embeddings_and_norm_gains():
     cfg = get_config("llama2-7b")
     d, layers, vocab, ff = cfg.d_model, cfg.num_layers, cfg.vocab_size, cfg.d_ff
     n = matmul_params(cfg)
-    embeddings = 2 * vocab * d                                   # token embedding + untied lm_head
+    embeddings = 2 * vocab * d  # token embedding + untied lm_head
     norm_gains = (2 * layers + 1) * d
     assert n["decoder"] == count_params(cfg) - embeddings - norm_gains == layers * (4 * d * d + 3 * d * ff)
     assert n["decoder"] == 6_476_005_376 and n["head"] == vocab * d

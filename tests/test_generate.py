@@ -56,13 +56,13 @@ def test_stop_tokens_end_rows_and_the_loop():
     cfg, model, params = tiny("llama-tiny")
     rows = prompts(cfg, [4, 7])
     free = [np.asarray(r) for r in zoo.generate(model, params, rows, 12)]
-    stop = int(free[0][4 + 2])                       # row 0's third new token
+    stop = int(free[0][4 + 2])  # row 0's third new token
     out = zoo.generate(model, params, rows, 12, stop_tokens=[stop])
     for i in range(2):
-        new, reference = out[i][len(rows[i]):], free[i][len(rows[i]):]
+        new, reference = out[i][len(rows[i]) :], free[i][len(rows[i]) :]
         hits = np.flatnonzero(reference == stop)
         end = hits[0] if hits.size else len(reference)
-        np.testing.assert_array_equal(new[:end + 1], reference[:end + 1])
+        np.testing.assert_array_equal(new[: end + 1], reference[: end + 1])
         assert (new[end:] == stop).all()
 
 
@@ -75,9 +75,9 @@ def test_stream_yields_the_same_tokens_and_stops_early():
     assert len(steps) == 20 and all(s.shape == (2,) for s in steps)
     np.testing.assert_array_equal(np.stack(steps, 1), np.stack([w[-20:] for w in whole]))
     first = [int(s[0]) for s in steps]
-    k = next(j for j in range(1, 20) if first[j] not in first[:j])   # a token row 0 first samples at step k
+    k = next(j for j in range(1, 20) if first[j] not in first[:j])  # a token row 0 first samples at step k
     stopped = list(zoo.generate_stream(model, params, [rows[0]], 20, stop_tokens=[first[k]]))
-    assert [int(s[0]) for s in stopped] == first[:k + 1]
+    assert [int(s[0]) for s in stopped] == first[: k + 1]
 
 
 def test_one_compile_per_bucket():
@@ -87,7 +87,7 @@ def test_one_compile_per_bucket():
     for length, new in [(9, 10), (12, 16), (16, 13)]:
         zoo.generate(model, params, prompts(cfg, [length]), new)
     assert _programs.cache_info().misses == 1
-    zoo.generate(model, params, prompts(cfg, [17]), 10)     # the next prompt bucket: one more
+    zoo.generate(model, params, prompts(cfg, [17]), 10)  # the next prompt bucket: one more
     assert _programs.cache_info().misses == 2
 
 
@@ -111,8 +111,9 @@ def test_positions_and_segment_ids_make_packed_documents_independent():
         packed = np.concatenate([a, b])[None]
         positions = np.concatenate([np.arange(7), np.arange(9)])[None]
         segments = np.concatenate([np.full(7, 1), np.full(9, 2)])[None]
-        out = model.apply({"params": params}, jnp.asarray(packed), positions=jnp.asarray(positions),
-                          segment_ids=jnp.asarray(segments))
+        out = model.apply(
+            {"params": params}, jnp.asarray(packed), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segments)
+        )
         alone = [model.apply({"params": params}, jnp.asarray(d)[None])[0] for d in (a, b)]
         np.testing.assert_allclose(out[0], np.concatenate(alone), atol=2e-5, err_msg=name)
         unmasked = model.apply({"params": params}, jnp.asarray(packed))
@@ -138,7 +139,7 @@ def test_max_logit_is_sown_when_asked():
     free = max_logits(cfg.replace(attn_logits_soft_cap=None))
     cap = max(free) / 2
     capped = max_logits(cfg.replace(attn_logits_soft_cap=cap))
-    assert max(capped) <= cap and max(capped) > cap * np.tanh(1.0)   # tanh-bounded, and still large
+    assert max(capped) <= cap and max(capped) > cap * np.tanh(1.0)  # tanh-bounded, and still large
 
 
 def test_generate_text_stop_strings_and_streaming():
@@ -151,8 +152,16 @@ def test_generate_text_stop_strings_and_streaming():
     full = generate_text(model, params, tok, ["ab", "xyz1"], 30, temperature=0.0)
     stop = full[0][5:7]
     pieces = {0: [], 1: []}
-    cut = generate_text(model, params, tok, ["ab", "xyz1"], 30, temperature=0.0, stop=[stop],
-                        on_text=lambda row, piece: pieces[row].append(piece))
-    assert cut[0] == full[0][:full[0].index(stop)]
-    assert cut[1] == (full[1][:full[1].index(stop)] if stop in full[1] else full[1])
+    cut = generate_text(
+        model,
+        params,
+        tok,
+        ["ab", "xyz1"],
+        30,
+        temperature=0.0,
+        stop=[stop],
+        on_text=lambda row, piece: pieces[row].append(piece),
+    )
+    assert cut[0] == full[0][: full[0].index(stop)]
+    assert cut[1] == (full[1][: full[1].index(stop)] if stop in full[1] else full[1])
     assert ["".join(pieces[i]) for i in range(2)] == cut

@@ -33,7 +33,7 @@ def direct_logprob(lm, context_ids, continuation_ids) -> tuple[float, bool]:
     logp = logits - logits.max(-1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
     positions = np.arange(len(context_ids) - 1, len(ids) - 1)
-    targets = ids[len(context_ids):]
+    targets = ids[len(context_ids) :]
     return logp[positions, targets].sum(), bool((logits[positions].argmax(-1) == targets).all())
 
 
@@ -59,8 +59,12 @@ def test_rolling_loglikelihood_equals_a_direct_computation(lm):
     short, long = "def f(x):\n    return x * 2\n", "def f(x):\n    return x * 2\n" * 20
     scores = lm.loglikelihood_rolling([request("loglikelihood_rolling", t) for t in (short, long)])
     assert scores[0] == pytest.approx(direct_logprob(lm, [tok.eos_id], tok.encode(short))[0], abs=1e-4)
-    windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-        tok.encode(long), prefix_token=tok.eos_id, max_seq_len=lm.max_length, context_len=1)]
+    windows = [
+        make_disjoint_window(w)
+        for w in get_rolling_token_windows(
+            tok.encode(long), prefix_token=tok.eos_id, max_seq_len=lm.max_length, context_len=1
+        )
+    ]
     assert len(windows) > 1
     assert scores[1] == pytest.approx(sum(direct_logprob(lm, list(c), list(t))[0] for c, t in windows), abs=1e-3)
 
@@ -75,8 +79,13 @@ def test_lm_eval_drives_the_model_offline(lm, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     from lm_eval.tasks import TaskManager
 
-    results = lm_eval.simple_evaluate(model=lm, tasks=["zoo_choice"], task_manager=TaskManager(include_path=str(TASKS)),
-                                      log_samples=False, bootstrap_iters=0)
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["zoo_choice"],
+        task_manager=TaskManager(include_path=str(TASKS)),
+        log_samples=False,
+        bootstrap_iters=0,
+    )
     acc = results["results"]["zoo_choice"]["acc,none"]
     # The same accuracy computed here: the choice with the highest log-likelihood, per question.
     correct = []

@@ -13,8 +13,7 @@ from test_hf_more import assert_exact_count, assert_refused, assert_tiny_preset_
 from zoo.presets import family_presets
 
 # Preset name prefix -> HF model_type.
-MODEL_TYPES = {"gpt": "gpt_neox", "pythia": "gpt_neox", "gptj": "gptj", "gemma3": "gemma3_text",
-               "nemotron": "nemotron"}
+MODEL_TYPES = {"gpt": "gpt_neox", "pythia": "gpt_neox", "gptj": "gptj", "gemma3": "gemma3_text", "nemotron": "nemotron"}
 
 
 def _model_type(preset: str) -> str:
@@ -22,8 +21,9 @@ def _model_type(preset: str) -> str:
 
 
 def _hf_model(config_cls, model_cls, **kw):
-    config = getattr(transformers, config_cls)(**{"vocab_size": 128, "initializer_range": 0.1,
-                                                  "attn_implementation": "eager", **kw})
+    config = getattr(transformers, config_cls)(
+        **{"vocab_size": 128, "initializer_range": 0.1, "attn_implementation": "eager", **kw}
+    )
     return _random_model(getattr(transformers, model_cls), config)
 
 
@@ -38,9 +38,18 @@ def _assert_zoo_binds(cfg, params, tokens, ref, **change):
 def test_gpt_neox(tmp_path, parallel, bias):
     """Two perturbed LayerNorms feeding a parallel residual (or the serial block); 4 of 16 head dims rotate in
     rotate-half pairs; q/k/v fused per head with nonzero biases; untied embed_out."""
-    model = _hf_model("GPTNeoXConfig", "GPTNeoXForCausalLM", hidden_size=64, num_attention_heads=4,
-                      intermediate_size=96, num_hidden_layers=2, max_position_embeddings=64, rotary_pct=0.25,
-                      use_parallel_residual=parallel, attention_bias=bias)
+    model = _hf_model(
+        "GPTNeoXConfig",
+        "GPTNeoXForCausalLM",
+        hidden_size=64,
+        num_attention_heads=4,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        max_position_embeddings=64,
+        rotary_pct=0.25,
+        use_parallel_residual=parallel,
+        attention_bias=bias,
+    )
     tokens = _tokens(128, 24)
     cfg, params, ref = _roundtrip(f"gpt_neox (parallel={parallel})", model, tokens, tmp_path)
     # Two norms in the parallel block; the serial block leaves parallel_shared_norm unset (it does not apply).
@@ -56,8 +65,9 @@ def test_gpt_neox(tmp_path, parallel, bias):
 def test_gptj(tmp_path):
     """One LayerNorm feeding both branches; interleaved RoPE on 6 of 16 head dims; biases on fc_in/fc_out and
     lm_head but not on q/k/v/out_proj."""
-    model = _hf_model("GPTJConfig", "GPTJForCausalLM", n_embd=64, n_head=4, n_layer=2, n_positions=64, n_inner=96,
-                      rotary_dim=6)
+    model = _hf_model(
+        "GPTJConfig", "GPTJForCausalLM", n_embd=64, n_head=4, n_layer=2, n_positions=64, n_inner=96, rotary_dim=6
+    )
     assert model.lm_head.bias.abs().min() > 0 and model.transformer.h[0].attn.q_proj.bias is None
     tokens = _tokens(128, 24)
     cfg, params, ref = _roundtrip("gptj", model, tokens, tmp_path)
@@ -71,16 +81,33 @@ def test_gptj(tmp_path):
 def test_gemma3(tmp_path):
     """Five sliding layers (window 8, sequences of 24) to one global; RoPE base 100 on sliding layers, 1e4 with
     linear x8 on the global one only; perturbed per-head q/k norms; query_pre_attn_scalar 24 != head_dim."""
-    rope = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e4},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}
-    model = _hf_model("Gemma3TextConfig", "Gemma3ForCausalLM", hidden_size=32, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, intermediate_size=40, num_hidden_layers=6,
-                      max_position_embeddings=64, sliding_window=8, query_pre_attn_scalar=24, rope_parameters=rope)
+    rope = {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e4},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+    }
+    model = _hf_model(
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=40,
+        num_hidden_layers=6,
+        max_position_embeddings=64,
+        sliding_window=8,
+        query_pre_attn_scalar=24,
+        rope_parameters=rope,
+    )
     tokens = _tokens(128, 24)
     cfg, params, ref = _roundtrip("gemma3_text", model, tokens, tmp_path)
     assert cfg.attention_pattern == ("local",) * 5 + ("global",) and cfg.qk_norm == "per_head"
-    assert (cfg.rope_theta, cfg.rope_local_theta, cfg.rope_scaling, cfg.rope_scaling_local) == (1e4, 100.0, "linear",
-                                                                                               False)
+    assert (cfg.rope_theta, cfg.rope_local_theta, cfg.rope_scaling, cfg.rope_scaling_local) == (
+        1e4,
+        100.0,
+        "linear",
+        False,
+    )
     _assert_zoo_binds(cfg, params, tokens, ref, rope_scaling_local=True)
     _assert_zoo_binds(cfg, params, tokens, ref, rope_scaling="none", rope_scaling_factor=1.0, rope_scaling_local=True)
     _assert_zoo_binds(cfg, params, tokens, ref, rope_local_theta=None)
@@ -92,9 +119,18 @@ def test_gemma3(tmp_path):
 def test_nemotron(tmp_path, bias):
     """LayerNorm1P (1 + w, with a bias; both perturbed); squared-ReLU MLP; 4 of 8 head dims rotate; 6 query heads
     over 2 kv heads; attention_bias and mlp_bias (false in the releases) put nonzero biases on every Linear."""
-    model = _hf_model("NemotronConfig", "NemotronForCausalLM", hidden_size=48, num_attention_heads=6,
-                      num_key_value_heads=2, intermediate_size=96, num_hidden_layers=2, max_position_embeddings=64,
-                      attention_bias=bias, mlp_bias=bias)
+    model = _hf_model(
+        "NemotronConfig",
+        "NemotronForCausalLM",
+        hidden_size=48,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        max_position_embeddings=64,
+        attention_bias=bias,
+        mlp_bias=bias,
+    )
     tokens = _tokens(128, 24)
     cfg, params, ref = _roundtrip(f"nemotron (bias={bias})", model, tokens, tmp_path)
     assert cfg.norm_type == "layernorm" and cfg.norm_scale_plus_one and cfg.norm_use_bias
@@ -112,16 +148,26 @@ def test_tiny_preset_through_its_hf_class(tmp_path, name):
 
 
 # --------------------------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("model_type, change, field", [
-    # 96-dim heads (the 20B default) cannot rotate 30% of their dims: HF would truncate to 28.
-    ("gpt_neox", {"rotary_pct": 0.3}, "rotary_pct"),
-    # rotary_dim null rotates n_embd dims per head-sized slice in HF, which only works with one head.
-    ("gptj", {"rotary_dim": None}, "rotary_dim"),
-    ("gemma3_text", {"rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1e6},
-                                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}},
-     "rope_parameters.full_attention.rope_type"),
-    ("nemotron", {"partial_rotary_factor": 0.3}, "partial_rotary_factor"),
-])
+@pytest.mark.parametrize(
+    "model_type, change, field",
+    [
+        # 96-dim heads (the 20B default) cannot rotate 30% of their dims: HF would truncate to 28.
+        ("gpt_neox", {"rotary_pct": 0.3}, "rotary_pct"),
+        # rotary_dim null rotates n_embd dims per head-sized slice in HF, which only works with one head.
+        ("gptj", {"rotary_dim": None}, "rotary_dim"),
+        (
+            "gemma3_text",
+            {
+                "rope_parameters": {
+                    "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1e6},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                }
+            },
+            "rope_parameters.full_attention.rope_type",
+        ),
+        ("nemotron", {"partial_rotary_factor": 0.3}, "partial_rotary_factor"),
+    ],
+)
 def test_inexpressible_hf_config_names_the_field(tmp_path, model_type, change, field):
     assert_refused(tmp_path, model_type, change, field)
 

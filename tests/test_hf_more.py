@@ -14,11 +14,16 @@ from test_hf import _hf_logits, _random_model, _roundtrip, _tokens, torch, trans
 from zoo import count_params, hf
 from zoo.presets import family_presets, get_config, published
 
-BASE = dict(vocab_size=128, intermediate_size=40, num_hidden_layers=2, max_position_embeddings=64,
-            initializer_range=0.1, attn_implementation="eager")
+BASE = dict(
+    vocab_size=128,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    max_position_embeddings=64,
+    initializer_range=0.1,
+    attn_implementation="eager",
+)
 # Preset name prefix -> HF model_type.
-MODEL_TYPES = {"mistral": "mistral", "yi": "llama", "qwen2.5": "qwen2", "qwen3": "qwen3", "phi": "phi3",
-               "phi3": "phi3"}
+MODEL_TYPES = {"mistral": "mistral", "yi": "llama", "qwen2.5": "qwen2", "qwen3": "qwen3", "phi": "phi3", "phi3": "phi3"}
 
 
 def _model_type(preset: str) -> str:
@@ -66,8 +71,14 @@ def test_qwen2_biases_on_qkv_only(tmp_path):
 def test_qwen3_per_head_qk_norm(tmp_path, attention_bias):
     """Per-head q/k RMSNorm gains (perturbed); head_dim 16 with 5 heads != d_model 32; one kv head; tied.
     attention_bias (false in every release) puts biases on all four projections."""
-    kw = dict(hidden_size=32, num_attention_heads=5, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
-              attention_bias=attention_bias)
+    kw = dict(
+        hidden_size=32,
+        num_attention_heads=5,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+        attention_bias=attention_bias,
+    )
     model, tokens = _hf_model("Qwen3", **kw), _tokens(128, 24)
     cfg, params, _ = _roundtrip(f"qwen3 (bias={attention_bias})", model, tokens, tmp_path)
     assert cfg.qk_norm == "per_head" and cfg.attention_bias == cfg.attention_out_bias == attention_bias
@@ -101,27 +112,44 @@ def test_tiny_preset_through_its_hf_class(tmp_path, name):
 def assert_tiny_preset_round_trips(tmp_path, name, model_type):
     """Preset `name` as a random HF `model_type` model: HF -> zoo -> HF on sequences of 48, the same config back."""
     values = hf.config_to_hf(get_config(name), model_type)
-    config = transformers.AutoConfig.for_model(values.pop("model_type"), **{**values, "initializer_range": 0.1},
-                                               attn_implementation="eager")
+    config = transformers.AutoConfig.for_model(
+        values.pop("model_type"), **{**values, "initializer_range": 0.1}, attn_implementation="eager"
+    )
     model = _random_model(getattr(transformers, values["architectures"][0]), config)
     cfg, _, _ = _roundtrip(name, model, _tokens(512, 48), tmp_path, family=model_type)
     assert cfg.replace(init_std=get_config(name).init_std) == get_config(name).replace(scan_layers=True)
 
 
 # --------------------------------------------------------------------------------------------- refusals
-@pytest.mark.parametrize("model_type, change, field", [
-    ("mistral", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}},
-     "rope_parameters.rope_type"),
-    ("mistral", {"sliding_window": 0}, "sliding_window"),
-    # Qwen2.5 hub files carry sliding_window and max_window_layers, inert while use_sliding_window is false.
-    ("qwen2", {"use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 21}, "use_sliding_window"),
-    ("qwen3", {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]}, "layer_types"),
-    # Phi-3-mini-128k: LongRoPE.
-    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 48,
-                                  "long_factor": [1.0] * 48}}, "rope_parameters.rope_type"),
-    # The first Yi releases shipped model_type "Yi" (remote code) before moving to llama (recalled).
-    ("Yi", {"rope_theta": 5e6}, "model_type"),
-])
+@pytest.mark.parametrize(
+    "model_type, change, field",
+    [
+        (
+            "mistral",
+            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}},
+            "rope_parameters.rope_type",
+        ),
+        ("mistral", {"sliding_window": 0}, "sliding_window"),
+        # Qwen2.5 hub files carry sliding_window and max_window_layers, inert while use_sliding_window is false.
+        ("qwen2", {"use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 21}, "use_sliding_window"),
+        ("qwen3", {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]}, "layer_types"),
+        # Phi-3-mini-128k: LongRoPE.
+        (
+            "phi3",
+            {
+                "rope_parameters": {
+                    "rope_type": "longrope",
+                    "rope_theta": 1e4,
+                    "short_factor": [1.0] * 48,
+                    "long_factor": [1.0] * 48,
+                }
+            },
+            "rope_parameters.rope_type",
+        ),
+        # The first Yi releases shipped model_type "Yi" (remote code) before moving to llama (recalled).
+        ("Yi", {"rope_theta": 5e6}, "model_type"),
+    ],
+)
 def test_inexpressible_hf_config_names_the_field(tmp_path, model_type, change, field):
     assert_refused(tmp_path, model_type, change, field)
 

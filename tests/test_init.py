@@ -56,7 +56,7 @@ def test_fan_in_init():
     cfg = get_config("palm-tiny")
     assert leaf("palm-tiny", "token_embed", "embedding").std() == pytest.approx(1.0, rel=0.03)
     wo = leaf("palm-tiny", *BLOCK, "mlp", "wo", "kernel")  # (layers, d_ff, d_model): fan-in d_ff
-    assert wo.std() == pytest.approx(cfg.d_ff ** -0.5, rel=0.05)
+    assert wo.std() == pytest.approx(cfg.d_ff**-0.5, rel=0.05)
 
 
 @pytest.mark.parametrize("preset", ["t5-small", "palm-8b"])
@@ -92,8 +92,8 @@ def test_t5_init_follows_mesh_tensorflow():
     q = leaf("t5-tiny", "encoder", "cycles", "block_0", "attention", "query", "kernel")
     assert q.std() == pytest.approx((cfg.d_model * cfg.head_dim) ** -0.5, rel=0.03)
     wi = leaf("t5-tiny", "encoder", "cycles", "block_0", "mlp", "wi_0", "kernel")
-    std = cfg.d_model ** -0.5
+    std = cfg.d_model**-0.5
     assert np.abs(wi).max() <= 2 * std + 1e-6 and wi.std() == pytest.approx(0.8796 * std, rel=0.03)
     table = leaf("t5-tiny", "encoder", "relative_bias")
     limit = (6 / sum(table.shape)) ** 0.5
-    assert np.abs(table).max() <= limit and table.std() == pytest.approx(limit / 3 ** 0.5, rel=0.3)
+    assert np.abs(table).max() <= limit and table.std() == pytest.approx(limit / 3**0.5, rel=0.3)

@@ -24,8 +24,17 @@ def test_a_step_that_cannot_fit_is_refused_before_anything_is_allocated(tmp_path
     """A 1.1B-parameter model (17 GiB of params and Adam state per device, replicated over 8 data-parallel
     devices) under run.memory_limit_gb=4: prepare() compiles the step from abstract shapes and refuses it. Had
     it initialised the state first, this test would need 8 x 17 GiB."""
-    config = resolve("llama-tiny", [*SMALL_DATA, "model.d_model=4096", "model.d_ff=16384", "model.num_heads=32",
-                                    "run.memory_limit_gb=4", f"run.dir={tmp_path / 'run'}"])
+    config = resolve(
+        "llama-tiny",
+        [
+            *SMALL_DATA,
+            "model.d_model=4096",
+            "model.d_ff=16384",
+            "model.num_heads=32",
+            "run.memory_limit_gb=4",
+            f"run.dir={tmp_path / 'run'}",
+        ],
+    )
     with pytest.raises(UserError) as e:
         prepare(config)
     message = str(e.value)
@@ -36,8 +45,10 @@ def test_a_step_that_cannot_fit_is_refused_before_anything_is_allocated(tmp_path
     for hint in ("mesh.fsdp=", "model.remat_policy=full", "model.param_dtype=bfloat16", "run.memory_check=false"):
         assert hint in message, hint
     # The expert's way past the check: the same config with run.memory_check=false is not refused by it.
-    unchecked = resolve("llama-tiny", [*SMALL_DATA, "model.d_model=4096", "model.d_ff=16384",
-                                       "model.num_heads=32", "run.memory_check=false"])
+    unchecked = resolve(
+        "llama-tiny",
+        [*SMALL_DATA, "model.d_model=4096", "model.d_ff=16384", "model.num_heads=32", "run.memory_check=false"],
+    )
     assert not any(m.startswith("memory:") for m in prepare(unchecked).messages)
 
 
@@ -92,12 +103,21 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(tmp_path):
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak-RSS mark")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    overrides = [*SMALL_DATA, "model.d_model=512", "model.d_ff=2048", "model.num_heads=8", "train.batch_size=16",
-                 "train.seq_len=128", "mesh.data=1", f"run.dir={tmp_path / 'run'}"]
-    out = subprocess.run([sys.executable, "-c", MEASURE, *overrides], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    overrides = [
+        *SMALL_DATA,
+        "model.d_model=512",
+        "model.d_ff=2048",
+        "model.num_heads=8",
+        "train.batch_size=16",
+        "train.seq_len=128",
+        "mesh.data=1",
+        f"run.dir={tmp_path / 'run'}",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     estimate, measured = result["estimate"], result["measured"]
-    assert estimate > 300 * 2 ** 20, result
+    assert estimate > 300 * 2**20, result
     assert abs(estimate - measured) <= 0.25 * measured, result

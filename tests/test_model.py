@@ -25,8 +25,11 @@ def tiny(name):
     model = zoo.build(cfg)
     params = zoo.init_params(cfg, jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (BATCH, LENGTH), 0, cfg.vocab_size)
-    inputs = (jax.random.randint(jax.random.key(2), (BATCH, 40), 0, cfg.vocab_size), tokens) \
-        if cfg.is_encoder_decoder else (tokens,)
+    inputs = (
+        (jax.random.randint(jax.random.key(2), (BATCH, 40), 0, cfg.vocab_size), tokens)
+        if cfg.is_encoder_decoder
+        else (tokens,)
+    )
     return cfg, model, params, inputs
 
 
@@ -97,8 +100,10 @@ def plain_value_and_grad(name):
 
 # Full remat on every family; the named-checkpoint policy on the two with the most distinct blocks.
 @pytest.mark.slow  # a memory knob: the values are plain's; ~30 s even on the fast presets
-@pytest.mark.parametrize("name, policy", [(n, "full") for n in TINY]
-                         + [("gemma2-tiny", "save_block_outputs"), ("t5-tiny", "save_block_outputs")])
+@pytest.mark.parametrize(
+    "name, policy",
+    [(n, "full") for n in TINY] + [("gemma2-tiny", "save_block_outputs"), ("t5-tiny", "save_block_outputs")],
+)
 def test_remat_matches_plain(name, policy):
     cfg, model, params, inputs = tiny(name)
     v0, g0 = plain_value_and_grad(name)
@@ -150,8 +155,11 @@ def test_grouped_heads_shrink_the_cache():
     cfg = get_config("llama-tiny").replace(num_heads=8, num_kv_heads=8, head_dim=32)
 
     def kv(c):
-        return sum(x.size for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
-                   if "cached_key" in jax.tree_util.keystr(p) or "cached_value" in jax.tree_util.keystr(p))
+        return sum(
+            x.size
+            for p, x in jax.tree_util.tree_leaves_with_path(cache_shapes(c, 64))
+            if "cached_key" in jax.tree_util.keystr(p) or "cached_value" in jax.tree_util.keystr(p)
+        )
 
     mha, gqa, mqa = kv(cfg), kv(cfg.replace(num_kv_heads=2)), kv(cfg.replace(num_kv_heads=1))
     assert mha == 4 * gqa == 8 * mqa  # MQA cache is num_heads x smaller
@@ -166,8 +174,10 @@ def test_local_layers_keep_a_ring_buffer_of_window_size():
         slots = blocks[f"block_{j}"]["attention"]["cached_key"].shape[3]  # [cycles, batch, kv, slots, hd]
         assert slots == (cfg.sliding_window_size if kind == "local" else 200)
     # Generation longer than the window: local memory stays at the window size.
-    assert cache_shapes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[3] \
+    assert (
+        cache_shapes(cfg, decode_len=250)["decoder"]["cycles"]["block_0"]["attention"]["cached_key"].shape[3]
         == cfg.sliding_window_size
+    )
 
 
 def test_dropout_only_with_a_dropout_rng():

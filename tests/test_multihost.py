@@ -21,9 +21,20 @@ from zoo.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR = jax.devices("cpu")[:4]
-FAST = ["train.batch_size=8", "train.seq_len=32", "train.total_steps=30", "train.warmup_steps=5",
-        "data.max_documents=40", "run.eval_interval=-1", "run.sample_tokens=0", "run.checkpoint_interval=3",
-        "run.seed=0", "mesh.data=2", "mesh.fsdp=2", "run.async_checkpoint=false"]
+FAST = [
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "train.total_steps=30",
+    "train.warmup_steps=5",
+    "data.max_documents=40",
+    "run.eval_interval=-1",
+    "run.sample_tokens=0",
+    "run.checkpoint_interval=3",
+    "run.seed=0",
+    "mesh.data=2",
+    "mesh.fsdp=2",
+    "run.async_checkpoint=false",
+]
 
 WORKER = textwrap.dedent("""
     import json, sys
@@ -53,15 +64,31 @@ def cache(tmp_path_factory):
 
 
 def test_two_processes_equal_one_and_resume_exactly(tmp_path, cache):
-    reference = train(resolve("llama-tiny", [*FAST, "run.steps=6", f"run.dir={tmp_path / 'one'}",
-                                             f"data.cache_dir={cache}"]), devices=FOUR, echo=lambda _: None)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-               + " --xla_force_host_platform_device_count=2")
+    reference = train(
+        resolve("llama-tiny", [*FAST, "run.steps=6", f"run.dir={tmp_path / 'one'}", f"data.cache_dir={cache}"]),
+        devices=FOUR,
+        echo=lambda _: None,
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+        + " --xla_force_host_platform_device_count=2",
+    )
     port, run_dir = _free_port(), tmp_path / "two"
     args = [str(port), str(run_dir), str(cache), json.dumps([*FAST, "run.steps=3"])]
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), *args], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(i), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = []
     for proc in procs:
         try:
@@ -76,10 +103,17 @@ def test_two_processes_equal_one_and_resume_exactly(tmp_path, cache):
         assert result["process_count"] == 2
         np.testing.assert_allclose(result["losses"], reference.losses[:3], rtol=0, atol=1e-5)
     meta = json.loads((run_dir / "checkpoints" / "3" / "meta" / "metadata").read_text())
-    assert meta["data_state"] == {"step": 3, "seed": 0, "num_rows": meta["data_state"]["num_rows"],
-                                  "taken": [24]}  # global: 3 batches of 8, whichever host read them
+    assert meta["data_state"] == {
+        "step": 3,
+        "seed": 0,
+        "num_rows": meta["data_state"]["num_rows"],
+        "taken": [24],
+    }  # global: 3 batches of 8, whichever host read them
     # The 2-process checkpoint resumes on one process (4 devices): steps 4..6 of the uninterrupted run.
-    resumed = train(resolve("llama-tiny", [*FAST, "run.steps=6", f"run.dir={run_dir}", f"data.cache_dir={cache}"]),
-                    devices=FOUR, echo=lambda _: None)
+    resumed = train(
+        resolve("llama-tiny", [*FAST, "run.steps=6", f"run.dir={run_dir}", f"data.cache_dir={cache}"]),
+        devices=FOUR,
+        echo=lambda _: None,
+    )
     assert resumed.start_step == 3
     np.testing.assert_allclose(resumed.losses, reference.losses[3:], rtol=0, atol=1e-5)

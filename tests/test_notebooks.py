@@ -20,6 +20,7 @@ def test_notebook_runs(path, monkeypatch):
 
     monkeypatch.setenv("ZOO_NOTEBOOK_SCALE", "ci")  # the kernel inherits this process's environment
     notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()  # raises CellExecutionError, naming the cell, on the first error

@@ -79,8 +79,9 @@ def test_span_corruption_reconstructs_and_has_t5_statistics():
     tokens_length, targets_length = objectives.span_corruption_lengths(512)
     rows = data.pack(data.tokenize_documents(tok, data.load_corpus().validation), tokens_length)[:64]
     rng = np.random.default_rng(0)
-    inputs, targets = objectives.span_corrupt(rows, rng, sentinel_ids=sentinels, eos_id=tok.eos_id,
-                                              pad_id=tok.pad_id, inputs_length=512)
+    inputs, targets = objectives.span_corrupt(
+        rows, rng, sentinel_ids=sentinels, eos_id=tok.eos_id, pad_id=tok.pad_id, inputs_length=512
+    )
     assert inputs.shape == (64, 512) and targets.shape == (64, targets_length)
     assert inputs.dtype == targets.dtype == np.int32
     is_sentinel = lambda t: t in set(sentinels)  # noqa: E731
@@ -100,10 +101,15 @@ def test_span_corruption_reconstructs_and_has_t5_statistics():
     assert np.mean(span_lengths) == pytest.approx(3.0, abs=0.15)
     assert np.std(span_lengths) > 1 and min(span_lengths) == 1  # lengths vary: spans are random, not fixed
     # Different rows (and rng draws) place spans differently; the same rng seed reproduces them.
-    again, _ = objectives.span_corrupt(rows, np.random.default_rng(0), sentinel_ids=sentinels, eos_id=1,
-                                       inputs_length=512)
+    again, _ = objectives.span_corrupt(
+        rows, np.random.default_rng(0), sentinel_ids=sentinels, eos_id=1, inputs_length=512
+    )
     np.testing.assert_array_equal(again, inputs)
-    assert not np.array_equal(inputs[0, :100], objectives.span_corrupt(
-        rows, np.random.default_rng(1), sentinel_ids=sentinels, eos_id=1, inputs_length=512)[0][0, :100])
+    assert not np.array_equal(
+        inputs[0, :100],
+        objectives.span_corrupt(rows, np.random.default_rng(1), sentinel_ids=sentinels, eos_id=1, inputs_length=512)[0][
+            0, :100
+        ],
+    )
     decoder_inputs = objectives.shift_right(targets, tok.pad_id)
     assert (decoder_inputs[:, 0] == 0).all() and (decoder_inputs[:, 1:] == targets[:, :-1]).all()

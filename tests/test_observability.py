@@ -15,8 +15,17 @@ from zoo.train.config import UserError, resolve
 from zoo.train.console import Console
 from zoo.train.hooks import LogMetrics, StepInfo, device_memory
 
-TINY = ["--preset", "llama-tiny", "data.max_documents=30", "train.batch_size=8", "train.seq_len=32",
-        "run.eval_interval=-1", "run.sample_tokens=0", "run.progress=false", "run.steps=3"]
+TINY = [
+    "--preset",
+    "llama-tiny",
+    "data.max_documents=30",
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "run.eval_interval=-1",
+    "run.sample_tokens=0",
+    "run.progress=false",
+    "run.steps=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +80,11 @@ def test_export_refused_where_nothing_can_export(tmp_path, capsys):
 
 @pytest.mark.parametrize("value", ["5", "3:2", "a:b"])
 def test_bad_profile_window_is_one_line_naming_the_field(value):
-    with pytest.raises(UserError, match=rf"RunConfig.profile: expected START:END .*run.profile='{value}' from the "
-                                        "command line"):
+    with pytest.raises(
+        UserError,
+        match=rf"RunConfig.profile: expected START:END .*run.profile='{value}' from the "
+        "command line",
+    ):
         resolve("llama-tiny", [f"run.profile={value}"])
 
 
@@ -90,7 +102,7 @@ class _Writer:
 
 
 def test_device_memory_in_the_log_line():
-    gib = 1024 ** 3
+    gib = 1024**3
     lines = []
     console = Console(lines.append, progress_bar=False, log_interval=1)
     console.start_progress(0, 10)

@@ -17,29 +17,38 @@ from zoo.train.optim import decay_mask, make_optimizer, make_schedule
 
 def _params(boxed=False):
     """A param tree with the module names the model uses (scanned layers lead with a `layers` axis)."""
+
     def p(*shape, names=None):
         x = jnp.ones(shape)
         return nn.LogicallyPartitioned(x, names) if boxed else x
-    return {"params": {
-        "token_embed": {"embedding": p(16, 8, names=("vocab", "embed"))},
-        "position_embed": {"embedding": p(4, 8, names=("positions", "embed"))},
-        "relative_bias": p(32, 2, names=("relpos_buckets", "heads")),   # T5's per-stack bias table
-        "layers": {
-            "pre_attn_norm": {"scale": p(2, 8, names=("layers", "embed")),
-                              "bias": p(2, 8, names=("layers", "embed"))},
-            "attention": {"query": {"kernel": p(2, 8, 2, 4, names=("layers", "embed", "heads", "head_dim"))},
-                          "out": {"kernel": p(2, 2, 4, 8, names=("layers", "heads", "head_dim", "embed")),
-                                  "bias": p(2, 8, names=("layers", "embed"))}},
-            "mlp": {"wi": {"kernel": p(2, 8, 32, names=("layers", "embed", "mlp"))}},
-        },
-        "final_norm": {"scale": p(8, names=("embed",))},
-        "lm_head": {"kernel": p(8, 16, names=("embed", "vocab"))},
-    }}
+
+    return {
+        "params": {
+            "token_embed": {"embedding": p(16, 8, names=("vocab", "embed"))},
+            "position_embed": {"embedding": p(4, 8, names=("positions", "embed"))},
+            "relative_bias": p(32, 2, names=("relpos_buckets", "heads")),  # T5's per-stack bias table
+            "layers": {
+                "pre_attn_norm": {
+                    "scale": p(2, 8, names=("layers", "embed")),
+                    "bias": p(2, 8, names=("layers", "embed")),
+                },
+                "attention": {
+                    "query": {"kernel": p(2, 8, 2, 4, names=("layers", "embed", "heads", "head_dim"))},
+                    "out": {
+                        "kernel": p(2, 2, 4, 8, names=("layers", "heads", "head_dim", "embed")),
+                        "bias": p(2, 8, names=("layers", "embed")),
+                    },
+                },
+                "mlp": {"wi": {"kernel": p(2, 8, 32, names=("layers", "embed", "mlp"))}},
+            },
+            "final_norm": {"scale": p(8, names=("embed",))},
+            "lm_head": {"kernel": p(8, 16, names=("embed", "vocab"))},
+        }
+    }
 
 
 def _flat(tree):
-    return {"/".join(str(k.key) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {"/".join(str(k.key) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _step(tc, grads, params=None, at_step=0, d_model=8):
@@ -61,20 +70,22 @@ def _zeros():
 
 # --- schedules -------------------------------------------------------------------------------------
 
+
 def test_noam_matches_vaswani():
     tc = TrainConfig(optimizer="adam", weight_decay=0.0, schedule="noam", learning_rate=1.0, warmup_steps=4000)
     lr = make_schedule(tc, d_model=512)
     for step in (1, 4000, 16000):
-        expected = 512 ** -0.5 * min(step ** -0.5, step * 4000 ** -1.5)
+        expected = 512**-0.5 * min(step**-0.5, step * 4000**-1.5)
         assert float(lr(step)) == pytest.approx(expected, rel=1e-5)
-    assert float(lr(4000)) == pytest.approx(6.988e-4, rel=1e-3)   # the peak
+    assert float(lr(4000)) == pytest.approx(6.988e-4, rel=1e-3)  # the peak
     assert float(lr(16000)) == pytest.approx(float(lr(4000)) / 2, rel=1e-5)
-    assert float(lr(0)) == float(lr(1))                           # the formula starts at step 1
+    assert float(lr(0)) == float(lr(1))  # the formula starts at step 1
 
 
 def test_inverse_sqrt_is_t5():
-    tc = TrainConfig(optimizer="adafactor", weight_decay=0.0, schedule="inverse_sqrt",
-                     learning_rate=0.01, warmup_steps=10_000)
+    tc = TrainConfig(
+        optimizer="adafactor", weight_decay=0.0, schedule="inverse_sqrt", learning_rate=0.01, warmup_steps=10_000
+    )
     lr = make_schedule(tc, d_model=768)
     for step in (0, 1, 5000, 10_000, 40_000, 1_000_000):
         assert float(lr(step)) == pytest.approx(1 / math.sqrt(max(step, 1e4)), rel=1e-5)
@@ -88,28 +99,36 @@ def test_cosine_warmup_and_floor():
     assert float(lr(2000)) == pytest.approx(3e-4)
     assert float(lr(6000)) == pytest.approx(3e-5 + 2.7e-4 * 0.5)  # half-way through the cosine
     assert float(lr(10_000)) == pytest.approx(3e-5)
-    assert float(lr(50_000)) == pytest.approx(3e-5)               # holds the floor
+    assert float(lr(50_000)) == pytest.approx(3e-5)  # holds the floor
     values = np.array([lr(s) for s in range(2000, 10_001, 500)])
     assert np.all(np.diff(values) < 0)
 
 
 def test_linear_and_constant():
-    lin = make_schedule(TrainConfig(schedule="linear", learning_rate=1.0, warmup_steps=10, total_steps=110,
-                                    final_lr_fraction=0.0), 8)
+    lin = make_schedule(
+        TrainConfig(schedule="linear", learning_rate=1.0, warmup_steps=10, total_steps=110, final_lr_fraction=0.0), 8
+    )
     assert [float(lin(s)) for s in (5, 10, 60, 110, 200)] == pytest.approx([0.5, 1.0, 0.5, 0.0, 0.0])
     const = make_schedule(TrainConfig(schedule="constant", learning_rate=1e-3, warmup_steps=0), 8)
     assert [float(const(s)) for s in (0, 10, 10**6)] == pytest.approx([1e-3] * 3)
 
 
 def test_wsd():
-    tc = TrainConfig(schedule="wsd", learning_rate=1.0, warmup_steps=100, total_steps=1000,
-                     wsd_decay_fraction=0.2, final_lr_fraction=0.0)
+    tc = TrainConfig(
+        schedule="wsd",
+        learning_rate=1.0,
+        warmup_steps=100,
+        total_steps=1000,
+        wsd_decay_fraction=0.2,
+        final_lr_fraction=0.0,
+    )
     lr = make_schedule(tc, 8)
     expected = {50: 0.5, 100: 1.0, 500: 1.0, 800: 1.0, 900: 0.5, 1000: 0.0, 2000: 0.0}
     assert {s: float(lr(s)) for s in expected} == pytest.approx(expected)
 
 
 # --- validation ----------------------------------------------------------------------------------------
+
 
 def test_validation_names_field_and_choices():
     with pytest.raises(ValueError, match=r"TrainConfig.schedule: .*cosine, linear, inverse_sqrt"):
@@ -130,30 +149,44 @@ def test_validation_names_field_and_choices():
 
 # --- the built optimizer ----------------------------------------------------------------------------
 
+
 def test_decay_mask_follows_flags():
     default = _flat(decay_mask(_params(), TrainConfig()))
     assert {k for k, v in default.items() if not v} == {
-        "params/layers/pre_attn_norm/scale", "params/layers/pre_attn_norm/bias",
-        "params/layers/attention/out/bias", "params/final_norm/scale"}
+        "params/layers/pre_attn_norm/scale",
+        "params/layers/pre_attn_norm/bias",
+        "params/layers/attention/out/bias",
+        "params/final_norm/scale",
+    }
     olmo = _flat(decay_mask(_params(), TrainConfig(decay_embeddings=False, decay_norms_and_biases=True)))
     assert {k for k, v in olmo.items() if not v} == {
-        "params/token_embed/embedding", "params/position_embed/embedding", "params/relative_bias"}
-    assert olmo["params/lm_head/kernel"]                                  # an untied head is a dense layer
+        "params/token_embed/embedding",
+        "params/position_embed/embedding",
+        "params/relative_bias",
+    }
+    assert olmo["params/lm_head/kernel"]  # an untied head is a dense layer
     # Boxed params (straight from model.init) give the same mask.
     assert _flat(decay_mask(_params(boxed=True), TrainConfig())) == default
 
 
 def test_adamw_decays_exactly_the_masked_params():
     tc = TrainConfig(schedule="constant", warmup_steps=0, learning_rate=1e-2, weight_decay=0.1)
-    updates, _ = _step(tc, _zeros())     # zero gradients: the update is the decay alone
+    updates, _ = _step(tc, _zeros())  # zero gradients: the update is the decay alone
     mask = _flat(decay_mask(_params(), tc))
     for name, u in _flat(updates).items():
         np.testing.assert_allclose(u, -1e-3 if mask[name] else 0.0, rtol=1e-6, err_msg=name)
 
 
 def test_adamw_matches_optax_adamw():
-    tc = TrainConfig(schedule="constant", warmup_steps=0, learning_rate=1e-2, grad_clip_norm=None,
-                     beta2=0.99, eps=1e-6, weight_decay=0.05)
+    tc = TrainConfig(
+        schedule="constant",
+        warmup_steps=0,
+        learning_rate=1e-2,
+        grad_clip_norm=None,
+        beta2=0.99,
+        eps=1e-6,
+        weight_decay=0.05,
+    )
     params = _params()
     ours, _ = make_optimizer(tc, params, 8)
     ref = optax.adamw(1e-2, b1=0.9, b2=0.99, eps=1e-6, weight_decay=0.05, mask=decay_mask(params, tc))
@@ -170,8 +203,16 @@ def test_adafactor_builds_and_updates():
     params = {"dense": {"kernel": jnp.ones((256, 128)), "bias": jnp.zeros(128)}}
     grads = _random_like(params)
     for factored in (True, False):
-        tc = TrainConfig(optimizer="adafactor", schedule="inverse_sqrt", learning_rate=0.01, warmup_steps=10,
-                         beta1=None, weight_decay=0.0, grad_clip_norm=None, adafactor_factored=factored)
+        tc = TrainConfig(
+            optimizer="adafactor",
+            schedule="inverse_sqrt",
+            learning_rate=0.01,
+            warmup_steps=10,
+            beta1=None,
+            weight_decay=0.0,
+            grad_clip_norm=None,
+            adafactor_factored=factored,
+        )
         tx, _ = make_optimizer(tc, params, 8)
         state = tx.init(params)
         state_size = sum(x.size for x in jax.tree.leaves(state))
@@ -187,8 +228,15 @@ def test_adafactor_builds_and_updates():
 
 def test_palm_lr_squared_decay():
     # After one step with zero gradients the update is the decay alone: lr(0)**2 * param = 1e-4 * param.
-    tc = TrainConfig(optimizer="adafactor", schedule="inverse_sqrt", learning_rate=1e-2, warmup_steps=10_000,
-                     adafactor_factored=False, weight_decay=1.0, weight_decay_lr_power=2.0)
+    tc = TrainConfig(
+        optimizer="adafactor",
+        schedule="inverse_sqrt",
+        learning_rate=1e-2,
+        warmup_steps=10_000,
+        adafactor_factored=False,
+        weight_decay=1.0,
+        weight_decay_lr_power=2.0,
+    )
     updates, _ = _step(tc, _zeros())
     np.testing.assert_allclose(_flat(updates)["params/layers/mlp/wi/kernel"], -1e-4, rtol=1e-5)
     assert float(_flat(updates)["params/final_norm/scale"].max()) == 0.0
@@ -196,8 +244,9 @@ def test_palm_lr_squared_decay():
     updates, _ = _step(tc, _zeros(), at_step=40_000)
     np.testing.assert_allclose(_flat(updates)["params/lm_head/kernel"], -2.5e-5, rtol=1e-5)
     # The same power on AdamW: lr * (wd * lr) = lr**2.
-    adamw = TrainConfig(schedule="constant", warmup_steps=0, learning_rate=1e-2, weight_decay=1.0,
-                        weight_decay_lr_power=2.0)
+    adamw = TrainConfig(
+        schedule="constant", warmup_steps=0, learning_rate=1e-2, weight_decay=1.0, weight_decay_lr_power=2.0
+    )
     updates, _ = _step(adamw, _zeros())
     np.testing.assert_allclose(_flat(updates)["params/lm_head/kernel"], -1e-4, rtol=1e-5)
 
@@ -212,8 +261,10 @@ def test_global_norm_clipping():
 
 # --- presets: the published recipes ----------------------------------------------------------------
 
+
 def _recipe(name) -> TrainConfig:
     from zoo.presets import get_recipe
+
     recipe = get_recipe(name)
     return recipe if isinstance(recipe, TrainConfig) else TrainConfig.from_dict(recipe)
 
@@ -240,7 +291,7 @@ def test_llama2_7b_recipe():
     lr = make_schedule(tc, 4096)
     assert float(lr(2000)) == pytest.approx(3e-4)
     assert float(lr(tc.total_steps)) == pytest.approx(3e-5)
-    assert _adam_moments_after_one_step(tc) == pytest.approx(0.1, rel=1e-4)      # (1 - 0.9) * clip 1.0
+    assert _adam_moments_after_one_step(tc) == pytest.approx(0.1, rel=1e-4)  # (1 - 0.9) * clip 1.0
     assert _decay_per_step(tc, 2000) == pytest.approx(3e-4 * 0.1, rel=1e-4)
     assert tc.tokens_per_step == 4 * 2**20 and tc.seq_len == 4096
 
@@ -261,7 +312,7 @@ def test_transformer_base_recipe():
     assert (tc.optimizer, tc.beta1, tc.beta2, tc.eps) == ("adam", 0.9, 0.98, 1e-9)
     assert tc.schedule == "noam" and tc.warmup_steps == 4000 and tc.label_smoothing == 0.1
     lr = make_schedule(tc, 512)
-    assert float(lr(4000)) == pytest.approx(512 ** -0.5 * 4000 ** -0.5, rel=1e-5)
+    assert float(lr(4000)) == pytest.approx(512**-0.5 * 4000**-0.5, rel=1e-5)
     assert _decay_per_step(tc, 4000, d_model=512) == 0.0 and tc.grad_clip_norm is None
     assert tc.total_steps == 100_000
 
@@ -272,7 +323,7 @@ def test_palm_540b_recipe():
     assert tc.adafactor_decay_rate == 0.8 and tc.adafactor_multiply_by_parameter_scale
     lr = make_schedule(tc, 18432)
     assert [float(lr(s)) for s in (0, 10_000, 40_000)] == pytest.approx([0.01, 0.01, 0.005])
-    assert _decay_per_step(tc, 0) == pytest.approx(1e-4, rel=1e-4)         # lr ** 2
+    assert _decay_per_step(tc, 0) == pytest.approx(1e-4, rel=1e-4)  # lr ** 2
     assert _decay_per_step(tc, 40_000) == pytest.approx(2.5e-5, rel=1e-4)
     assert tc.grad_clip_norm == 1.0 and tc.seq_len == 2048
 

@@ -20,7 +20,11 @@ def test_wheel_install_ships_presets(tmp_path):
     (venv_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     out = subprocess.run(
         [str(python), "-c", "import zoo; print(zoo.__file__); print(zoo.count_params(zoo.get_config('gpt3-175b')))"],
-        check=True, cwd=tmp_path, capture_output=True, text=True).stdout.split()
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert str(venv) in out[0], out[0]  # the installed copy, not the checkout
     assert int(out[1]) == 174_604_259_328  # exact count of Brown et al. 2020, Table 2.1's 175B row
     assert (venv_site / "zoo" / "py.typed").exists()

@@ -42,16 +42,55 @@ gopher-44m gopher-117m gopher-417m gopher-1.4b gopher-7.1b gopher-280b chinchill
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
-FAMILIES = ("transformer", "gpt2", "gpt3", "t5", "llama", "palm", "gemma2", "olmo2", "mistral", "yi", "qwen",
-            "phi3", "opt", "bloom", "falcon", "cohere", "gpt_neox", "gptj", "gemma3", "nemotron", "gopher")
+FAMILIES = (
+    "transformer",
+    "gpt2",
+    "gpt3",
+    "t5",
+    "llama",
+    "palm",
+    "gemma2",
+    "olmo2",
+    "mistral",
+    "yi",
+    "qwen",
+    "phi3",
+    "opt",
+    "bloom",
+    "falcon",
+    "cohere",
+    "gpt_neox",
+    "gptj",
+    "gemma3",
+    "nemotron",
+    "gopher",
+)
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
-TINY_COUNTS = {"transformer-tiny": 3_817_472, "gpt2-tiny": 3_356_160, "gpt3-tiny": 3_356_160, "t5-tiny": 4_197_440,
-               "llama-tiny": 3_410_176, "palm-tiny": 3_933_440, "gemma2-tiny": 4_067_584, "olmo2-tiny": 3_411_712,
-               "mistral-tiny": 3_279_104, "yi-tiny": 3_279_104, "qwen2.5-tiny": 3_329_120, "qwen3-tiny": 4_066_560,
-               "phi3-tiny": 3_672_320, "opt-tiny": 3_356_160, "bloom-tiny": 3_191_328, "falcon-tiny": 2_888_192,
-               "command-r-plus-tiny": 3_148_288, "command-a-tiny": 3_147_008, "pythia-tiny": 3_421_696,
-               "gptj-tiny": 3_416_064, "gemma3-tiny": 3_642_816, "nemotron-tiny": 3_019_264,
-               "gopher-tiny": 3_543_296}
+TINY_COUNTS = {
+    "transformer-tiny": 3_817_472,
+    "gpt2-tiny": 3_356_160,
+    "gpt3-tiny": 3_356_160,
+    "t5-tiny": 4_197_440,
+    "llama-tiny": 3_410_176,
+    "palm-tiny": 3_933_440,
+    "gemma2-tiny": 4_067_584,
+    "olmo2-tiny": 3_411_712,
+    "mistral-tiny": 3_279_104,
+    "yi-tiny": 3_279_104,
+    "qwen2.5-tiny": 3_329_120,
+    "qwen3-tiny": 4_066_560,
+    "phi3-tiny": 3_672_320,
+    "opt-tiny": 3_356_160,
+    "bloom-tiny": 3_191_328,
+    "falcon-tiny": 2_888_192,
+    "command-r-plus-tiny": 3_148_288,
+    "command-a-tiny": 3_147_008,
+    "pythia-tiny": 3_421_696,
+    "gptj-tiny": 3_416_064,
+    "gemma3-tiny": 3_642_816,
+    "nemotron-tiny": 3_019_264,
+    "gopher-tiny": 3_543_296,
+}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -82,6 +121,7 @@ def test_every_preset_has_an_expected_count():
 def test_presets_ship_as_package_data():
     # pyproject maps the package zoo.configs to configs/; every family file must be there.
     import tomllib
+
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     setuptools = pyproject["tool"]["setuptools"]
     assert setuptools["package-dir"]["zoo.configs"] == "configs" and "zoo.configs" in setuptools["packages"]
@@ -91,16 +131,47 @@ def test_presets_ship_as_package_data():
 
 # ---------------------------------------------------------------------------------------- tiny presets
 # Fields a tiny preset may change relative to its family's reference preset; every other knob must match.
-SIZE_FIELDS = {"vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_ff",
-               "max_seq_len", "num_decoder_layers", "sliding_window_size", "relative_num_buckets",
-               "relative_max_distance", "query_scale", "embedding_dim"}
-TINY_REFERENCE = {"transformer": "transformer-base", "gpt2": "gpt2", "gpt3": "gpt3-small",
-                  "t5": "t5-v1_1-small", "llama": "llama2-7b", "palm": "palm-8b",
-                  "gemma2": "gemma2-2b", "olmo2": "olmo2-7b", "mistral": "mistral-7b-v0.1", "yi": "yi-6b",
-                  "qwen2.5": "qwen2.5-0.5b", "qwen3": "qwen3-0.6b", "phi3": "phi-3-mini-4k", "opt": "opt-350m",
-                  "bloom": "bloom-560m", "falcon": "falcon-40b", "command-r-plus": "command-r-plus",
-                  "command-a": "command-a", "pythia": "pythia-70m", "gptj": "gpt-j-6b", "gemma3": "gemma3-12b",
-                  "nemotron": "nemotron-4-15b", "gopher": "gopher-44m"}
+SIZE_FIELDS = {
+    "vocab_size",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "d_ff",
+    "max_seq_len",
+    "num_decoder_layers",
+    "sliding_window_size",
+    "relative_num_buckets",
+    "relative_max_distance",
+    "query_scale",
+    "embedding_dim",
+}
+TINY_REFERENCE = {
+    "transformer": "transformer-base",
+    "gpt2": "gpt2",
+    "gpt3": "gpt3-small",
+    "t5": "t5-v1_1-small",
+    "llama": "llama2-7b",
+    "palm": "palm-8b",
+    "gemma2": "gemma2-2b",
+    "olmo2": "olmo2-7b",
+    "mistral": "mistral-7b-v0.1",
+    "yi": "yi-6b",
+    "qwen2.5": "qwen2.5-0.5b",
+    "qwen3": "qwen3-0.6b",
+    "phi3": "phi-3-mini-4k",
+    "opt": "opt-350m",
+    "bloom": "bloom-560m",
+    "falcon": "falcon-40b",
+    "command-r-plus": "command-r-plus",
+    "command-a": "command-a",
+    "pythia": "pythia-70m",
+    "gptj": "gpt-j-6b",
+    "gemma3": "gemma3-12b",
+    "nemotron": "nemotron-4-15b",
+    "gopher": "gopher-44m",
+}
 
 
 # Keyed by the tiny preset's stem: a family with two generations (qwen: Qwen2.5, Qwen3) has one tiny each.
@@ -125,10 +196,10 @@ def test_tiny_presets_exercise_the_exotic_knobs():
     assert g.sliding_window_size < 64 and g.attention_pattern == ("local", "global")
     assert g.attn_logits_soft_cap and g.final_logits_soft_cap and g.norm_position == "double"
     assert 1 < g.num_kv_heads < g.num_heads and g.norm_scale_plus_one
-    assert g.num_heads * g.head_dim != g.d_model and g.query_scale != g.head_dim ** -0.5
+    assert g.num_heads * g.head_dim != g.d_model and g.query_scale != g.head_dim**-0.5
     o = get_config("olmo2-tiny")
     assert o.norm_position == "output" and o.qk_norm == "full" and o.z_loss_multiplier > 0
-    assert o.num_kv_heads < o.num_heads    # k's QK-norm is narrower than q's
+    assert o.num_kv_heads < o.num_heads  # k's QK-norm is narrower than q's
     p = get_config("palm-tiny")
     assert p.parallel_layers and p.parallel_shared_norm and p.num_kv_heads == 1 and p.z_loss_multiplier > 0
     g3 = get_config("gpt3-tiny")
@@ -165,14 +236,14 @@ def test_tiny_presets_of_neox_gptj_gemma3_nemotron_exercise_their_knobs():
     assert p.parallel_layers and not p.parallel_shared_norm and p.rope_fraction == 0.25 and not p.rope_interleaved
     assert j.parallel_layers and j.parallel_shared_norm and j.rope_interleaved and j.lm_head_bias
     assert 0 < j.head_dim * j.rope_fraction < j.head_dim and not j.attention_bias and j.mlp_bias
-    g = get_config("gemma3-tiny")   # the window binds inside test sequences of 48; both RoPE bases are used
+    g = get_config("gemma3-tiny")  # the window binds inside test sequences of 48; both RoPE bases are used
     assert g.attention_pattern == ("local",) * 5 + ("global",) and g.sliding_window_size < 48
     assert g.rope_scaling == "linear" and not g.rope_scaling_local and g.rope_local_theta != g.rope_theta
-    assert g.qk_norm == "per_head" and g.num_heads * g.head_dim != g.d_model and g.query_scale != g.head_dim ** -0.5
+    assert g.qk_norm == "per_head" and g.num_heads * g.head_dim != g.d_model and g.query_scale != g.head_dim**-0.5
     n = get_config("nemotron-tiny")
     assert n.norm_type == "layernorm" and n.norm_scale_plus_one and n.norm_use_bias and n.rope_fraction == 0.5
     assert n.mlp_activations == ("squared_relu",) and 1 < n.num_kv_heads < n.num_heads
-    go = get_config("gopher-tiny")   # relative positions only: no absolute table, no RoPE
+    go = get_config("gopher-tiny")  # relative positions only: no absolute table, no RoPE
     assert go.position_embedding == "transformer_xl" and go.norm_type == "rmsnorm" and go.tie_word_embeddings
 
 
@@ -188,11 +259,11 @@ def test_unknown_preset_suggests_close_matches():
 
 def test_overrides():
     assert get_config("llama-tiny", num_layers=2).num_layers == 2
-    assert get_config("llama-tiny", norm_eps=1).norm_eps == 1.0            # ints are fine for floats
+    assert get_config("llama-tiny", norm_eps=1).norm_eps == 1.0  # ints are fine for floats
     with pytest.raises(ValueError, match="norm_position"):
         get_config("llama-tiny", norm_postion="post")
     with pytest.raises(ValueError, match="norm_position"):
-        get_config("llama-tiny", norm_position="sandwich")                 # ModelConfig validation
+        get_config("llama-tiny", norm_position="sandwich")  # ModelConfig validation
 
 
 def test_inheritance_resolves_recursively():
@@ -204,8 +275,14 @@ def test_inheritance_resolves_recursively():
     assert (r["learning_rate"], r["batch_size"], r["seq_len"], r["warmup_steps"]) == (1.5e-4, 1024, 4096, 2000)
     # llama3.1-405b <- llama3.1-8b <- llama3-8b: RoPE scaling and the Llama 3 vocab come through.
     c = get_config("llama3.1-405b")
-    assert (c.rope_scaling, c.rope_scaling_factor, c.rope_low_freq_factor, c.rope_high_freq_factor,
-            c.rope_original_max_len, c.max_seq_len) == ("llama3", 8.0, 1.0, 4.0, 8192, 131072)
+    assert (
+        c.rope_scaling,
+        c.rope_scaling_factor,
+        c.rope_low_freq_factor,
+        c.rope_high_freq_factor,
+        c.rope_original_max_len,
+        c.max_seq_len,
+    ) == ("llama3", 8.0, 1.0, 4.0, 8192, 131072)
     assert (c.vocab_size, c.rope_theta, c.num_layers) == (128256, 500000.0, 126)
     # T5 v1.1 sizes inherit the v1.1 knobs from t5-v1_1-small; v1.0 keeps the family defaults.
     xl, small = get_config("t5-v1_1-xl"), get_config("t5-small")
@@ -226,11 +303,13 @@ FAMILY_DEFAULTS = "defaults: {vocab_size: 64, d_model: 32, num_layers: 2, num_he
 @pytest.fixture
 def config_files(tmp_path, monkeypatch):
     """Write YAML files into a temporary config dir and point the loader at it."""
+
     def write(**files):
         for stem, text in files.items():
             (tmp_path / f"{stem}.yaml").write_text(text)
         presets._registry.cache_clear()
         return tmp_path
+
     monkeypatch.setattr(presets, "config_dir", lambda: tmp_path)
     presets._registry.cache_clear()
     yield write
@@ -238,28 +317,49 @@ def config_files(tmp_path, monkeypatch):
 
 
 def test_loader_accepts_a_minimal_family(config_files):
-    config_files(fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_eps: 1e-6}}\n"
-                     "  b: {inherits: a, train: {learning_rate: 2e-3}}\n")
+    config_files(
+        fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_eps: 1e-6}}\n"
+        "  b: {inherits: a, train: {learning_rate: 2e-3}}\n"
+    )
     assert presets.list_presets() == ["a", "b"] and preset_family("b") == "fam"
-    assert get_config("b").norm_eps == 1e-6                   # `1e-6` is a float, not YAML 1.1's string
+    assert get_config("b").norm_eps == 1e-6  # `1e-6` is a float, not YAML 1.1's string
     assert get_recipe("b")["learning_rate"] == 2e-3 and get_recipe("a")["learning_rate"] == 1e-3
 
 
-@pytest.mark.parametrize("text, match", [
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_postion: post}}\n",
-     r"bad\.yaml: preset 'a': unknown model key 'norm_postion'.*norm_position"),
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {train: {learning_rat: 0.1}}\n",
-     r"bad\.yaml: preset 'a': unknown train key 'learning_rat'.*learning_rate"),
-    ("defaults: {d_modle: 32}\n" + FAMILY_TRAIN + "presets: {}\n",
-     r"bad\.yaml: defaults: unknown model key 'd_modle'.*d_model"),
-    (FAMILY_DEFAULTS + "training: {}\npresets: {}\n", r"bad\.yaml: unknown top-level key 'training'"),
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {modle: {}}\n", r"bad\.yaml: preset 'a': unknown key 'modle'"),
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {inherits: c}\n  b: {}\n",
-     r"bad\.yaml: preset 'a' inherits unknown preset 'c'"),
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_eps: '1e-6'}}\n",
-     r"bad\.yaml: preset 'a': model\.norm_eps: expected float"),
-    (FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n  a: {}\n", r"bad\.yaml: invalid YAML.*duplicate key 'a'"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_postion: post}}\n",
+            r"bad\.yaml: preset 'a': unknown model key 'norm_postion'.*norm_position",
+        ),
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {train: {learning_rat: 0.1}}\n",
+            r"bad\.yaml: preset 'a': unknown train key 'learning_rat'.*learning_rate",
+        ),
+        (
+            "defaults: {d_modle: 32}\n" + FAMILY_TRAIN + "presets: {}\n",
+            r"bad\.yaml: defaults: unknown model key 'd_modle'.*d_model",
+        ),
+        (FAMILY_DEFAULTS + "training: {}\npresets: {}\n", r"bad\.yaml: unknown top-level key 'training'"),
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {modle: {}}\n",
+            r"bad\.yaml: preset 'a': unknown key 'modle'",
+        ),
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {inherits: c}\n  b: {}\n",
+            r"bad\.yaml: preset 'a' inherits unknown preset 'c'",
+        ),
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {norm_eps: '1e-6'}}\n",
+            r"bad\.yaml: preset 'a': model\.norm_eps: expected float",
+        ),
+        (
+            FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n  a: {}\n",
+            r"bad\.yaml: invalid YAML.*duplicate key 'a'",
+        ),
+    ],
+)
 def test_loader_errors_name_the_file_and_key(config_files, text, match):
     config_files(bad=text)
     with pytest.raises(ValueError, match=match):
@@ -267,8 +367,10 @@ def test_loader_errors_name_the_file_and_key(config_files, text, match):
 
 
 def test_inheritance_cycle_is_an_error(config_files):
-    config_files(fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {inherits: b}\n  b: {inherits: c}\n"
-                     "  c: {inherits: a}\n  d: {inherits: d}\n")
+    config_files(
+        fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {inherits: b}\n  b: {inherits: c}\n"
+        "  c: {inherits: a}\n  d: {inherits: d}\n"
+    )
     with pytest.raises(ValueError, match="inheritance cycle: a -> b -> c -> a"):
         get_config("a")
     with pytest.raises(ValueError, match="inheritance cycle: d -> d"):
@@ -276,15 +378,18 @@ def test_inheritance_cycle_is_an_error(config_files):
 
 
 def test_duplicate_preset_across_files_is_an_error(config_files):
-    config_files(one=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n",
-                 two=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n")
+    config_files(
+        one=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n",
+        two=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {}\n",
+    )
     with pytest.raises(ValueError, match=r"two\.yaml: preset 'a': preset name already defined in configs/one\.yaml"):
         presets.list_presets()
 
 
 def test_invalid_values_name_the_preset(config_files):
-    config_files(fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {num_heads: 3}}\n"
-                     "  b: {train: {schedule: cosin}}\n")
+    config_files(
+        fam=FAMILY_DEFAULTS + FAMILY_TRAIN + "presets:\n  a: {model: {num_heads: 3}}\n  b: {train: {schedule: cosin}}\n"
+    )
     with pytest.raises(ValueError, match=r"fam\.yaml: preset 'a': ModelConfig\.num_heads"):
         get_config("a")
     with pytest.raises(ValueError, match=r"fam\.yaml: preset 'b': TrainConfig\.schedule"):
@@ -294,8 +399,16 @@ def test_invalid_values_name_the_preset(config_files):
 # ------------------------------------------------------------------------------------- published recipes
 def test_gpt3_steps_are_the_papers_token_counts():
     # Appendix B: warmup over 375M tokens, cosine over 260B tokens; Table 2.1 batch sizes in tokens.
-    batch_tokens = {"gpt3-small": 0.5e6, "gpt3-medium": 0.5e6, "gpt3-large": 0.5e6, "gpt3-xl": 1e6,
-                    "gpt3-2.7b": 1e6, "gpt3-6.7b": 2e6, "gpt3-13b": 2e6, "gpt3-175b": 3.2e6}
+    batch_tokens = {
+        "gpt3-small": 0.5e6,
+        "gpt3-medium": 0.5e6,
+        "gpt3-large": 0.5e6,
+        "gpt3-xl": 1e6,
+        "gpt3-2.7b": 1e6,
+        "gpt3-6.7b": 2e6,
+        "gpt3-13b": 2e6,
+        "gpt3-175b": 3.2e6,
+    }
     for name, tokens in batch_tokens.items():
         r = get_recipe(name)
         step = r["batch_size"] * r["seq_len"]
@@ -305,10 +418,16 @@ def test_gpt3_steps_are_the_papers_token_counts():
 
 
 def test_gpt3_lr_and_shapes_follow_table_2_1():
-    table = {"gpt3-small": (12, 768, 12, 6.0e-4), "gpt3-medium": (24, 1024, 16, 3.0e-4),
-             "gpt3-large": (24, 1536, 16, 2.5e-4), "gpt3-xl": (24, 2048, 16, 2.0e-4),
-             "gpt3-2.7b": (32, 2560, 32, 1.6e-4), "gpt3-6.7b": (32, 4096, 32, 1.2e-4),
-             "gpt3-13b": (40, 5120, 40, 1.0e-4), "gpt3-175b": (96, 12288, 96, 0.6e-4)}
+    table = {
+        "gpt3-small": (12, 768, 12, 6.0e-4),
+        "gpt3-medium": (24, 1024, 16, 3.0e-4),
+        "gpt3-large": (24, 1536, 16, 2.5e-4),
+        "gpt3-xl": (24, 2048, 16, 2.0e-4),
+        "gpt3-2.7b": (32, 2560, 32, 1.6e-4),
+        "gpt3-6.7b": (32, 4096, 32, 1.2e-4),
+        "gpt3-13b": (40, 5120, 40, 1.0e-4),
+        "gpt3-175b": (96, 12288, 96, 0.6e-4),
+    }
     for name, (layers, d, heads, lr) in table.items():
         c = get_config(name)
         assert (c.num_layers, c.d_model, c.num_heads, c.d_ff) == (layers, d, heads, 4 * d)
@@ -317,13 +436,14 @@ def test_gpt3_lr_and_shapes_follow_table_2_1():
 
 def test_gemma2_query_scale_is_query_pre_attn_scalar():
     for name, scalar in {"gemma2-2b": 256, "gemma2-9b": 256, "gemma2-27b": 144}.items():
-        assert get_config(name).query_scale == pytest.approx(scalar ** -0.5, rel=1e-15)
+        assert get_config(name).query_scale == pytest.approx(scalar**-0.5, rel=1e-15)
 
 
 # ------------------------------------------------------------------------------------ parameter counts
 @pytest.mark.parametrize("name", list_presets())
 def test_param_count_matches_published_computation(name):
     from zoo import count_params  # the model; shape-only (jax.eval_shape), so 540B is fine
+
     record = presets.published(name)
     expected = record.params if record is not None else TINY_COUNTS[name]
     assert count_params(get_config(name)) == expected, record
@@ -341,6 +461,7 @@ def test_paper_only_counts_round_to_the_papers_labels(name):
     import re
 
     from zoo import count_params
+
     label = presets.published(name).label
     number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([MBT])", label).groups()
     scale = {"M": 1e6, "B": 1e9, "T": 1e12}[unit]

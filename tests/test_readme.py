@@ -23,10 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PROSE = " ".join(README.split())  # the README's text with line breaks as spaces, for phrases that wrap
 # Commands that are not run here, and why: installs (CI's own steps) and CI itself.
-NOT_RUN = {"bash .ci/run": "CI: it runs this test", "python -m pytest": "CI's test command: it runs this test",
-           'pip install -e ".[test,notebooks,eval]"': "CI's install step", 'pip install -e ".[eval]"': "an install",
-           'pip install -e ".[tensorboard]"': "an install", 'pip install -e ".[test,lint]"': "an install",
-           "ruff ": "CI's lint and format check (.ci/run)", "mypy": "CI's type check (.ci/run)"}
+NOT_RUN = {
+    "bash .ci/run": "CI: it runs this test",
+    "python -m pytest": "CI's test command: it runs this test",
+    'pip install -e ".[test,notebooks,eval]"': "CI's install step",
+    'pip install -e ".[eval]"': "an install",
+    'pip install -e ".[tensorboard]"': "an install",
+    'pip install -e ".[test,lint]"': "an install",
+    "ruff ": "CI's lint and format check (.ci/run)",
+    "mypy": "CI's type check (.ci/run)",
+}
 
 
 def _blocks(language: str) -> list[str]:
@@ -54,7 +60,7 @@ def _train_commands() -> list[list[str]]:
         match = re.search(r"train\.py((?:\s+[^\s\"&]+)*)", command)
         if match and not re.search(r"\[|\bNAME\b", match.group(1)):  # a usage synopsis is not a command
             argvs.append(shlex.split(match.group(1)))
-    table = README[README.index("| to | do |"):README.index("Encoder-decoder presets train")]
+    table = README[README.index("| to | do |") : README.index("Encoder-decoder presets train")]
     for row in [r for r in table.splitlines()[2:] if r.startswith("|")]:
         for code in re.findall(r"`([^`]+)`", row.split("|")[2]):
             words = shlex.split(code)
@@ -70,8 +76,8 @@ def test_readme_tables_are_current():
 
 def _released_weights_block() -> list[str]:
     """The commands of the "Use released weights" section, in order."""
-    section = README[README.index("## Use released weights"):]
-    return [line for line in _blocks("bash") if line in section[:section.index("\n## ", 1)]][0].strip().splitlines()
+    section = README[README.index("## Use released weights") :]
+    return [line for line in _blocks("bash") if line in section[: section.index("\n## ", 1)]][0].strip().splitlines()
 
 
 @pytest.mark.slow
@@ -96,10 +102,14 @@ def test_every_command_is_covered():
     released = _released_weights_block()
     for command in _commands():
         synopsis = re.search(r"\b[A-Z]{3,}\b|\[", command)  # `python -m zoo.export RUN OUT`: a usage line
-        covered = (synopsis or "train.py" in command or "sample.py" in command  # run or resolved below
-                   or command in released                           # test_released_weights_commands_run
-                   or "tools/readme_tables.py" in command              # its output: test_readme_tables_are_current
-                   or any(command.startswith(skip) for skip in NOT_RUN))
+        covered = (
+            synopsis
+            or "train.py" in command
+            or "sample.py" in command  # run or resolved below
+            or command in released  # test_released_weights_commands_run
+            or "tools/readme_tables.py" in command  # its output: test_readme_tables_are_current
+            or any(command.startswith(skip) for skip in NOT_RUN)
+        )
         assert covered, f"README command with no test: {command}"
 
 
@@ -122,14 +132,23 @@ def test_python_blocks_run(tmp_path):
 
     torch.manual_seed(0)
     hf_dir = tmp_path / "hf_checkpoint"
-    transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(hf_dir)
+    transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(hf_dir)
     blocks = _blocks("python")
     assert len(blocks) >= 2
     for block in blocks:
-        code = block.replace('"path/to/hf_checkpoint"', repr(str(hf_dir))).replace('"out_dir"',
-                                                                                   repr(str(tmp_path / "out")))
+        code = block.replace('"path/to/hf_checkpoint"', repr(str(hf_dir))).replace(
+            '"out_dir"', repr(str(tmp_path / "out"))
+        )
         exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "out" / "config.json").exists()
 
@@ -141,8 +160,14 @@ def main_job(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("main_job") / "llama-tiny"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-    out = subprocess.run([sys.executable, "train.py", f"run.dir={run_dir}"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "train.py", f"run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir, out.stdout, env
 
@@ -158,7 +183,7 @@ def test_main_job_numbers_are_the_readmes(main_job):
     val = [r["val_loss"] for r in rows if "val_loss" in r][-1]
     vocab = json.loads((run_dir / "config.json").read_text())["model"]["vocab_size"]
     assert f"uniform over the {vocab}-row byte vocabulary: ln {vocab} = {math.log(vocab):.2f}" in PROSE
-    assert first == pytest.approx(math.log(vocab), abs=0.1)    # the untrained model is near uniform
+    assert first == pytest.approx(math.log(vocab), abs=0.1)  # the untrained model is near uniform
     stated_val = float(re.search(r"train / ([\d.]+) validation nats per token", PROSE).group(1))
     assert val == pytest.approx(stated_val, abs=0.05)
     assert val < entropy - 0.5, f"validation loss {val} is not well below the unigram entropy {entropy}"
@@ -171,8 +196,7 @@ def test_sample_command_runs(main_job):
     # the Training table's sample command, which reads the main job's run (the released-weights one is run above)
     command = next(c for c in _commands() if c.startswith("python sample.py") and "runs/llama-tiny" in c)
     argv = [str(run_dir) if a == "runs/llama-tiny" else a for a in shlex.split(command)]
-    out = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("def ")
 
@@ -183,12 +207,25 @@ def test_sample_reads_prompts_from_stdin_stops_and_streams(main_job):
     continuation ends before the stop string, and the streamed text is the same as the batched one."""
     run_dir, _, env = main_job
     common = ["sample.py", "--run", str(run_dir), "--max-new-tokens", "60", "--temperature", "0", "--stop", "\n"]
-    out = subprocess.run([sys.executable, *common, "--prompt-file", "-"], input="def \n\nclass \nimport \n",
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, *common, "--prompt-file", "-"],
+        input="def \n\nclass \nimport \n",
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert [line.split(" ")[0] for line in lines] == ["def", "class", "import"], out.stdout
-    streamed = subprocess.run([sys.executable, *common, "--prompt", "class ", "--stream"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+    streamed = subprocess.run(
+        [sys.executable, *common, "--prompt", "class ", "--stream"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert streamed.returncode == 0, streamed.stderr[-3000:]
     assert streamed.stdout.rstrip("\n") == lines[1]

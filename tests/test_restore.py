@@ -31,12 +31,18 @@ def test_params_restore_onto_a_2x2_mesh_equal_the_runs(trained):
     assert state_lib.programs.cache_info().currsize == compiled_before  # no training program built
     assert restored.step == 4 and result.start_step == 0
     expected = param_shardings(abstract_params(restored.config.model), mesh)
-    for got, want, sharding in zip(jax.tree.leaves(restored.params), jax.tree.leaves(result.state["params"]),
-                                   jax.tree.leaves(expected), strict=True):
+    for got, want, sharding in zip(
+        jax.tree.leaves(restored.params),
+        jax.tree.leaves(result.state["params"]),
+        jax.tree.leaves(expected),
+        strict=True,
+    ):
         assert got.sharding == sharding
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    assert any(len(leaf.sharding.device_set) == 4 and not leaf.sharding.is_fully_replicated
-               for leaf in jax.tree.leaves(restored.params))  # split over the mesh, not copied to each device
+    assert any(
+        len(leaf.sharding.device_set) == 4 and not leaf.sharding.is_fully_replicated
+        for leaf in jax.tree.leaves(restored.params)
+    )  # split over the mesh, not copied to each device
 
 
 def test_only_the_params_are_read(trained):

@@ -9,20 +9,23 @@ from jax.sharding import PartitionSpec as P
 
 from zoo.sharding import LOGICAL_RULES, batch_sharding, check_batch_size, make_mesh, param_shardings, use_mesh
 
-CPUS = jax.devices("cpu")   # explicit, so the tests also run on a machine with one accelerator
+CPUS = jax.devices("cpu")  # explicit, so the tests also run on a machine with one accelerator
 
 
 def test_eight_emulated_devices():
     assert len(CPUS) == 8, "tests/conftest.py must set XLA_FLAGS before jax is imported"
 
 
-@pytest.mark.parametrize("sizes, shape", [
-    ((-1, 1, 1), (8, 1, 1)),
-    ((2, 4, 1), (2, 4, 1)),
-    ((1, 4, 2), (1, 4, 2)),
-    ((-1, 4, 2), (1, 4, 2)),
-    ((2, -1, 2), (2, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "sizes, shape",
+    [
+        ((-1, 1, 1), (8, 1, 1)),
+        ((2, 4, 1), (2, 4, 1)),
+        ((1, 4, 2), (1, 4, 2)),
+        ((-1, 4, 2), (1, 4, 2)),
+        ((2, -1, 2), (2, 2, 2)),
+    ],
+)
 def test_mesh_shapes(sizes, shape):
     mesh = make_mesh(*sizes, devices=CPUS)
     assert mesh.axis_names == ("data", "fsdp", "tensor")
@@ -35,12 +38,15 @@ def test_single_device_mesh():
     assert tuple(mesh.shape.values()) == (1, 1, 1)
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ((3, 1, 1), r"data=3, fsdp=1, tensor=1 needs 3 devices but there are 8"),
-    ((-1, 3, 1), r"'data' = -1 .* product 3 .* does not divide the 8 devices"),
-    ((-1, -1, 1), r"\['data', 'fsdp'\] are all -1"),
-    ((0, 1, 1), r"mesh axis 'data': size must be a positive integer or -1, got 0"),
-])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ((3, 1, 1), r"data=3, fsdp=1, tensor=1 needs 3 devices but there are 8"),
+        ((-1, 3, 1), r"'data' = -1 .* product 3 .* does not divide the 8 devices"),
+        ((-1, -1, 1), r"\['data', 'fsdp'\] are all -1"),
+        ((0, 1, 1), r"mesh axis 'data': size must be a positive integer or -1, got 0"),
+    ],
+)
 def test_invalid_mesh(sizes, message):
     with pytest.raises(ValueError, match=message):
         make_mesh(*sizes, devices=CPUS)
@@ -54,6 +60,7 @@ class Tiny(nn.Module):
         def param(name, shape, names):
             init = nn.with_logical_partitioning(nn.initializers.normal(1.0), names)
             return self.param(name, init, shape)
+
         param("embedding", (64, 32), ("vocab", "embed"))
         wi = param("wi", (32, 128), ("embed", "mlp"))
         wo = param("wo", (128, 32), ("mlp", "embed"))
@@ -93,8 +100,7 @@ def test_per_device_bytes(sizes):
     total = sum(x.nbytes for x in jax.tree.leaves(params))
     split = mesh.shape["fsdp"] * mesh.shape["tensor"]
     for device in CPUS:
-        held = sum(s.data.nbytes for x in jax.tree.leaves(params)
-                   for s in x.addressable_shards if s.device == device)
+        held = sum(s.data.nbytes for x in jax.tree.leaves(params) for s in x.addressable_shards if s.device == device)
         # Everything is split fsdp * tensor ways except the small leaves that fall back to replication.
         assert total / split <= held <= 1.1 * total / split + 512 * 4
 
@@ -116,7 +122,7 @@ def test_sharded_forward_matches_single_device():
 def test_batch_sharding_and_size_check():
     mesh = make_mesh(2, 4, 1, devices=CPUS)
     batch = jax.device_put(jnp.zeros((16, 8), jnp.int32), batch_sharding(mesh, 16))
-    assert {s.data.shape for s in batch.addressable_shards} == {(2, 8)}   # 16 / (data 2 * fsdp 4)
+    assert {s.data.shape for s in batch.addressable_shards} == {(2, 8)}  # 16 / (data 2 * fsdp 4)
     with pytest.raises(ValueError, match=r"batch size 12 is not divisible by data \* fsdp = 2 \* 4 = 8"):
         batch_sharding(mesh, 12)
     check_batch_size(24, mesh)
@@ -124,19 +130,32 @@ def test_batch_sharding_and_size_check():
 
 def test_rules_cover_the_model_vocabulary():
     names = {name for name, _ in LOGICAL_RULES}
-    assert {"vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", "layers", "relpos_buckets",
-            "positions", "batch", "length"} <= names
+    assert {
+        "vocab",
+        "embed",
+        "mlp",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "layers",
+        "relpos_buckets",
+        "positions",
+        "batch",
+        "length",
+    } <= names
 
 
-@pytest.mark.parametrize("name", ["palm-tiny"])   # multi-query: kv_heads = 1 falls back to replication
+@pytest.mark.parametrize("name", ["palm-tiny"])  # multi-query: kv_heads = 1 falls back to replication
 def test_real_model_sharded_matches_single_device(name):
     from zoo import model, presets
+
     cfg = presets.get_config(name)
     module, inputs = model.build(cfg), model.dummy_inputs(cfg, batch=8, length=16)
     mesh = make_mesh(1, 4, 2, devices=CPUS)
     abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs))
-    init = jax.jit(lambda: nn.meta.unbox(module.init(jax.random.key(0), *inputs)),
-                   out_shardings=param_shardings(abstract, mesh))
+    init = jax.jit(
+        lambda: nn.meta.unbox(module.init(jax.random.key(0), *inputs)), out_shardings=param_shardings(abstract, mesh)
+    )
     params = init()
     with jax.default_device(CPUS[0]):
         expected = jax.jit(module.apply)(jax.device_get(params), *inputs)

@@ -31,16 +31,26 @@ ROOT = Path(__file__).resolve().parents[1]
 CPUS = jax.devices("cpu")
 ONE = CPUS[:1]
 # Small and fast: 8 x 32 tokens per step on the first 40 stdlib files, no evaluation, no sample.
-FAST = ["train.batch_size=8", "train.seq_len=32", "train.total_steps=30", "train.warmup_steps=5",
-        "data.max_documents=40", "run.eval_interval=-1", "run.sample_tokens=0", "run.checkpoint_interval=100",
-        "run.seed=0"]
+FAST = [
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "train.total_steps=30",
+    "train.warmup_steps=5",
+    "data.max_documents=40",
+    "run.eval_interval=-1",
+    "run.sample_tokens=0",
+    "run.checkpoint_interval=100",
+    "run.seed=0",
+]
 REF_PRESET = "llama-tiny"
 
 
 def run(tmp_dir, *overrides, preset=REF_PRESET, devices=ONE, mesh=(1, 1, 1)):
     data, fsdp, tensor = mesh
-    config = resolve(preset, [*FAST, f"run.dir={tmp_dir}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
-                              f"mesh.tensor={tensor}", *overrides])
+    config = resolve(
+        preset,
+        [*FAST, f"run.dir={tmp_dir}", f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"mesh.tensor={tensor}", *overrides],
+    )
     return train(config, devices=devices, echo=lambda _: None)
 
 
@@ -58,8 +68,11 @@ def _env(devices: int | None):
 
 
 def _snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 # --- 1. every tiny preset learns -------------------------------------------------------------------------------
@@ -100,7 +113,7 @@ def test_sharded_losses_match_single_device(reference, sharded_runs):
 
 def test_params_are_sharded_by_the_rules(sharded_runs):
     params = sharded_runs[(1, 4, 2)].state["params"]
-    wi = params["decoder"]["cycles"]["block_0"]["mlp"]["wi_0"]["kernel"]   # (layers, embed, mlp)
+    wi = params["decoder"]["cycles"]["block_0"]["mlp"]["wi_0"]["kernel"]  # (layers, embed, mlp)
     assert tuple(wi.sharding.spec) == (None, "fsdp", "tensor")
     q = params["decoder"]["cycles"]["block_0"]["attention"]["query"]["kernel"]  # (layers, embed, heads, head_dim)
     assert tuple(q.sharding.spec)[:3] == (None, "fsdp", "tensor")
@@ -108,8 +121,10 @@ def test_params_are_sharded_by_the_rules(sharded_runs):
     assert tuple(embed.sharding.spec) == ("tensor", "fsdp")
 
     def bytes_on(device, tree):
-        return sum(s.data.nbytes for leaf in jax.tree.leaves(tree) for s in leaf.addressable_shards
-                   if s.device == device)
+        return sum(
+            s.data.nbytes for leaf in jax.tree.leaves(tree) for s in leaf.addressable_shards if s.device == device
+        )
+
     total = sum(leaf.nbytes for leaf in jax.tree.leaves(params))
     for device in CPUS:
         # fsdp x tensor = 8: every device holds ~1/8 (norm scales, a few KB, are replicated).
@@ -146,16 +161,37 @@ def test_resume_repeats_the_uninterrupted_run(reference, tmp_path):
     # sample.py reads the run back: config, tokenizer, latest checkpoint.
     model, params, tokenizer = load_for_sampling(tmp_path)
     assert model.cfg.vocab_size == 384
-    out = subprocess.run([sys.executable, "sample.py", "--run", str(tmp_path), "--prompt", "import ",
-                          "--max-new-tokens", "12", "--temperature", "0.8", "--top-k", "40", "--top-p", "0.95",
-                          "--seed", "0"], cwd=ROOT, env=_env(None), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "sample.py",
+            "--run",
+            str(tmp_path),
+            "--prompt",
+            "import ",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "0.8",
+            "--top-k",
+            "40",
+            "--top-p",
+            "0.95",
+            "--seed",
+            "0",
+        ],
+        cwd=ROOT,
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("import ")
 
 
 def test_killed_run_resumes_from_last_complete_checkpoint(reference, tmp_path):
-    command = [sys.executable, "train.py", *FAST, f"run.dir={tmp_path}", "run.checkpoint_interval=5",
-               "mesh.data=1"]
+    command = [sys.executable, "train.py", *FAST, f"run.dir={tmp_path}", "run.checkpoint_interval=5", "mesh.data=1"]
     proc = subprocess.Popen(command, cwd=ROOT, env=_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = tmp_path / "checkpoints" / "5"  # orbax renames the temporary directory once the save is complete
     deadline = time.time() + 240
@@ -170,7 +206,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(reference, tmp_path):
     assert result.start_step == complete[-1] >= 5
     # Not bit for bit: the killed process compiled its own step (a 1-device XLA build, not this process's
     # 8-device one), which may round differently in the last place. In-process resume is exact (above).
-    np.testing.assert_allclose(result.losses, reference.losses[result.start_step:], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result.losses, reference.losses[result.start_step :], atol=1e-5, rtol=0)
     # The steps the killed process logged after its last checkpoint were dropped, then logged again.
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 31))
@@ -195,9 +231,17 @@ def test_bad_input_fails_in_one_line_and_keeps_the_checkpoint(tmp_path):
         "invalid mesh": (base + ["mesh.data=3"], "invalid mesh"),
         "other config": (base + ["model.num_layers=2", "mesh.data=1"], "num_layers: 4 in the checkpoint, 2 now"),
     }
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=_env(None if name == "other config" else 8),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (cmd, _) in cases.items()}
+    procs = {
+        name: subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(None if name == "other config" else 8),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (cmd, _) in cases.items()
+    }
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         lines = [line for line in err.splitlines() if line.strip()]
@@ -220,6 +264,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
             if int(new["step"]) == 3:
                 metrics = {**metrics, "loss": metrics["loss"] * float("nan")}
             return new, metrics
+
         return run_step
 
     monkeypatch.setattr(Programs, "compiled_step", poisoned)
@@ -241,9 +286,19 @@ def test_help_lists_every_field_with_its_default():
 
 
 def test_overrides_are_typed_and_checked():
-    config = resolve("llama-tiny", ["model.num_layers=2", "train.learning_rate=1e-3", "mesh.fsdp=4",
-                                    "run.steps=7", "data.path=null", "model.mlp_activations=gelu,linear",
-                                    "train.grad_clip_norm=null", "run.progress=false"])
+    config = resolve(
+        "llama-tiny",
+        [
+            "model.num_layers=2",
+            "train.learning_rate=1e-3",
+            "mesh.fsdp=4",
+            "run.steps=7",
+            "data.path=null",
+            "model.mlp_activations=gelu,linear",
+            "train.grad_clip_norm=null",
+            "run.progress=false",
+        ],
+    )
     assert config.model.num_layers == 2 and config.train.learning_rate == 1e-3 and config.mesh.fsdp == 4
     assert config.steps == 7 and config.data.path is None and config.model.mlp_activations == ("gelu", "linear")
     assert config.train.grad_clip_norm is None and config.run.progress is False

@@ -84,8 +84,10 @@ def param_tree(cfg: ModelConfig) -> str:
             shared += 1
         lines += ["  " * depth + group[depth] + "/" for depth in range(shared, len(group))]
         leaf = "  " * len(group) + "/".join(names[-2:])
-        lines.append(f"{leaf:<34} {str(list(shape)):<22} {', '.join(map(str, spec)):<34} "
-                     f"{int(np.prod(shape, dtype=np.int64)):>16,}")
+        lines.append(
+            f"{leaf:<34} {str(list(shape)):<22} {', '.join(map(str, spec)):<34} "
+            f"{int(np.prod(shape, dtype=np.int64)):>16,}"
+        )
         parent = group
     return "\n".join(lines)
 
@@ -130,19 +132,34 @@ def architecture_row(name: str) -> dict:
     flops = flops_per_token(cfg)
     window = f" (window {cfg.sliding_window_size})" if cfg.sliding_window_size else ""
     return {
-        "preset": name, "family": preset_family(name),
-        "norm": cfg.norm_type, "norm position": cfg.norm_position, "activation": activation(cfg),
-        "GLU": cfg.is_gated, "positions": cfg.position_embedding, "parallel": cfg.parallel_layers,
-        "attention": "/".join(cfg.attention_pattern) + window, "tied": cfg.tie_word_embeddings,
-        "bias": cfg.attention_bias or cfg.mlp_bias or cfg.norm_use_bias, "tricks": ", ".join(_tricks(cfg)),
-        "heads": cfg.num_heads, "KV heads": cfg.num_kv_heads, "kind": _attention_kind(cfg),
-        "head_dim": cfg.head_dim, "d_model": cfg.d_model, "layers": cfg.num_layers, "d_ff": cfg.d_ff,
+        "preset": name,
+        "family": preset_family(name),
+        "norm": cfg.norm_type,
+        "norm position": cfg.norm_position,
+        "activation": activation(cfg),
+        "GLU": cfg.is_gated,
+        "positions": cfg.position_embedding,
+        "parallel": cfg.parallel_layers,
+        "attention": "/".join(cfg.attention_pattern) + window,
+        "tied": cfg.tie_word_embeddings,
+        "bias": cfg.attention_bias or cfg.mlp_bias or cfg.norm_use_bias,
+        "tricks": ", ".join(_tricks(cfg)),
+        "heads": cfg.num_heads,
+        "KV heads": cfg.num_kv_heads,
+        "kind": _attention_kind(cfg),
+        "head_dim": cfg.head_dim,
+        "d_model": cfg.d_model,
+        "layers": cfg.num_layers,
+        "d_ff": cfg.d_ff,
         "d_ff/d_model": cfg.d_ff / cfg.d_model,
         "heads*head_dim/d_model": cfg.num_heads * cfg.head_dim / cfg.d_model,
         "d_model/layers": cfg.d_model / cfg.num_layers,
-        "vocab": cfg.vocab_size, "params": params, "published": published,
+        "vocab": cfg.vocab_size,
+        "params": params,
+        "published": published,
         "params/published": params / published if published else None,
-        "GFLOP/token": flops / 1e9, "FLOPs/6N": flops / (6 * params),
+        "GFLOP/token": flops / 1e9,
+        "FLOPs/6N": flops / (6 * params),
     }
 
 
@@ -171,11 +188,21 @@ def setup_plots() -> None:
     """Plotting defaults shared by the notebooks."""
     import matplotlib as mpl
 
-    mpl.rcParams.update({
-        "figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight", "figure.constrained_layout.use": True,
-        "font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8,
-        "axes.spines.top": False, "axes.spines.right": False,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "savefig.bbox": "tight",
+            "figure.constrained_layout.use": True,
+            "font.size": 9,
+            "axes.titlesize": 10,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "legend.fontsize": 8,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
 
 
 def family_colors() -> dict[str, tuple]:
@@ -205,15 +232,20 @@ def _norm_label(cfg: ModelConfig) -> str:
 
 def _attention_label(cfg: ModelConfig, cross: bool = False) -> str:
     kind = _attention_kind(cfg)
-    heads = (f"{cfg.num_heads} heads" if kind == "MHA"
-             else f"{cfg.num_heads} q / {cfg.num_kv_heads} kv heads")
+    heads = f"{cfg.num_heads} heads" if kind == "MHA" else f"{cfg.num_heads} q / {cfg.num_kv_heads} kv heads"
     lines = ["Cross-attention" if cross else "Causal self-attention", f"{kind}: {heads} x {cfg.head_dim}"]
     if not cross:
-        positions = {"rope": f"RoPE (theta {cfg.rope_theta:g})", "alibi": "ALiBi", "none": "NoPE",
-                     "relative_bias": "relative position bias", "transformer_xl": "Transformer-XL relative"}
+        positions = {
+            "rope": f"RoPE (theta {cfg.rope_theta:g})",
+            "alibi": "ALiBi",
+            "none": "NoPE",
+            "relative_bias": "relative position bias",
+            "transformer_xl": "Transformer-XL relative",
+        }
         lines += [positions[cfg.position_embedding]] if cfg.position_embedding in positions else []
-        lines += [f"{'/'.join(cfg.attention_pattern)}, window {cfg.sliding_window_size}"] \
-            if cfg.sliding_window_size else []
+        lines += (
+            [f"{'/'.join(cfg.attention_pattern)}, window {cfg.sliding_window_size}"] if cfg.sliding_window_size else []
+        )
         lines += [f"QK-norm ({cfg.qk_norm})"] if cfg.qk_norm != "none" else []
         lines += [f"soft-cap {cfg.attn_logits_soft_cap:g}"] if cfg.attn_logits_soft_cap else []
     return "\n".join(lines + (["+ bias"] if cfg.attention_bias else []))
@@ -236,8 +268,12 @@ def block_layout(cfg: ModelConfig) -> list[dict]:
             return [{"shared": [norm], "branches": [[attn] + post, [mlp] + post], "after": []}]
         return [{"shared": [], "branches": [[norm, attn] + post, [norm, mlp] + post], "after": []}]
     cores = [attn] + ([("attention", _attention_label(cfg, cross=True))] if cfg.is_encoder_decoder else []) + [mlp]
-    wrap = {"pre": lambda f: [norm, f], "post": lambda f: [f], "double": lambda f: [norm, f, norm],
-            "output": lambda f: [f, norm]}[cfg.norm_position]
+    wrap = {
+        "pre": lambda f: [norm, f],
+        "post": lambda f: [f],
+        "double": lambda f: [norm, f, norm],
+        "output": lambda f: [f, norm],
+    }[cfg.norm_position]
     after = [norm] if cfg.norm_position == "post" else []
     return [{"shared": [], "branches": [wrap(core)], "after": after} for core in cores]
 
@@ -271,8 +307,17 @@ def draw_block(cfg: ModelConfig, ax, title: str = "") -> float:
         for kind, label in boxes:
             y, height = start[1] + gap, 0.42 + 0.2 * label.count("\n")
             arrow(start, (x, y))
-            ax.add_patch(FancyBboxPatch((x - width / 2, y), width, height, boxstyle="round,pad=0,rounding_size=0.08",
-                                        fc=_COLORS[kind], ec="0.35", lw=0.8))
+            ax.add_patch(
+                FancyBboxPatch(
+                    (x - width / 2, y),
+                    width,
+                    height,
+                    boxstyle="round,pad=0,rounding_size=0.08",
+                    fc=_COLORS[kind],
+                    ec="0.35",
+                    lw=0.8,
+                )
+            )
             ax.text(x, y + height / 2, label, ha="center", va="center", fontsize=6.3, linespacing=1.1)
             start = (x, y + height)
         return start
@@ -298,8 +343,11 @@ def draw_block(cfg: ModelConfig, ax, title: str = "") -> float:
         point = column((0, add_y + radius), 0, sub["after"])
     stack_top = point[1] + gap / 2
     layers = cfg.num_decoder_layers if cfg.is_encoder_decoder else cfg.num_layers
-    ax.add_patch(Rectangle((-1.25 * width, stack_bottom), 2.5 * width, stack_top - stack_bottom, fill=False,
-                           ls="--", ec="0.5", lw=0.8))
+    ax.add_patch(
+        Rectangle(
+            (-1.25 * width, stack_bottom), 2.5 * width, stack_top - stack_bottom, fill=False, ls="--", ec="0.5", lw=0.8
+        )
+    )
     ax.text(1.27 * width, (stack_bottom + stack_top) / 2, f"x {layers}\nlayers", va="center", fontsize=8)
     point = column(point, 0, top_boxes)
     arrow(point, (0, point[1] + gap))
@@ -327,6 +375,7 @@ def draw_blocks(names: list[str]):
     for ax in axes:
         ax.set_ylim(-0.7, max(tops))
     if any(cfg.is_encoder_decoder for cfg in configs):
-        fig.supxlabel("encoder-decoder presets: the decoder block is drawn (the encoder's lacks cross-attention)",
-                      fontsize=8)
+        fig.supxlabel(
+            "encoder-decoder presets: the decoder block is drawn (the encoder's lacks cross-attention)", fontsize=8
+        )
     return fig

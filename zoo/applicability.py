@@ -52,34 +52,68 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(("norm_use_bias",), lambda c: c.norm_type == "layernorm", "norm_type: layernorm"),
         Rule(("norm_scale_plus_one",), lambda c: c.norm_use_scale, "norm_use_scale: true"),
         Rule(("sliding_window_size",), _local, "a local or local_nope layer in attention_pattern"),
-        Rule(("relative_num_buckets", "relative_max_distance", "relative_bias_shared"),
-             lambda c: c.position_embedding == "relative_bias", "position_embedding: relative_bias"),
+        Rule(
+            ("relative_num_buckets", "relative_max_distance", "relative_bias_shared"),
+            lambda c: c.position_embedding == "relative_bias",
+            "position_embedding: relative_bias",
+        ),
         Rule(("position_offset",), lambda c: c.position_embedding == "learned", "position_embedding: learned"),
-        Rule(("rope_theta", "rope_fraction", "rope_interleaved", "rope_scaling"),
-             lambda c: c.position_embedding == "rope", "position_embedding: rope"),
+        Rule(
+            ("rope_theta", "rope_fraction", "rope_interleaved", "rope_scaling"),
+            lambda c: c.position_embedding == "rope",
+            "position_embedding: rope",
+        ),
         # *_nope layers skip RoPE, so only a "local" layer reads the local base and the local scaling switch.
-        Rule(("rope_local_theta",), lambda c: c.position_embedding == "rope" and "local" in c.attention_pattern,
-             "position_embedding: rope and a local layer in attention_pattern"),
+        Rule(
+            ("rope_local_theta",),
+            lambda c: c.position_embedding == "rope" and "local" in c.attention_pattern,
+            "position_embedding: rope and a local layer in attention_pattern",
+        ),
         Rule(("rope_scaling_factor",), lambda c: c.rope_scaling != "none", "rope_scaling: linear or llama3"),
-        Rule(("rope_scaling_local",), lambda c: c.rope_scaling != "none" and "local" in c.attention_pattern,
-             "rope_scaling: linear or llama3 and a local layer in attention_pattern"),
-        Rule(("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"),
-             lambda c: c.rope_scaling == "llama3", "rope_scaling: llama3"),
+        Rule(
+            ("rope_scaling_local",),
+            lambda c: c.rope_scaling != "none" and "local" in c.attention_pattern,
+            "rope_scaling: linear or llama3 and a local layer in attention_pattern",
+        ),
+        Rule(
+            ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"),
+            lambda c: c.rope_scaling == "llama3",
+            "rope_scaling: llama3",
+        ),
         Rule(("lm_head_bias",), lambda c: not c.tie_word_embeddings, "tie_word_embeddings: false"),
         # zoo/layers/init.py: t5 never reads init_std; xavier and fan_in read it for relative tables only.
-        Rule(("init_std",), lambda c: c.init_scheme in ("normal", "truncated_normal", "gpt2_scaled") or (
-             c.init_scheme in ("xavier", "fan_in") and _relative_tables(c)),
-             "init_scheme: normal, truncated_normal or gpt2_scaled (xavier or fan_in: with position_embedding "
-             "relative_bias or transformer_xl, whose tables it initialises)"),
+        Rule(
+            ("init_std",),
+            lambda c: (
+                c.init_scheme in ("normal", "truncated_normal", "gpt2_scaled")
+                or (c.init_scheme in ("xavier", "fan_in") and _relative_tables(c))
+            ),
+            "init_scheme: normal, truncated_normal or gpt2_scaled (xavier or fan_in: with position_embedding "
+            "relative_bias or transformer_xl, whose tables it initialises)",
+        ),
     ),
     "TrainConfig": (
         Rule(("beta2",), lambda c: c.optimizer in ("adam", "adamw"), "optimizer: adam or adamw"),
-        Rule(("adafactor_decay_rate", "adafactor_factored", "adafactor_clipping_threshold",
-              "adafactor_multiply_by_parameter_scale"), lambda c: c.optimizer == "adafactor", "optimizer: adafactor"),
-        Rule(("weight_decay_lr_power", "decay_norms_and_biases", "decay_embeddings"),
-             lambda c: c.weight_decay > 0, "weight_decay > 0"),
-        Rule(("final_lr_fraction",), lambda c: c.schedule in ("cosine", "linear", "wsd"),
-             "schedule: cosine, linear or wsd"),
+        Rule(
+            (
+                "adafactor_decay_rate",
+                "adafactor_factored",
+                "adafactor_clipping_threshold",
+                "adafactor_multiply_by_parameter_scale",
+            ),
+            lambda c: c.optimizer == "adafactor",
+            "optimizer: adafactor",
+        ),
+        Rule(
+            ("weight_decay_lr_power", "decay_norms_and_biases", "decay_embeddings"),
+            lambda c: c.weight_decay > 0,
+            "weight_decay > 0",
+        ),
+        Rule(
+            ("final_lr_fraction",),
+            lambda c: c.schedule in ("cosine", "linear", "wsd"),
+            "schedule: cosine, linear or wsd",
+        ),
         Rule(("wsd_decay_fraction",), lambda c: c.schedule == "wsd", "schedule: wsd"),
     ),
 }

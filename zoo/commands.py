@@ -36,15 +36,20 @@ def export(argv: list[str] | None = None) -> int:
 
 def _sample_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description='Sample from a trained run: `--run runs/llama-tiny --prompt "def " --max-new-tokens 200`.')
+        description='Sample from a trained run: `--run runs/llama-tiny --prompt "def " --max-new-tokens 200`.'
+    )
     parser.add_argument("--run", required=True, help="run directory (holds config.json, tokenizer/, checkpoints/)")
     parser.add_argument("--prompt", default="def ", help="text to continue (default %(default)r)")
-    parser.add_argument("--prompt-file", default=None,
-                        help="prompts, one per line (blank lines skipped); '-' reads stdin; replaces --prompt")
+    parser.add_argument(
+        "--prompt-file",
+        default=None,
+        help="prompts, one per line (blank lines skipped); '-' reads stdin; replaces --prompt",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default %(default)s)")
-    parser.add_argument("--top-k", type=int, default=40,
-                        help="keep the k most likely tokens; 0 = off (default %(default)s)")
+    parser.add_argument(
+        "--top-k", type=int, default=40, help="keep the k most likely tokens; 0 = off (default %(default)s)"
+    )
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass; 1 = off (default %(default)s)")
     parser.add_argument("--stop", action="append", default=[], help="end a continuation before this string")
     parser.add_argument("--stream", action="store_true", help="print the text as it is generated")
@@ -83,10 +88,19 @@ def sample(argv: list[str] | None = None) -> int:
         model, params, tokenizer = load_for_sampling(args.run, args.step)
         if args.stream:
             print(prompts[0], end="", flush=True)
-        texts = generate_text(model, params, tokenizer, prompts, args.max_new_tokens,
-                              temperature=args.temperature, top_k=args.top_k or None,
-                              top_p=args.top_p if args.top_p < 1 else None, seed=args.seed, stop=args.stop,
-                              on_text=show if args.stream else None)
+        texts = generate_text(
+            model,
+            params,
+            tokenizer,
+            prompts,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k or None,
+            top_p=args.top_p if args.top_p < 1 else None,
+            seed=args.seed,
+            stop=args.stop,
+            on_text=show if args.stream else None,
+        )
     except (UserError, ValueError) as e:  # ValueError: generate's argument checks (temperature, top_k, lengths)
         print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

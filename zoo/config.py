@@ -32,8 +32,16 @@ LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
 # value loads with another (switch on bf16 compute or remat after a restart).
 RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
 # Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
-TRAINING_FIELDS = ("init_scheme", "init_std", "z_loss_multiplier", "embedding_dropout", "attention_dropout",
-                   "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout")
+TRAINING_FIELDS = (
+    "init_scheme",
+    "init_std",
+    "z_loss_multiplier",
+    "embedding_dropout",
+    "attention_dropout",
+    "residual_dropout",
+    "mlp_hidden_dropout",
+    "final_norm_dropout",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,8 +243,13 @@ class ModelConfig(Replaceable):
 
 def _derivations(c: ModelConfig) -> dict:
     """What each derived field is when left null."""
-    return {"num_kv_heads": c.num_heads, "head_dim": c.d_model // c.num_heads, "num_decoder_layers": c.num_layers,
-            "attention_out_bias": c.attention_bias, "embedding_dim": c.d_model}
+    return {
+        "num_kv_heads": c.num_heads,
+        "head_dim": c.d_model // c.num_heads,
+        "num_decoder_layers": c.num_layers,
+        "attention_out_bias": c.attention_bias,
+        "embedding_dim": c.d_model,
+    }
 
 
 def _validate(c: ModelConfig) -> None:
@@ -255,12 +268,20 @@ def _validate(c: ModelConfig) -> None:
             fail(c, name, f"must be a positive integer or null, got {value!r}")
 
     if c.head_dim is None and c.d_model % c.num_heads:
-        fail(c, "num_heads", f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
-                           "pick a divisor or set head_dim explicitly")
+        fail(
+            c,
+            "num_heads",
+            f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
+            "pick a divisor or set head_dim explicitly",
+        )
     kv = c.num_heads if c.num_kv_heads is None else c.num_kv_heads
     if c.num_heads % kv:
-        fail(c, "num_kv_heads", f"{kv} does not divide num_heads={c.num_heads}; "
-                              "each key/value head must serve a whole group of query heads")
+        fail(
+            c,
+            "num_kv_heads",
+            f"{kv} does not divide num_heads={c.num_heads}; "
+            "each key/value head must serve a whole group of query heads",
+        )
     head_dim = c.head_dim or c.d_model // c.num_heads
 
     acts = tuple(c.mlp_activations)
@@ -272,8 +293,12 @@ def _validate(c: ModelConfig) -> None:
         if kind not in LAYER_KINDS:
             fail(c, "attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
     if c.num_layers % len(c.attention_pattern):
-        fail(c, "attention_pattern", f"its length {len(c.attention_pattern)} must divide "
-                                   f"num_layers={c.num_layers} (the stack scans over whole cycles)")
+        fail(
+            c,
+            "attention_pattern",
+            f"its length {len(c.attention_pattern)} must divide "
+            f"num_layers={c.num_layers} (the stack scans over whole cycles)",
+        )
     # Knobs the rest of the config makes meaningless (one table, shared with zoo.semantics), before the range
     # checks below: rope_fraction: 0.3 on an ALiBi model is a knob that does nothing, not a bad fraction.
     applicability.check(c, _derivations(c))
@@ -310,8 +335,13 @@ def _validate(c: ModelConfig) -> None:
         value = getattr(c, name)
         if value is not None and not value > 0:
             fail(c, name, f"must be > 0 or null, got {value}")
-    for name in ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout",
-                 "final_norm_dropout"):
+    for name in (
+        "embedding_dropout",
+        "attention_dropout",
+        "residual_dropout",
+        "mlp_hidden_dropout",
+        "final_norm_dropout",
+    ):
         if not 0.0 <= getattr(c, name) < 1.0:
             fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
     if c.z_loss_multiplier < 0:

@@ -68,14 +68,47 @@ class Sizes:
 
 SIZES = {
     # a few steps of a very small model: every notebook in about a minute or two in CI
-    "ci": Sizes(steps=12, seeds=2, d_model=32, num_layers=2, num_heads=2, batch_size=8, seq_len=32, warmup_steps=3,
-                learning_rate=3e-3, eval_interval=6, max_documents=200),
+    "ci": Sizes(
+        steps=12,
+        seeds=2,
+        d_model=32,
+        num_layers=2,
+        num_heads=2,
+        batch_size=8,
+        seq_len=32,
+        warmup_steps=3,
+        learning_rate=3e-3,
+        eval_interval=6,
+        max_documents=200,
+    ),
     # what fits in 5-10 minutes per notebook on 2 CPU cores: 102k tokens per run
-    "laptop": Sizes(steps=200, seeds=3, d_model=64, num_layers=4, num_heads=4, batch_size=8, seq_len=64,
-                    warmup_steps=20, learning_rate=3e-3, eval_interval=50, max_documents=400),
+    "laptop": Sizes(
+        steps=200,
+        seeds=3,
+        d_model=64,
+        num_layers=4,
+        num_heads=4,
+        batch_size=8,
+        seq_len=64,
+        warmup_steps=20,
+        learning_rate=3e-3,
+        eval_interval=50,
+        max_documents=400,
+    ),
     # the same model at 20x the tokens (2.0M per run)
-    "accelerator": Sizes(steps=1000, seeds=3, d_model=64, num_layers=4, num_heads=4, batch_size=32, seq_len=64,
-                         warmup_steps=100, learning_rate=3e-3, eval_interval=100, max_documents=None),
+    "accelerator": Sizes(
+        steps=1000,
+        seeds=3,
+        d_model=64,
+        num_layers=4,
+        num_heads=4,
+        batch_size=32,
+        seq_len=64,
+        warmup_steps=100,
+        learning_rate=3e-3,
+        eval_interval=100,
+        max_documents=None,
+    ),
 }
 
 
@@ -93,12 +126,22 @@ def base_overrides(sz: Sizes, max_len_factor: int = 4) -> list[str]:
     """The shared model and recipe: llama-tiny's block (pre-RMSNorm, SwiGLU at d_ff = 8/3 d_model, RoPE, no biases,
     multi-head attention) at sz's widths, the run's cosine schedule ending at sz.steps, and model.max_seq_len =
     max_len_factor x seq_len (room to evaluate at longer lengths)."""
-    return [f"model.d_model={sz.d_model}", f"model.num_layers={sz.num_layers}", f"model.num_heads={sz.num_heads}",
-            f"model.num_kv_heads={sz.num_heads}", f"model.d_ff={glu_d_ff(sz.d_model)}",
-            f"model.max_seq_len={max_len_factor * sz.seq_len}", f"train.batch_size={sz.batch_size}",
-            f"train.seq_len={sz.seq_len}", f"train.warmup_steps={sz.warmup_steps}", f"train.total_steps={sz.steps}",
-            f"train.learning_rate={sz.learning_rate}", f"run.steps={sz.steps}", f"run.eval_interval={sz.eval_interval}",
-            f"data.max_documents={sz.max_documents if sz.max_documents else 'null'}"]
+    return [
+        f"model.d_model={sz.d_model}",
+        f"model.num_layers={sz.num_layers}",
+        f"model.num_heads={sz.num_heads}",
+        f"model.num_kv_heads={sz.num_heads}",
+        f"model.d_ff={glu_d_ff(sz.d_model)}",
+        f"model.max_seq_len={max_len_factor * sz.seq_len}",
+        f"train.batch_size={sz.batch_size}",
+        f"train.seq_len={sz.seq_len}",
+        f"train.warmup_steps={sz.warmup_steps}",
+        f"train.total_steps={sz.steps}",
+        f"train.learning_rate={sz.learning_rate}",
+        f"run.steps={sz.steps}",
+        f"run.eval_interval={sz.eval_interval}",
+        f"data.max_documents={sz.max_documents if sz.max_documents else 'null'}",
+    ]
 
 
 @dataclasses.dataclass
@@ -135,14 +178,20 @@ class Experiment:
     @property
     def rows(self) -> list[dict]:
         """Tidy per-step rows: variant, seed, step and CURVE_KEYS."""
-        return [{"variant": r.variant, "seed": r.seed, "step": h["step"], **{k: h[k] for k in CURVE_KEYS}}
-                for r in self.runs for h in r.history]
+        return [
+            {"variant": r.variant, "seed": r.seed, "step": h["step"], **{k: h[k] for k in CURVE_KEYS}}
+            for r in self.runs
+            for h in r.history
+        ]
 
     @property
     def eval_rows(self) -> list[dict]:
         """Tidy validation rows: variant, seed, step, val_loss."""
-        return [{"variant": r.variant, "seed": r.seed, "step": e["step"], "val_loss": e["val_loss"]}
-                for r in self.runs for e in r.evals]
+        return [
+            {"variant": r.variant, "seed": r.seed, "step": e["step"], "val_loss": e["val_loss"]}
+            for r in self.runs
+            for e in r.evals
+        ]
 
     def curve(self, variant: str, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
         """(steps [n], values [seeds, n]) of one variant; NaN after a run stopped."""
@@ -180,11 +229,16 @@ class Experiment:
         steps, loss = self.curve(variant, "loss")
         _, step_time = self.curve(variant, "step_time_s")
         tail = tail or max(1, len(steps) // 10)
-        val = [r.evals[-1]["val_loss"] if r.evals and r.stopped is None else np.nan
-               for r in (self.run(variant, s) for s in self.seeds)]
+        val = [
+            r.evals[-1]["val_loss"] if r.evals and r.stopped is None else np.nan
+            for r in (self.run(variant, s) for s in self.seeds)
+        ]
         with np.errstate(all="ignore"):
-            return {"train_loss": loss[:, -tail:].mean(axis=1), "val_loss": np.asarray(val, float),
-                    "step_time_s": np.nanmedian(step_time[:, len(steps) // 10:], axis=1)}
+            return {
+                "train_loss": loss[:, -tail:].mean(axis=1),
+                "val_loss": np.asarray(val, float),
+                "step_time_s": np.nanmedian(step_time[:, len(steps) // 10 :], axis=1),
+            }
 
     def summary(self, tail: int | None = None, variants: list[str] | None = None) -> list[dict]:
         """One row per variant: params, seeds, stopped runs, and mean / std (ddof=1) over seeds of finals()."""
@@ -192,8 +246,12 @@ class Experiment:
         for variant in variants or self.variants:
             finals = self.finals(variant, tail)
             runs = [self.run(variant, s) for s in self.seeds]
-            row = {"variant": variant, "params": count_params(runs[0].config.model), "seeds": len(runs),
-                   "stopped": sum(r.stopped is not None for r in runs)}
+            row = {
+                "variant": variant,
+                "params": count_params(runs[0].config.model),
+                "seeds": len(runs),
+                "stopped": sum(r.stopped is not None for r in runs),
+            }
             for key, values in finals.items():
                 row[key] = float(np.mean(values))
                 row[key + "_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -205,13 +263,21 @@ class Experiment:
         difference to it."""
         rows = self.summary(tail, variants)
         base = self.summary(tail, [baseline])[0] if baseline else None
-        head = ["variant", "params", "seeds", "stopped", "train loss", "val loss"] + (
-            [f"val − {baseline}"] if base else []) + ["step time (ms)"]
+        head = (
+            ["variant", "params", "seeds", "stopped", "train loss", "val loss"]
+            + ([f"val − {baseline}"] if base else [])
+            + ["step time (ms)"]
+        )
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            cells = [r["variant"], f"{r['params']:,}", str(r["seeds"]), str(r["stopped"]),
-                     f"{r['train_loss']:.3f} ± {r['train_loss_std']:.3f}",
-                     f"{r['val_loss']:.3f} ± {r['val_loss_std']:.3f}"]
+            cells = [
+                r["variant"],
+                f"{r['params']:,}",
+                str(r["seeds"]),
+                str(r["stopped"]),
+                f"{r['train_loss']:.3f} ± {r['train_loss_std']:.3f}",
+                f"{r['val_loss']:.3f} ± {r['val_loss_std']:.3f}",
+            ]
             cells += [f"{r['val_loss'] - base['val_loss']:+.3f}"] if base else []
             cells += [f"{1e3 * r['step_time_s']:.1f} ± {1e3 * r['step_time_s_std']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -233,9 +299,16 @@ class Probe(Protocol):
     def __call__(self, run_dir: Path) -> list[dict]: ...
 
 
-def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int | list[int] = 3,
-                 preset: str = "llama-tiny", devices=None, log: Callable[[str], None] | None = print,
-                 probe: Probe | None = None) -> Experiment:
+def run_variants(
+    variants: dict[str, list[str]],
+    *,
+    base: list[str],
+    seeds: int | list[int] = 3,
+    preset: str = "llama-tiny",
+    devices=None,
+    log: Callable[[str], None] | None = print,
+    probe: Probe | None = None,
+) -> Experiment:
     """Train every variant with every seed (seeds: a count, meaning 0..n-1, or a list) on one device (default the
     first local one) and return the Experiment. `log` gets one line per finished run. `probe` (with an `every`
     attribute, e.g. zoo.stability.SoftmaxProbe): the runs checkpoint every probe.every steps, keeping all, and
@@ -247,9 +320,20 @@ def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int 
         for name, overrides in variants.items():
             with tempfile.TemporaryDirectory(prefix="zoo-exp-") as run_dir:
                 every, keep = (probe.every, 1000000) if probe is not None else (1000000, 1)
-                config = resolve(preset, [*base, *overrides, f"run.seed={seed}", f"run.dir={run_dir}",
-                                          "run.sample_tokens=0", "run.progress=false", f"run.keep={keep}",
-                                          f"run.checkpoint_interval={every}", "run.async_checkpoint=false"])
+                config = resolve(
+                    preset,
+                    [
+                        *base,
+                        *overrides,
+                        f"run.seed={seed}",
+                        f"run.dir={run_dir}",
+                        "run.sample_tokens=0",
+                        "run.progress=false",
+                        f"run.keep={keep}",
+                        f"run.checkpoint_interval={every}",
+                        "run.async_checkpoint=false",
+                    ],
+                )
                 t0 = time.perf_counter()
                 try:
                     result = train(config, devices=devices, echo=lambda _: None)
@@ -262,8 +346,10 @@ def run_variants(variants: dict[str, list[str]], *, base: list[str], seeds: int 
             if log is not None:
                 last = f"loss {history[-1]['loss']:.3f}" if history else "no steps"
                 val = f", val {evals[-1]['val_loss']:.3f}" if evals else ""
-                log(f"{name:>16s} seed {seed}: {last}{val} after {len(history)} steps, {seconds:.1f}s"
-                    + (" (stopped: non-finite loss)" if stopped else ""))
+                log(
+                    f"{name:>16s} seed {seed}: {last}{val} after {len(history)} steps, {seconds:.1f}s"
+                    + (" (stopped: non-finite loss)" if stopped else "")
+                )
     return Experiment(runs, list(variants), seeds)
 
 
@@ -295,13 +381,13 @@ def position_losses(run: Run, lengths: list[int], max_rows: int = 32, batch: int
     cfg = run.config.model
     if max(lengths) > cfg.max_seq_len:
         raise ValueError(f"length {max(lengths)} exceeds model.max_seq_len={cfg.max_seq_len}")
-    tokens = validation_tokens(run.config)[:max_rows * max(lengths) + 1]
+    tokens = validation_tokens(run.config)[: max_rows * max(lengths) + 1]
     nll, out = _nll_program(cfg), {}
     for length in lengths:
         rows = pack(tokens, length + 1, length)
         if len(rows) == 0:
             raise ValueError(f"the validation split has fewer than {length + 1} tokens")
-        total = sum(np.asarray(nll(run.params, rows[i:i + batch])) for i in range(0, len(rows), batch))
+        total = sum(np.asarray(nll(run.params, rows[i : i + batch])) for i in range(0, len(rows), batch))
         out[length] = total / len(rows)
     return out
 
@@ -318,8 +404,18 @@ def smooth_curve(values: np.ndarray, window: int) -> np.ndarray:
     return np.where(np.isnan(values), np.nan, out)
 
 
-def plot_curves(ax, exp: Experiment, variants: list[str] | None = None, key: str = "loss", *, band: str = "minmax",
-                smooth: int = 1, colors: dict | None = None, labels: dict | None = None, val: bool = False) -> None:
+def plot_curves(
+    ax,
+    exp: Experiment,
+    variants: list[str] | None = None,
+    key: str = "loss",
+    *,
+    band: str = "minmax",
+    smooth: int = 1,
+    colors: dict | None = None,
+    labels: dict | None = None,
+    val: bool = False,
+) -> None:
     """Mean over seeds of `key` per step (or validation loss, val=True) for each variant, with the min-max band
     (band="minmax") or mean +- std (band="std") shaded; `smooth` is a moving-average window applied per seed."""
     for i, variant in enumerate(variants or exp.variants):
@@ -333,13 +429,27 @@ def plot_curves(ax, exp: Experiment, variants: list[str] | None = None, key: str
             else:
                 lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
         color = (colors or {}).get(variant, f"C{i % 10}")
-        ax.plot(steps, mean, color=color, lw=1.3, marker="o" if val else None, ms=3,
-                label=f"{(labels or {}).get(variant, variant)} (n={values.shape[0]})")
+        ax.plot(
+            steps,
+            mean,
+            color=color,
+            lw=1.3,
+            marker="o" if val else None,
+            ms=3,
+            label=f"{(labels or {}).get(variant, variant)} (n={values.shape[0]})",
+        )
         ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
 
 
-def plot_finals(ax, exp: Experiment, variants: list[str] | None = None, key: str = "val_loss", *,
-                colors: dict | None = None, labels: dict | None = None) -> None:
+def plot_finals(
+    ax,
+    exp: Experiment,
+    variants: list[str] | None = None,
+    key: str = "val_loss",
+    *,
+    colors: dict | None = None,
+    labels: dict | None = None,
+) -> None:
     """One row per variant: each seed's final `key` (a finals() entry) as a dot, the mean +- std (ddof=1) as a
     diamond with error bar; stopped runs are left out and counted in the label."""
     variants = variants or exp.variants
@@ -349,8 +459,16 @@ def plot_finals(ax, exp: Experiment, variants: list[str] | None = None, key: str
         color = (colors or {}).get(variant, f"C{i % 10}")
         ax.scatter(kept, np.full(len(kept), i), s=14, color=color, alpha=0.55, zorder=3)
         if len(kept):
-            ax.errorbar(kept.mean(), i, xerr=kept.std(ddof=1) if len(kept) > 1 else 0, fmt="D", ms=5, capsize=3,
-                        color=color, zorder=4)
+            ax.errorbar(
+                kept.mean(),
+                i,
+                xerr=kept.std(ddof=1) if len(kept) > 1 else 0,
+                fmt="D",
+                ms=5,
+                capsize=3,
+                color=color,
+                zorder=4,
+            )
     names = [(labels or {}).get(v, v) for v in variants]
     stopped = [len(exp.seeds) - int(np.isfinite(exp.finals(v)[key]).sum()) for v in variants]
     ticks = [n + (f" ({k} stopped)" if k else "") for n, k in zip(names, stopped, strict=True)]

@@ -33,11 +33,22 @@ def export(cfg: ModelConfig, params, tokenizer, out_dir: str | Path) -> Path:
     # Text that contains "</s>" is data, as in zoo's own tokenizers: split_special_tokens.
     hf_tokenizer.encode_special_tokens = True
     hf_tokenizer.save(str(out / "tokenizer.json"))
-    names = {"eos_token": hf_tokenizer.id_to_token(tokenizer.eos_id),
-             "pad_token": hf_tokenizer.id_to_token(tokenizer.pad_id)}
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "split_special_tokens": True,
-         "model_max_length": cfg.max_seq_len, **names}, indent=2) + "\n")
+    names = {
+        "eos_token": hf_tokenizer.id_to_token(tokenizer.eos_id),
+        "pad_token": hf_tokenizer.id_to_token(tokenizer.pad_id),
+    }
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "split_special_tokens": True,
+                "model_max_length": cfg.max_seq_len,
+                **names,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return out
 
 

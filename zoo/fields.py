@@ -82,8 +82,9 @@ class Replaceable:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values: tuples become lists."""
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v)
-                for name in field_names(type(self))}
+        return {
+            name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in field_names(type(self))
+        }
 
 
 def value_origins(message: str, section: str, sources: list[tuple[dict, str]]) -> str:
@@ -108,9 +109,15 @@ def field_docs(cls: type) -> dict[str, str]:
 def _field_docs(cls: type) -> dict[str, str]:
     class_def = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
     assert isinstance(class_def, ast.ClassDef), class_def
-    return {node.target.id: " ".join(nxt.value.value.split()) for node, nxt in itertools.pairwise(class_def.body)
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)}
+    return {
+        node.target.id: " ".join(nxt.value.value.split())
+        for node, nxt in itertools.pairwise(class_def.body)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(nxt, ast.Expr)
+        and isinstance(nxt.value, ast.Constant)
+        and isinstance(nxt.value.value, str)
+    }
 
 
 # --------------------------------------------------------------------------------------------- values
@@ -121,11 +128,14 @@ class YamlLoader(yaml.SafeLoader):
 
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+][0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
+                    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 

@@ -51,8 +51,9 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
 def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
     """Sum over layers of the keys each query is scored against (a local layer sees at most its window)."""
     window = cfg.sliding_window_size or queries_see  # None: no local layer
-    return sum(min(queries_see, window) if kind.startswith("local") else queries_see
-               for kind in cfg.layer_kinds(num_layers))
+    return sum(
+        min(queries_see, window) if kind.startswith("local") else queries_see for kind in cfg.layer_kinds(num_layers)
+    )
 
 
 def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len: int | None = None) -> float:
@@ -80,7 +81,13 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len:
     else:
         s, t = seq_len, decoder_len or seq_len
         per_seq = 6 * ((n["encoder"] + n["cross_kv"]) * s + (n["decoder"] + n["head"]) * t)
-        per_seq += 12 * d_attn * (s * _attended(cfg, cfg.num_layers, s)
-                                  + t * _attended(cfg, cfg.num_decoder_layers, t)
-                                  + t * cfg.num_decoder_layers * s)
+        per_seq += (
+            12
+            * d_attn
+            * (
+                s * _attended(cfg, cfg.num_layers, s)
+                + t * _attended(cfg, cfg.num_decoder_layers, t)
+                + t * cfg.num_decoder_layers * s
+            )
+        )
     return float(per_seq) * batch_size

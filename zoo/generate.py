@@ -56,9 +56,21 @@ class Sampling:
             raise ValueError(f"stop_tokens must be in [0, vocab_size={cfg.vocab_size}), got {bad}")
 
 
-def generate(model, params, prompt, max_new_tokens: int, *, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, rng=None, encoder_tokens=None, encoder_mask=None,
-             stop_tokens: Sequence[int] = (), mesh=None):
+def generate(
+    model,
+    params,
+    prompt,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    rng=None,
+    encoder_tokens=None,
+    encoder_mask=None,
+    stop_tokens: Sequence[int] = (),
+    mesh=None,
+):
     """Continue each prompt by `max_new_tokens` tokens.
 
     prompt: int [B, T] (returns int32 [B, T + max_new_tokens]) or a list of 1-D token sequences of any
@@ -66,24 +78,50 @@ def generate(model, params, prompt, max_new_tokens: int, *, temperature: float =
     models: `encoder_tokens` (int [B, S] with optional `encoder_mask`, or a list of 1-D sequences) are the
     input and `prompt` is the decoder prefix (e.g. [[0]], T5's start token).
     """
-    batch, programs = _setup(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask,
-                             Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)), mesh)
+    batch, programs = _setup(
+        model.cfg,
+        prompt,
+        max_new_tokens,
+        encoder_tokens,
+        encoder_mask,
+        Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)),
+        mesh,
+    )
     if programs is None:
         return batch.results(np.zeros((batch.rows, 0), np.int32), prompt)
     rng = jax.random.key(0) if rng is None else rng
-    params = _place(params, model.cfg, mesh)   # outside the mesh context: unboxing there would constrain
+    params = _place(params, model.cfg, mesh)  # outside the mesh context: unboxing there would constrain
     with _context(mesh):
         new = programs.run(params, *batch.device_inputs(mesh), rng, jnp.int32(max_new_tokens))
-    return batch.results(np.asarray(new)[:batch.rows, :max_new_tokens], prompt)
+    return batch.results(np.asarray(new)[: batch.rows, :max_new_tokens], prompt)
 
 
-def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: float = 0.0,
-                    top_k: int | None = None, top_p: float | None = None, rng=None, encoder_tokens=None,
-                    encoder_mask=None, stop_tokens: Sequence[int] = (), mesh=None) -> Iterator[np.ndarray]:
+def generate_stream(
+    model,
+    params,
+    prompt,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    rng=None,
+    encoder_tokens=None,
+    encoder_mask=None,
+    stop_tokens: Sequence[int] = (),
+    mesh=None,
+) -> Iterator[np.ndarray]:
     """`generate`, one step at a time: yields int32 [B] (one new token per prompt) as soon as it is
     sampled, and stops early once every row has stopped. Same arguments, same tokens."""
-    batch, programs = _setup(model.cfg, prompt, max_new_tokens, encoder_tokens, encoder_mask,
-                             Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)), mesh)
+    batch, programs = _setup(
+        model.cfg,
+        prompt,
+        max_new_tokens,
+        encoder_tokens,
+        encoder_mask,
+        Sampling(float(temperature), top_k, top_p, tuple(int(t) for t in stop_tokens)),
+        mesh,
+    )
     if programs is None:
         return
     rng = jax.random.key(0) if rng is None else rng
@@ -95,8 +133,8 @@ def generate_stream(model, params, prompt, max_new_tokens: int, *, temperature: 
             if i:
                 carry = programs.step(params, carry)
             token, done = np.asarray(carry[1]), np.asarray(carry[4])
-            yield token[:batch.rows]
-            if done[:batch.rows].all():
+            yield token[: batch.rows]
+            if done[: batch.rows].all():
                 return
 
 
@@ -120,8 +158,9 @@ def _rows(name: str, value) -> list[np.ndarray]:
     if isinstance(value, (list, tuple)):
         rows = [np.asarray(r) for r in value]
         if not rows or any(r.ndim != 1 for r in rows):
-            raise ValueError(f"{name}: a list of prompts must hold 1-D token sequences, got shapes "
-                             f"{[r.shape for r in rows]}")
+            raise ValueError(
+                f"{name}: a list of prompts must hold 1-D token sequences, got shapes {[r.shape for r in rows]}"
+            )
     else:
         array = np.asarray(value)
         if array.ndim != 2:
@@ -150,8 +189,8 @@ def _pad(rows: list[np.ndarray], length: int, batch: int, *, left: bool):
 class _Batch:
     rows: int
     lengths: tuple[int, ...]
-    tokens: np.ndarray            # [batch bucket, prompt bucket], left-padded
-    positions: np.ndarray         # same shape, -1 on padding
+    tokens: np.ndarray  # [batch bucket, prompt bucket], left-padded
+    positions: np.ndarray  # same shape, -1 on padding
     encoder_tokens: np.ndarray | None
     encoder_mask: np.ndarray | None
     decode_len: int
@@ -168,7 +207,9 @@ class _Batch:
 
     def results(self, new: np.ndarray, prompt):
         """The caller's form: an array [B, T + N] for an array prompt, else a list of 1-D arrays."""
-        rows = [np.concatenate([self.tokens[i, self.tokens.shape[1] - n:], new[i]]) for i, n in enumerate(self.lengths)]
+        rows = [
+            np.concatenate([self.tokens[i, self.tokens.shape[1] - n :], new[i]]) for i, n in enumerate(self.lengths)
+        ]
         return rows if isinstance(prompt, (list, tuple)) else jnp.asarray(np.stack(rows))
 
 
@@ -192,23 +233,24 @@ def _prepare(cfg: ModelConfig, prompt, max_new_tokens: int, encoder_tokens, enco
             raise ValueError(f"{len(enc_rows)} encoder inputs for {len(rows)} prompts")
         if encoder_mask is not None:  # an array input's own padding: keep only the rows' valid prefixes
             mask = np.asarray(encoder_mask, bool)
-            enc_rows = [r[:int(m.sum())] for r, m in zip(enc_rows, mask, strict=True)]
+            enc_rows = [r[: int(m.sum())] for r, m in zip(enc_rows, mask, strict=True)]
         longest_enc = max(len(r) for r in enc_rows)
         check_tokens(cfg, jnp.asarray(np.concatenate(enc_rows))[None], decode_len=longest_enc)
         enc_length = min(_bucket(longest_enc), cfg.max_seq_len)
         enc_tokens, enc_positions = _pad(enc_rows, enc_length, batch, left=False)
         enc_mask = enc_positions >= 0
-    return _Batch(len(rows), tuple(len(r) for r in rows), tokens, positions, enc_tokens, enc_mask,
-                  length + new_bucket, new_bucket)
+    return _Batch(
+        len(rows), tuple(len(r) for r in rows), tokens, positions, enc_tokens, enc_mask, length + new_bucket, new_bucket
+    )
 
 
 # ------------------------------------------------------------------------------------------ the programs
 @dataclasses.dataclass(frozen=True)
 class _Programs:
     unrolled: Callable  # params -> the unrolled layout that prefill and step read
-    prefill: Callable   # (unrolled params, tokens, positions, enc, enc_mask, rng) -> carry
-    step: Callable      # (unrolled params, carry) -> carry
-    run: Callable       # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
+    prefill: Callable  # (unrolled params, tokens, positions, enc, enc_mask, rng) -> carry
+    step: Callable  # (unrolled params, carry) -> carry
+    run: Callable  # (params, tokens, positions, enc, enc_mask, rng, max_new) -> new tokens [B, new_bucket]
 
 
 @functools.lru_cache(maxsize=32)
@@ -226,14 +268,20 @@ def _programs(cfg: ModelConfig, decode_len: int, new_bucket: int, sampling: Samp
 
     def forward(variables, tokens, positions, encoder_tokens=None, encoder_mask=None):
         if cfg.is_encoder_decoder:
-            return model.apply(variables, encoder_tokens, tokens, encoder_mask=encoder_mask,
-                               decoder_positions=positions, mutable=["cache"])
+            return model.apply(
+                variables,
+                encoder_tokens,
+                tokens,
+                encoder_mask=encoder_mask,
+                decoder_positions=positions,
+                mutable=["cache"],
+            )
         return model.apply(variables, tokens, positions=positions, mutable=["cache"])
 
     def pick(logits, rng, done, previous):
         rng, key = jax.random.split(rng)
         token = sample(logits, key, sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
-        token = jnp.where(done, previous, token)   # a stopped row repeats its stop token
+        token = jnp.where(done, previous, token)  # a stopped row repeats its stop token
         return token, rng, done | jnp.isin(token, stops)
 
     def prefill(params, tokens, positions, encoder_tokens, encoder_mask, rng):

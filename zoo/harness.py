@@ -63,19 +63,21 @@ class ZooLM(LM):
         """tokens int [B, L] -> (log p of each next token [B, L-1], whether it is the argmax [B, L-1])."""
         logits = self.model.apply({"params": params}, tokens[:, :-1]).astype(jnp.float32)
         targets = tokens[:, 1:]
-        return (-token_nll(logits, targets),
-                jnp.take_along_axis(logits, targets[..., None], -1)[..., 0] >= logits.max(-1))
+        return (
+            -token_nll(logits, targets),
+            jnp.take_along_axis(logits, targets[..., None], -1)[..., 0] >= logits.max(-1),
+        )
 
     def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """(context ids, continuation ids) -> (sum of the continuation's log-probs, all greedy)."""
         out = []
         for i in range(0, len(pairs), self.batch_size):
-            chunk = pairs[i:i + self.batch_size]
-            rows = [(ctx + cont)[-(self.max_length + 1):] for ctx, cont in chunk]
+            chunk = pairs[i : i + self.batch_size]
+            rows = [(ctx + cont)[-(self.max_length + 1) :] for ctx, cont in chunk]
             length = min(max(2, 1 << (max(map(len, rows)) - 1).bit_length()), self.max_length + 1)
             tokens = np.zeros((self.batch_size, length), np.int32)  # right padding: earlier positions unaffected
             for j, row in enumerate(rows):
-                tokens[j, :len(row)] = row
+                tokens[j, : len(row)] = row
             logp, greedy = map(np.asarray, self._score(self.params, jnp.asarray(tokens)))
             for j, ((_, cont), row) in enumerate(zip(chunk, rows, strict=True)):
                 span = slice(len(row) - 1 - len(cont), len(row) - 1)  # predictions of the continuation tokens
@@ -89,16 +91,22 @@ class ZooLM(LM):
             whole = self.tokenizer.encode(context + continuation)
             ctx = self.tokenizer.encode(context)
             # Encode together (a BPE merge may cross the boundary); an empty context starts from EOS.
-            cont = whole[len(ctx):] if whole[:len(ctx)] == ctx else self.tokenizer.encode(continuation)
+            cont = whole[len(ctx) :] if whole[: len(ctx)] == ctx else self.tokenizer.encode(continuation)
             pairs.append(([self.tokenizer.eos_id] + ctx, cont))
         return self._score_pairs(pairs)
 
     def loglikelihood_rolling(self, requests) -> list[float]:
         out = []
         for request in requests:
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                self.tokenizer.encode(request.args[0]), prefix_token=self.tokenizer.eos_id,
-                max_seq_len=self.max_length, context_len=1)]
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    self.tokenizer.encode(request.args[0]),
+                    prefix_token=self.tokenizer.eos_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
             out.append(sum(score for score, _ in self._score_pairs([(list(c), list(t)) for c, t in windows])))
         return out
 
@@ -108,12 +116,15 @@ class ZooLM(LM):
             context, kwargs = request.args
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else until
-            ids = ([self.tokenizer.eos_id] + self.tokenizer.encode(context))[-(self.max_length - 1):]
+            ids = ([self.tokenizer.eos_id] + self.tokenizer.encode(context))[-(self.max_length - 1) :]
             new = min(int(kwargs.get("max_gen_toks", 64)), self.max_length - len(ids))
-            tokens = np.asarray(generate(self.model, self.params, np.asarray([ids], np.int32), new,
-                                         stop_tokens=(self.tokenizer.eos_id,)))[0, len(ids):].tolist()
+            tokens = np.asarray(
+                generate(
+                    self.model, self.params, np.asarray([ids], np.int32), new, stop_tokens=(self.tokenizer.eos_id,)
+                )
+            )[0, len(ids) :].tolist()
             if self.tokenizer.eos_id in tokens:
-                tokens = tokens[:tokens.index(self.tokenizer.eos_id)]
+                tokens = tokens[: tokens.index(self.tokenizer.eos_id)]
             text = self.tokenizer.decode(tokens)
             cut = min((text.index(s) for s in until if s in text), default=len(text))
             out.append(text[:cut])

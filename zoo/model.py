@@ -34,10 +34,24 @@ class Cycle(nn.Module):
     @nn.compact
     def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask, segment_ids):
         for j, kind in enumerate(self.cfg.attention_pattern):
-            block = Block(self.cfg, kind=kind, causal=self.causal, has_cross=self.has_cross,
-                          decode_len=self.decode_len, deterministic=self.deterministic, name=f"block_{j}")
-            x = block(x, positions, cache_index=cache_index, rel_table=rel_table, encoded=encoded,
-                      encoder_mask=encoder_mask, segment_ids=segment_ids)
+            block = Block(
+                self.cfg,
+                kind=kind,
+                causal=self.causal,
+                has_cross=self.has_cross,
+                decode_len=self.decode_len,
+                deterministic=self.deterministic,
+                name=f"block_{j}",
+            )
+            x = block(
+                x,
+                positions,
+                cache_index=cache_index,
+                rel_table=rel_table,
+                encoded=encoded,
+                encoder_mask=encoder_mask,
+                segment_ids=segment_ids,
+            )
         return x, None
 
 
@@ -69,14 +83,24 @@ class Stack(nn.Module):
         args = (positions, cache_index, rel_table, encoded, encoder_mask, segment_ids)
 
         def make(cls, name):
-            return cls(cfg, causal=self.causal, has_cross=self.has_cross, decode_len=self.decode_len,
-                       deterministic=self.deterministic, name=name)
+            return cls(
+                cfg,
+                causal=self.causal,
+                has_cross=self.has_cross,
+                decode_len=self.decode_len,
+                deterministic=self.deterministic,
+                name=name,
+            )
 
         if cfg.scan_layers:
-            scanned = nn.scan(cycle, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
-                              split_rngs={"params": True, "dropout": True},
-                              in_axes=(nn.broadcast,) * len(args), length=num_cycles,
-                              metadata_params={nn.PARTITION_NAME: "layers"})
+            scanned = nn.scan(
+                cycle,
+                variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast,) * len(args),
+                length=num_cycles,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
             x, _ = make(scanned, "cycles")(x, *args)
         else:
             for i in range(num_cycles):
@@ -88,9 +112,13 @@ class Stack(nn.Module):
 
 def _embedding(cfg: ModelConfig, *, rows: int, axis: str, role: str, features: int | None = None) -> nn.Embed:
     """A [rows, features (default d_model)] lookup table whose dims carry the logical names (axis, "embed")."""
-    return nn.Embed(num_embeddings=rows, features=features or cfg.d_model, dtype=dtype_of(cfg.dtype),
-                    param_dtype=dtype_of(cfg.param_dtype),
-                    embedding_init=nn.with_logical_partitioning(initializer(cfg, role), (axis, "embed")))
+    return nn.Embed(
+        num_embeddings=rows,
+        features=features or cfg.d_model,
+        dtype=dtype_of(cfg.dtype),
+        param_dtype=dtype_of(cfg.param_dtype),
+        embedding_init=nn.with_logical_partitioning(initializer(cfg, role), (axis, "embed")),
+    )
 
 
 class _Transformer(nn.Module):
@@ -107,16 +135,19 @@ class _Transformer(nn.Module):
         self.token_embed = _embedding(cfg, rows=cfg.vocab_size, axis="vocab", role="embed", features=cfg.embedding_dim)
         if cfg.embedding_dim != cfg.d_model:  # OPT-350m: a narrower embedding, mapped to and from the stream
             self.project_in = dense(cfg, features=cfg.d_model, axes=(None, "embed"), role="mlp_in", use_bias=False)
-            self.project_out = dense(cfg, features=cfg.embedding_dim, axes=("embed", None), role="mlp_in",
-                                     use_bias=False)
+            self.project_out = dense(
+                cfg, features=cfg.embedding_dim, axes=("embed", None), role="mlp_in", use_bias=False
+            )
         if cfg.embedding_norm:
             self.embed_norm = Norm(cfg)
         if cfg.position_embedding == "learned":
-            self.position_embed = _embedding(cfg, rows=cfg.max_seq_len + cfg.position_offset, axis="positions",
-                                             role="position")
+            self.position_embed = _embedding(
+                cfg, rows=cfg.max_seq_len + cfg.position_offset, axis="positions", role="position"
+            )
         if not cfg.tie_word_embeddings:
-            self.lm_head = dense(cfg, features=cfg.vocab_size, axes=("embed", "vocab"), role="lm_head",
-                                 use_bias=cfg.lm_head_bias)
+            self.lm_head = dense(
+                cfg, features=cfg.vocab_size, axes=("embed", "vocab"), role="lm_head", use_bias=cfg.lm_head_bias
+            )
         self.embed_dropout = nn.Dropout(cfg.embedding_dropout)
         if self.decode_len is not None:
             self.cache_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
@@ -127,8 +158,14 @@ class _Transformer(nn.Module):
         return not self.has_rng("dropout")
 
     def _stack(self, num_layers, *, causal, has_cross=False):
-        return Stack(self.cfg, num_layers=num_layers, causal=causal, has_cross=has_cross,
-                     decode_len=self.decode_len, deterministic=self.deterministic)
+        return Stack(
+            self.cfg,
+            num_layers=num_layers,
+            causal=causal,
+            has_cross=has_cross,
+            decode_len=self.decode_len,
+            deterministic=self.deterministic,
+        )
 
     def _positions(self, tokens, positions=None):
         """Positions of `tokens` ([B, T] as given, else [1, T]: 0..T-1 after what the cache holds) and the
@@ -153,7 +190,7 @@ class _Transformer(nn.Module):
         if cfg.embedding_dim != cfg.d_model:
             x = self.project_in(x)
         if cfg.scale_embeddings:
-            x = x * jnp.asarray(cfg.d_model ** 0.5, x.dtype)
+            x = x * jnp.asarray(cfg.d_model**0.5, x.dtype)
         if cfg.position_embedding == "learned":
             # Padding (-1) reads row 0 (or the offset's rows): its output is never attended to or used.
             x = x + self.position_embed(jnp.maximum(positions, 0) + cfg.position_offset)
@@ -170,7 +207,7 @@ class _Transformer(nn.Module):
         if cfg.embedding_dim != cfg.d_model:
             x = self.project_out(x)
         if cfg.scale_logits_by_inv_sqrt_d_model:
-            x = x * jnp.asarray(cfg.d_model ** -0.5, x.dtype)
+            x = x * jnp.asarray(cfg.d_model**-0.5, x.dtype)
         logits = self.token_embed.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
         logits = logits.astype(jnp.float32)
         if cfg.logits_scale is not None:
@@ -244,13 +281,16 @@ def check_tokens(cfg: ModelConfig, tokens, *, decode_len=None) -> None:
         raise ValueError(f"tokens must be integers, got {tokens.dtype}")
     length = decode_len if decode_len is not None else tokens.shape[1]
     if length > cfg.max_seq_len:
-        raise ValueError(f"sequence length {length} exceeds ModelConfig.max_seq_len={cfg.max_seq_len} "
-                         f"(position_embedding={cfg.position_embedding!r})")
+        raise ValueError(
+            f"sequence length {length} exceeds ModelConfig.max_seq_len={cfg.max_seq_len} "
+            f"(position_embedding={cfg.position_embedding!r})"
+        )
     if not isinstance(tokens, jax.core.Tracer):
         values = np.asarray(tokens)
         if values.size and (values.min() < 0 or values.max() >= cfg.vocab_size):
-            raise ValueError(f"token ids must be in [0, vocab_size={cfg.vocab_size}); got min {values.min()}, "
-                             f"max {values.max()}")
+            raise ValueError(
+                f"token ids must be in [0, vocab_size={cfg.vocab_size}); got min {values.min()}, max {values.max()}"
+            )
 
 
 def build(cfg: ModelConfig) -> nn.Module:
@@ -295,6 +335,7 @@ def path_names(path) -> tuple[str, ...]:
 
 def stack_layers(params):
     """Convert unrolled params (`cycle_0`, `cycle_1`, ...) to the scanned layout (`cycles`, leading axis)."""
+
     def convert(tree):
         if not isinstance(tree, dict):
             return tree
@@ -303,11 +344,13 @@ def stack_layers(params):
         if names:
             out["cycles"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tree[k] for k in names])
         return out
+
     return convert(params)
 
 
 def unstack_layers(params):
     """Convert scanned params (`cycles` with a leading axis) to the unrolled layout (`cycle_i`)."""
+
     def convert(tree):
         if not isinstance(tree, dict):
             return tree
@@ -317,4 +360,5 @@ def unstack_layers(params):
             for i in range(n):
                 out[f"cycle_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], tree["cycles"])
         return out
+
     return convert(params)

@@ -68,8 +68,9 @@ def _check(section: str, values: dict, where: str) -> dict:
 def _check_keys(mapping: dict, allowed: tuple[str, ...], where: str, what: str = "key") -> None:
     for key in mapping:
         if key not in allowed:
-            raise ValueError(f"{where}: unknown {what} {key!r}; allowed: {', '.join(allowed)}."
-                             f"{suggest(str(key), allowed)}")
+            raise ValueError(
+                f"{where}: unknown {what} {key!r}; allowed: {', '.join(allowed)}.{suggest(str(key), allowed)}"
+            )
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -140,8 +141,12 @@ def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping with keys {', '.join(_TOP_KEYS)}")
         _check_keys(data, _TOP_KEYS, where, "top-level key")
-        families[family] = _Family(family, where, _check("model", data.get("defaults") or {}, f"{where}: defaults"),
-                                   _check("train", data.get("train") or {}, f"{where}: train"))
+        families[family] = _Family(
+            family,
+            where,
+            _check("model", data.get("defaults") or {}, f"{where}: defaults"),
+            _check("train", data.get("train") or {}, f"{where}: train"),
+        )
         for name, entry in (data.get("presets") or {}).items():
             pwhere = f"{where}: preset {name!r}"
             entry = entry or {}
@@ -150,22 +155,30 @@ def _registry() -> tuple[dict[str, _Family], dict[str, _Preset]]:
             _check_keys(entry, _PRESET_KEYS, pwhere)
             if name in presets:
                 raise ValueError(f"{pwhere}: preset name already defined in {presets[name].file}")
-            presets[name] = _Preset(name, family, where, entry.get("inherits"),
-                                    _check("model", entry.get("model") or {}, pwhere),
-                                    _check("train", entry.get("train") or {}, pwhere),
-                                    _published(entry.get("published"), f"{pwhere}: published"))
+            presets[name] = _Preset(
+                name,
+                family,
+                where,
+                entry.get("inherits"),
+                _check("model", entry.get("model") or {}, pwhere),
+                _check("train", entry.get("train") or {}, pwhere),
+                _published(entry.get("published"), f"{pwhere}: published"),
+            )
     for p in presets.values():
         if p.inherits is not None and p.inherits not in presets:
-            raise ValueError(f"{p.file}: preset {p.name!r} inherits unknown preset {p.inherits!r}."
-                             f"{suggest(str(p.inherits), presets)}")
+            raise ValueError(
+                f"{p.file}: preset {p.name!r} inherits unknown preset {p.inherits!r}."
+                f"{suggest(str(p.inherits), presets)}"
+            )
     return families, presets
 
 
 def _lookup(name: str) -> _Preset:
     _, presets = _registry()
     if name not in presets:
-        raise ValueError(f"unknown preset {name!r}.{suggest(name, presets)} "
-                         f"(zoo.presets.list_presets() lists all {len(presets)})")
+        raise ValueError(
+            f"unknown preset {name!r}.{suggest(name, presets)} (zoo.presets.list_presets() lists all {len(presets)})"
+        )
     return presets[name]
 
 
@@ -233,8 +246,11 @@ def build_section(name: str, section: str, overrides: dict, source: str):
     except (ValueError, TypeError) as e:
         if not value_origins(str(e), section, [(given, "")]):  # the preset alone is invalid
             raise ValueError(f"{preset.file}: preset {name!r}: {e}") from e
-        sources = [(given, f"from {source}"), (base, f"from {preset.file} preset {name!r}"),
-                   (defaults(SECTIONS[section]), "by default")]
+        sources = [
+            (given, f"from {source}"),
+            (base, f"from {preset.file} preset {name!r}"),
+            (defaults(SECTIONS[section]), "by default"),
+        ]
         origins = value_origins(str(e), section, sources)
         raise ValueError(f"{e} ({origins})") from e
 

@@ -136,15 +136,23 @@ def _validate(c: TrainConfig) -> None:
     if c.schedule == "wsd" and not 0.0 < c.wsd_decay_fraction <= 1.0:
         fail(c, "wsd_decay_fraction", f"must be in (0, 1], got {c.wsd_decay_fraction}")
     if c.schedule == "wsd" and c.warmup_steps + round(c.wsd_decay_fraction * c.total_steps) > c.total_steps:
-        fail(c, "wsd_decay_fraction", f"warmup_steps={c.warmup_steps} plus the decay's "
-                                    f"{round(c.wsd_decay_fraction * c.total_steps)} steps exceed "
-                                    f"total_steps={c.total_steps}")
+        fail(
+            c,
+            "wsd_decay_fraction",
+            f"warmup_steps={c.warmup_steps} plus the decay's "
+            f"{round(c.wsd_decay_fraction * c.total_steps)} steps exceed "
+            f"total_steps={c.total_steps}",
+        )
 
     # Each optimizer's own knobs must be set; the other's may be null (zoo.applicability refuses other values).
     adam = c.optimizer in ("adam", "adamw")
     if c.beta1 is None and adam:
-        fail(c, "beta1", f"null (no momentum) is only for adafactor; optimizer {c.optimizer!r} needs a value in "
-                          "[0, 1) (0.0: no momentum)")
+        fail(
+            c,
+            "beta1",
+            f"null (no momentum) is only for adafactor; optimizer {c.optimizer!r} needs a value in "
+            "[0, 1) (0.0: no momentum)",
+        )
     if c.beta1 is not None and not 0.0 <= c.beta1 < 1.0:
         fail(c, "beta1", f"must be in [0, 1) or null, got {c.beta1}")
     if (c.beta2 is None and adam) or (c.beta2 is not None and not 0.0 <= c.beta2 < 1.0):
@@ -161,8 +169,12 @@ def _validate(c: TrainConfig) -> None:
     if c.weight_decay < 0:
         fail(c, "weight_decay", f"must be >= 0, got {c.weight_decay}")
     if c.optimizer == "adam" and c.weight_decay > 0:
-        fail(c, "weight_decay", f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
-                              "use optimizer: adamw for decoupled decay, or set weight_decay: 0")
+        fail(
+            c,
+            "weight_decay",
+            f"optimizer 'adam' has no weight decay, got {c.weight_decay}; "
+            "use optimizer: adamw for decoupled decay, or set weight_decay: 0",
+        )
     if c.weight_decay_lr_power is not None and not c.weight_decay_lr_power > 0:
         fail(c, "weight_decay_lr_power", f"must be > 0 or null, got {c.weight_decay_lr_power}")
 

@@ -21,7 +21,7 @@ def semantics(cfg: ModelConfig) -> dict[str, Any]:
     scan_layers, param_dtype) and training-only fields (TRAINING_FIELDS)."""
     skip = {*RUNTIME_FIELDS, *TRAINING_FIELDS, "scan_layers", "param_dtype", *unused_fields(cfg)}
     values = {k: v for k, v in cfg.to_dict().items() if k not in skip}
-    values["query_scale"] = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
+    values["query_scale"] = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
     values["attention_pattern"] = cfg.layer_kinds()
     if "rope_local_theta" in values:
         values["rope_local_theta"] = cfg.rope_local_theta or cfg.rope_theta

@@ -42,7 +42,7 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("kv_heads", "tensor"),
     ("embed", "fsdp"),
     ("head_dim", None),
-    ("layers", None),      # the scan axis: every device holds its slice of every layer
+    ("layers", None),  # the scan axis: every device holds its slice of every layer
     ("length", None),
     ("relpos_buckets", None),
     ("positions", None),
@@ -59,8 +59,7 @@ def check_mesh_sizes(sizes: dict[str, int]) -> None:
         raise ValueError(f"mesh axes {free} are all -1; at most one axis may take the rest")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ("data", "fsdp", "tensor") mesh over `devices` (default: all). One size may be -1: the rest."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
@@ -70,12 +69,15 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
     shown = ", ".join(f"{a}={s}" for a, s in sizes.items())
     if free:
         if len(devices) % fixed:
-            raise ValueError(f"mesh axis {free[0]!r} = -1 cannot take the rest: the other axes' product "
-                             f"{fixed} ({shown}) does not divide the {len(devices)} devices")
+            raise ValueError(
+                f"mesh axis {free[0]!r} = -1 cannot take the rest: the other axes' product "
+                f"{fixed} ({shown}) does not divide the {len(devices)} devices"
+            )
         sizes[free[0]] = len(devices) // fixed
     elif fixed != len(devices):
-        raise ValueError(f"mesh {shown} needs {fixed} devices but there are {len(devices)}; "
-                         f"set one axis to -1 or pass devices=")
+        raise ValueError(
+            f"mesh {shown} needs {fixed} devices but there are {len(devices)}; set one axis to -1 or pass devices="
+        )
     shape = tuple(sizes[a] for a in MESH_AXES)
     # Auto axes: the compiler propagates shardings from the constraints we give it (flax's logical
     # constraints), instead of jax's explicit-sharding mode that jax.make_mesh now defaults to.
@@ -110,8 +112,12 @@ def param_shardings(abstract_params, mesh: Mesh, rules=LOGICAL_RULES):
     boxes, e.g. ``jax.eval_shape(model.init, ...)``. Unboxed leaves are replicated."""
     specs = nn.get_partition_spec(abstract_params)
     shapes = nn.meta.unbox(abstract_params)
-    return jax.tree.map(lambda spec, leaf: logical_to_sharding(spec, np.shape(leaf), mesh, rules),
-                        specs, shapes, is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(
+        lambda spec, leaf: logical_to_sharding(spec, np.shape(leaf), mesh, rules),
+        specs,
+        shapes,
+        is_leaf=lambda x: isinstance(x, P),
+    )
 
 
 def data_parallelism(mesh: Mesh) -> int:
@@ -123,8 +129,10 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """Raise unless every device gets the same number of whole sequences."""
     ways = data_parallelism(mesh)
     if batch_size % ways:
-        raise ValueError(f"batch size {batch_size} is not divisible by data * fsdp = "
-                         f"{mesh.shape['data']} * {mesh.shape['fsdp']} = {ways}")
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by data * fsdp = "
+            f"{mesh.shape['data']} * {mesh.shape['fsdp']} = {ways}"
+        )
 
 
 def batch_sharding(mesh: Mesh, batch_size: int | None = None) -> NamedSharding:

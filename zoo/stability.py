@@ -45,11 +45,18 @@ def _stats_program(cfg):
     def stats(params, tokens):
         logits, state = model.apply({"params": params}, tokens, mutable=["intermediates"])
         log_z = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
-        sown = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
-                if any(getattr(p, "key", None) == "max_logit" for p in path)]
+        sown = [
+            leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
+            if any(getattr(p, "key", None) == "max_logit" for p in path)
+        ]
         attn = jnp.max(jnp.stack([jnp.max(x) for x in sown])) if sown else jnp.float32(jnp.nan)
-        return {"log_z": log_z.mean(), "log_z_abs_max": jnp.abs(log_z).max(),
-                "max_output_logit": logits.max().astype(jnp.float32), "max_attn_logit": attn}
+        return {
+            "log_z": log_z.mean(),
+            "log_z_abs_max": jnp.abs(log_z).max(),
+            "max_output_logit": logits.max().astype(jnp.float32),
+            "max_attn_logit": attn,
+        }
 
     return stats
 
@@ -73,18 +80,20 @@ class SoftmaxProbe:
     def tokens(self, config) -> np.ndarray:
         """int32 [rows, seq_len]: the first validation rows of a run's Config."""
         seq_len = config.train.seq_len
-        return np.asarray(pack(validation_tokens(config)[:self.rows * seq_len], seq_len))
+        return np.asarray(pack(validation_tokens(config)[: self.rows * seq_len], seq_len))
 
     def __call__(self, run_dir: str | Path) -> list[dict]:
         """One row per checkpoint: step and PROBE_KEYS."""
         config = load_run_config(run_dir)
         tokens = self.tokens(config)
-        return [{"step": step, **softmax_stats(config.model, params, tokens)}
-                for step, params in checkpoint_params(run_dir)]
+        return [
+            {"step": step, **softmax_stats(config.model, params, tokens)} for step, params in checkpoint_params(run_dir)
+        ]
 
 
-def plot_probe(ax, exp, key: str, variants: list[str] | None = None, *, colors: dict | None = None,
-               labels: dict | None = None) -> None:
+def plot_probe(
+    ax, exp, key: str, variants: list[str] | None = None, *, colors: dict | None = None, labels: dict | None = None
+) -> None:
     """Mean over seeds of a probe key per checkpoint for each variant, min-max band over seeds shaded; a stopped
     run contributes until its last good checkpoint."""
     import warnings
@@ -95,6 +104,13 @@ def plot_probe(ax, exp, key: str, variants: list[str] | None = None, *, colors: 
             warnings.simplefilter("ignore", RuntimeWarning)
             mean, lo, hi = np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
         color = (colors or {}).get(variant, f"C{i % 10}")
-        ax.plot(steps, mean, color=color, lw=1.3, marker=".", ms=3,
-                label=f"{(labels or {}).get(variant, variant)} (n={values.shape[0]})")
+        ax.plot(
+            steps,
+            mean,
+            color=color,
+            lw=1.3,
+            marker=".",
+            ms=3,
+            label=f"{(labels or {}).get(variant, variant)} (n={values.shape[0]})",
+        )
         ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)

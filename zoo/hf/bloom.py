@@ -46,6 +46,7 @@ def grouped_qkv(heads: int, kv_heads: int, head_dim: int):
 
         grouped = [first(q).reshape(kv_heads, g, head_dim, *lead), first(k)[:, None], first(v)[:, None]]
         return (xp.concatenate(grouped, axis=1).reshape(-1, *lead),)
+
     return to_zoo, to_hf
 
 
@@ -53,23 +54,31 @@ def fused_attention_rules(cfg: ModelConfig, prefix: str) -> list:
     """`{prefix}.query_key_value` and `{prefix}.dense` (weights, and biases when the config has them)."""
     qkv = ("attention/query", "attention/key", "attention/value")
     codec = grouped_qkv(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
-    rules = [rule(f"{prefix}.query_key_value.weight", [f"{x}/kernel" for x in qkv], codec),
-             rule(f"{prefix}.dense.weight", "attention/out/kernel", linear_in(cfg.num_heads, cfg.head_dim))]
+    rules = [
+        rule(f"{prefix}.query_key_value.weight", [f"{x}/kernel" for x in qkv], codec),
+        rule(f"{prefix}.dense.weight", "attention/out/kernel", linear_in(cfg.num_heads, cfg.head_dim)),
+    ]
     if cfg.attention_bias:
-        rules += [rule(f"{prefix}.query_key_value.bias", [f"{x}/bias" for x in qkv], codec),
-                  rule(f"{prefix}.dense.bias", "attention/out/bias", SAME)]
+        rules += [
+            rule(f"{prefix}.query_key_value.bias", [f"{x}/bias" for x in qkv], codec),
+            rule(f"{prefix}.dense.bias", "attention/out/bias", SAME),
+        ]
     return rules
 
 
 def _weights(cfg: ModelConfig) -> Weights:
     p = "transformer.h.{i}"
-    layer = [*fused_attention_rules(cfg, f"{p}.self_attention"),
-             *norm_rules(f"{p}.input_layernorm", "attn_norm", cfg),
-             *norm_rules(f"{p}.post_attention_layernorm", "mlp_norm", cfg)]
+    layer = [
+        *fused_attention_rules(cfg, f"{p}.self_attention"),
+        *norm_rules(f"{p}.input_layernorm", "attn_norm", cfg),
+        *norm_rules(f"{p}.post_attention_layernorm", "mlp_norm", cfg),
+    ]
     layer += mlp_rules(cfg, f"{p}.mlp", {"wi": "dense_h_to_4h", "wo": "dense_4h_to_h"})
-    top = [*embedding_rules(cfg, "transformer.word_embeddings.weight"),
-           *norm_rules("transformer.word_embeddings_layernorm", "embed_norm", cfg),
-           *norm_rules("transformer.ln_f", "decoder/final_norm", cfg)]
+    top = [
+        *embedding_rules(cfg, "transformer.word_embeddings.weight"),
+        *norm_rules("transformer.word_embeddings_layernorm", "embed_norm", cfg),
+        *norm_rules("transformer.ln_f", "decoder/final_norm", cfg),
+    ]
     return Weights(top, [("decoder", cfg.num_layers, layer)])
 
 
@@ -84,19 +93,48 @@ def _to_hf(cfg: ModelConfig) -> dict:
 
 
 FAMILY = Family(
-    model_type="bloom", hf_class="BloomForCausalLM", prefix="transformer.",
+    model_type="bloom",
+    hf_class="BloomForCausalLM",
+    prefix="transformer.",
     # HF BloomConfig's defaults (toy shapes but bloom's vocabulary). BLOOM has no context field (ALiBi has no
     # table): seq_length, the Megatron-DeepSpeed name of the training context (2048), carries max_seq_len.
-    renames={"vocab_size": ("vocab_size", 250880), "n_layer": ("num_layers", 2), "n_head": ("num_heads", 8),
-             "seq_length": ("max_seq_len", 2048), "layer_norm_epsilon": ("norm_eps", 1e-5),
-             "tie_word_embeddings": ("tie_word_embeddings", True), "hidden_dropout": ("residual_dropout", 0.0),
-             "attention_dropout": ("attention_dropout", 0.0), "initializer_range": ("init_std", 0.02)},
-    fixed={**DECODER, "norm_position": "pre", "norm_type": "layernorm", "norm_use_bias": True,
-           "norm_scale_plus_one": False, "embedding_norm": True, "mlp_activations": ("gelu_tanh",), "mlp_bias": True,
-           "attention_bias": True, "attention_out_bias": None, "position_embedding": "alibi", "qk_norm": "none",
-           "attention_pattern": ("global",), "query_scale": None, "scale_embeddings": False, "logits_scale": None,
-           "attn_logits_soft_cap": None, "final_logits_soft_cap": None, "head_dim": None, "num_kv_heads": None,
-           "embedding_dim": None},
+    renames={
+        "vocab_size": ("vocab_size", 250880),
+        "n_layer": ("num_layers", 2),
+        "n_head": ("num_heads", 8),
+        "seq_length": ("max_seq_len", 2048),
+        "layer_norm_epsilon": ("norm_eps", 1e-5),
+        "tie_word_embeddings": ("tie_word_embeddings", True),
+        "hidden_dropout": ("residual_dropout", 0.0),
+        "attention_dropout": ("attention_dropout", 0.0),
+        "initializer_range": ("init_std", 0.02),
+    },
+    fixed={
+        **DECODER,
+        "norm_position": "pre",
+        "norm_type": "layernorm",
+        "norm_use_bias": True,
+        "norm_scale_plus_one": False,
+        "embedding_norm": True,
+        "mlp_activations": ("gelu_tanh",),
+        "mlp_bias": True,
+        "attention_bias": True,
+        "attention_out_bias": None,
+        "position_embedding": "alibi",
+        "qk_norm": "none",
+        "attention_pattern": ("global",),
+        "query_scale": None,
+        "scale_embeddings": False,
+        "logits_scale": None,
+        "attn_logits_soft_cap": None,
+        "final_logits_soft_cap": None,
+        "head_dim": None,
+        "num_kv_heads": None,
+        "embedding_dim": None,
+    },
     unsupported={"apply_residual_connection_post_layernorm": (False,)},
-    to_zoo=_to_zoo, to_hf=_to_hf, weights=_weights, embedding="transformer.word_embeddings.weight",
+    to_zoo=_to_zoo,
+    to_hf=_to_hf,
+    weights=_weights,
+    embedding="transformer.word_embeddings.weight",
 )

@@ -15,8 +15,7 @@ _LAYER_TYPES = {"sliding_attention": "local", "full_attention": "global_nope"}
 def _to_zoo(hf: HFConfig) -> dict:
     # Cohere2Config's default layout (and 4.x configs' sliding_window_pattern): every pattern-th layer is global.
     pattern = hf.get("sliding_window_pattern", 4)
-    return {**layer_types_to_zoo(hf, _LAYER_TYPES, lambda i: (i + 1) % pattern != 0, 40),
-            **cohere.to_zoo(hf, 10000.0)}
+    return {**layer_types_to_zoo(hf, _LAYER_TYPES, lambda i: (i + 1) % pattern != 0, 40), **cohere.to_zoo(hf, 10000.0)}
 
 
 def _to_hf(cfg: ModelConfig) -> dict:
@@ -24,7 +23,13 @@ def _to_hf(cfg: ModelConfig) -> dict:
 
 
 FAMILY = llama_like_family(
-    {"input_layernorm": "attn_norm"}, model_type="cohere2", hf_class="Cohere2ForCausalLM", presets="cohere",
-    renames=cohere.RENAMES, fixed={k: v for k, v in cohere.FIXED.items() if k != "attention_pattern"},
-    unsupported={}, to_zoo=_to_zoo, to_hf=_to_hf,
+    {"input_layernorm": "attn_norm"},
+    model_type="cohere2",
+    hf_class="Cohere2ForCausalLM",
+    presets="cohere",
+    renames=cohere.RENAMES,
+    fixed={k: v for k, v in cohere.FIXED.items() if k != "attention_pattern"},
+    unsupported={},
+    to_zoo=_to_zoo,
+    to_hf=_to_hf,
 )

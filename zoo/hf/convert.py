@@ -47,8 +47,11 @@ def _check_shapes(cfg: ModelConfig, params: dict, what: str) -> None:
     want = _model_shapes(cfg)
     have = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     if want != have:
-        diffs = sorted(f"{k}: {what} {have.get(k, 'missing')}, model {want.get(k, 'missing')}"
-                       for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        diffs = sorted(
+            f"{k}: {what} {have.get(k, 'missing')}, model {want.get(k, 'missing')}"
+            for k in want.keys() | have.keys()
+            if want.get(k) != have.get(k)
+        )
         raise ValueError(f"{what} do not match the model for this config: " + "; ".join(diffs[:8]))
 
 
@@ -60,8 +63,8 @@ class _Names:
         self.ckpt, self.prefix = ckpt, prefix
 
     def get(self, name: str) -> np.ndarray:
-        if name not in self.ckpt and name.startswith(self.prefix) and name[len(self.prefix):] in self.ckpt:
-            name = name[len(self.prefix):]
+        if name not in self.ckpt and name.startswith(self.prefix) and name[len(self.prefix) :] in self.ckpt:
+            name = name[len(self.prefix) :]
         return self.ckpt.get(name)
 
 
@@ -136,8 +139,10 @@ def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
     params = _read_params(cfg, family.weights(cfg), names)
     unused = [n for n in ckpt.unused() if not any(re.search(p, n) for p in family.ignored)]
     if unused:
-        raise ValueError(f"checkpoint tensors with no place in the zoo {family.model_type} model (an HF feature "
-                         f"the converter does not express?): {', '.join(unused[:10])}")
+        raise ValueError(
+            f"checkpoint tensors with no place in the zoo {family.model_type} model (an HF feature "
+            f"the converter does not express?): {', '.join(unused[:10])}"
+        )
     _check_shapes(cfg, params, "checkpoint tensors")
     return cfg, params
 
@@ -199,8 +204,15 @@ def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> li
     return tensors
 
 
-def save(cfg: ModelConfig, params: dict, out_dir: str | Path, *, family: str | None = None,
-         max_shard_size: int | str = "5GB", extra_config: dict | None = None) -> Path:
+def save(
+    cfg: ModelConfig,
+    params: dict,
+    out_dir: str | Path,
+    *,
+    family: str | None = None,
+    max_shard_size: int | str = "5GB",
+    extra_config: dict | None = None,
+) -> Path:
     """Writes config.json + model.safetensors (sharded with an index above `max_shard_size`) that
     transformers' AutoModelForCausalLM / AutoModelForSeq2SeqLM.from_pretrained reads. `family` (a model_type
     in zoo.hf.FAMILIES: gpt2, t5, llama, ..., phi3) defaults to the first that expresses `cfg` exactly; a

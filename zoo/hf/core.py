@@ -24,6 +24,7 @@ class Rule(NamedTuple):
 
 def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Callable]) -> Rule:
     """A Rule from one name or a list of names per side and a (to_zoo, to_hf) codec."""
+
     def as_tuple(x: str | list[str]) -> tuple[str, ...]:
         return (x,) if isinstance(x, str) else tuple(x)
 
@@ -78,19 +79,24 @@ def embedding_rules(cfg: ModelConfig, embed: str, head: str = "lm_head.weight") 
     return rules
 
 
-def attention_rules(cfg: ModelConfig, prefix: str, zoo: str,
-                    names: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> list[Rule]:
+def attention_rules(
+    cfg: ModelConfig, prefix: str, zoo: str, names: tuple[str, str, str, str] = ("q_proj", "k_proj", "v_proj", "o_proj")
+) -> list[Rule]:
     """Separate q/k/v/o Linears (HF module `names`) <-> the zoo attention at `zoo`, biases if the config has."""
     h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     q, k, v, o = names
-    rules = [rule(f"{prefix}.{q}.weight", f"{zoo}/query/kernel", linear(h, hd)),
-             rule(f"{prefix}.{k}.weight", f"{zoo}/key/kernel", linear(kv, hd)),
-             rule(f"{prefix}.{v}.weight", f"{zoo}/value/kernel", linear(kv, hd)),
-             rule(f"{prefix}.{o}.weight", f"{zoo}/out/kernel", linear_in(h, hd))]
+    rules = [
+        rule(f"{prefix}.{q}.weight", f"{zoo}/query/kernel", linear(h, hd)),
+        rule(f"{prefix}.{k}.weight", f"{zoo}/key/kernel", linear(kv, hd)),
+        rule(f"{prefix}.{v}.weight", f"{zoo}/value/kernel", linear(kv, hd)),
+        rule(f"{prefix}.{o}.weight", f"{zoo}/out/kernel", linear_in(h, hd)),
+    ]
     if cfg.attention_bias:
-        rules += [rule(f"{prefix}.{q}.bias", f"{zoo}/query/bias", reshape(h, hd)),
-                  rule(f"{prefix}.{k}.bias", f"{zoo}/key/bias", reshape(kv, hd)),
-                  rule(f"{prefix}.{v}.bias", f"{zoo}/value/bias", reshape(kv, hd))]
+        rules += [
+            rule(f"{prefix}.{q}.bias", f"{zoo}/query/bias", reshape(h, hd)),
+            rule(f"{prefix}.{k}.bias", f"{zoo}/key/bias", reshape(kv, hd)),
+            rule(f"{prefix}.{v}.bias", f"{zoo}/value/bias", reshape(kv, hd)),
+        ]
     if cfg.attention_out_bias:
         rules.append(rule(f"{prefix}.{o}.bias", f"{zoo}/out/bias", SAME))
     return rules
@@ -127,9 +133,17 @@ class HFConfig:
 
 # HF activation names (transformers' ACT2FN) -> zoo activations. gelu_new / gelu_pytorch_tanh / gelu_fast are
 # all the tanh approximation; plain "gelu" is exact (erf).
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                  "gelu_fast": "gelu_tanh", "relu": "relu", "relu2": "squared_relu", "silu": "silu",
-                  "swish": "silu", "linear": "linear"}
+HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+    "relu2": "squared_relu",
+    "silu": "silu",
+    "swish": "silu",
+    "linear": "linear",
+}
 _ZOO_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "squared_relu": "relu2", "silu": "silu", "linear": "linear"}
 
 
@@ -167,14 +181,21 @@ def layer_types_to_hf(cfg: ModelConfig, kinds_of: dict[str, str], what: str) -> 
     types = {v: k for k, v in kinds_of.items()}
     for kind in cfg.attention_pattern:
         if kind not in types:
-            raise ValueError(f"ModelConfig.attention_pattern: {kind!r} layers cannot be expressed as {what} "
-                             f"(layer_types has only {', '.join(kinds_of)})")
+            raise ValueError(
+                f"ModelConfig.attention_pattern: {kind!r} layers cannot be expressed as {what} "
+                f"(layer_types has only {', '.join(kinds_of)})"
+            )
     return {"layer_types": [types[k] for k in cfg.layer_kinds()], "sliding_window": cfg.sliding_window_size}
 
 
 # The decoder-only layout every HF causal LM here shares.
-DECODER = {"architecture": "decoder_only", "parallel_layers": False, "final_norm": True, "norm_use_scale": True,
-           "scale_logits_by_inv_sqrt_d_model": False}
+DECODER = {
+    "architecture": "decoder_only",
+    "parallel_layers": False,
+    "final_norm": True,
+    "norm_use_scale": True,
+    "scale_logits_by_inv_sqrt_d_model": False,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,16 +205,16 @@ class Family:
     model_type: str
     hf_class: str
     renames: dict[str, tuple[str, Any]]  # HF field -> (ModelConfig field, HF default when absent)
-    fixed: dict[str, Any]                # ModelConfig values the HF architecture hard-codes
-    unsupported: dict[str, tuple]        # HF field -> the only values the zoo can express
-    to_zoo: Callable[[HFConfig], dict]   # fields that need more than a rename
+    fixed: dict[str, Any]  # ModelConfig values the HF architecture hard-codes
+    unsupported: dict[str, tuple]  # HF field -> the only values the zoo can express
+    to_zoo: Callable[[HFConfig], dict]  # fields that need more than a rename
     to_hf: Callable[[ModelConfig], dict]
     weights: Callable[[ModelConfig], Weights]
-    embedding: str                       # HF name of the token embedding (what a tied head reads)
-    head: str = "lm_head.weight"         # HF name of an untied output head (GPT-NeoX: embed_out.weight)
-    prefix: str = ""                     # base-model prefix of tensor names ("model.", "transformer.")
-    ignored: tuple[str, ...] = ()        # regexes: buffers and tied copies checkpoints carry, HF ignores too
-    presets: str = ""                    # the configs/<presets>.yaml family whose recipe fine-tunes it ("": model_type)
+    embedding: str  # HF name of the token embedding (what a tied head reads)
+    head: str = "lm_head.weight"  # HF name of an untied output head (GPT-NeoX: embed_out.weight)
+    prefix: str = ""  # base-model prefix of tensor names ("model.", "transformer.")
+    ignored: tuple[str, ...] = ()  # regexes: buffers and tied copies checkpoints carry, HF ignores too
+    presets: str = ""  # the configs/<presets>.yaml family whose recipe fine-tunes it ("": model_type)
 
     @property
     def preset_family(self) -> str:

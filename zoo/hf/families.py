@@ -31,11 +31,30 @@ from zoo.semantics import semantic_differences
 
 # In the order `family_of` tries them. A new family: its module, and one entry here. Phi-3 after Mistral: a
 # config both express saves as Mistral unless save(family="phi3") asks.
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (gpt2.FAMILY, t5.FAMILY, llama.FAMILY, gemma2.FAMILY,
-                                                         olmo2.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY,
-                                                         phi3.FAMILY, opt.FAMILY, bloom.FAMILY, falcon.FAMILY,
-                                                         cohere.FAMILY, cohere2.FAMILY, gpt_neox.FAMILY, gptj.FAMILY,
-                                                         gemma3.FAMILY, nemotron.FAMILY)}
+FAMILIES: dict[str, Family] = {
+    f.model_type: f
+    for f in (
+        gpt2.FAMILY,
+        t5.FAMILY,
+        llama.FAMILY,
+        gemma2.FAMILY,
+        olmo2.FAMILY,
+        mistral.FAMILY,
+        qwen2.FAMILY,
+        qwen3.FAMILY,
+        phi3.FAMILY,
+        opt.FAMILY,
+        bloom.FAMILY,
+        falcon.FAMILY,
+        cohere.FAMILY,
+        cohere2.FAMILY,
+        gpt_neox.FAMILY,
+        gptj.FAMILY,
+        gemma3.FAMILY,
+        nemotron.FAMILY,
+    )
+}
+
 
 def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
     """Why `cfg` cannot be saved as `family` (empty when it can): the fields that change on a round trip."""
@@ -45,8 +64,10 @@ def _mismatches(cfg: ModelConfig, family: Family) -> list[str]:
         return [str(e)]
     # zoo.semantics leaves out how the model runs and training-only fields: `save` exports those
     # where HF has them and does not hold the family to them.
-    return [f"ModelConfig.{name}={a!r} cannot be expressed as HF {family.model_type} (it would load back as {b!r})"
-            for name, a, b in semantic_differences(cfg, back)]
+    return [
+        f"ModelConfig.{name}={a!r} cannot be expressed as HF {family.model_type} (it would load back as {b!r})"
+        for name, a, b in semantic_differences(cfg, back)
+    ]
 
 
 def family_of(cfg: ModelConfig, family: str | None = None) -> Family:
@@ -64,16 +85,17 @@ def family_of(cfg: ModelConfig, family: str | None = None) -> Family:
         if not problems:
             return candidate
         report[name] = problems
-    raise ValueError("no HF family expresses this ModelConfig:\n" +
-                     "\n".join(f"  {name}: {'; '.join(p)}" for name, p in report.items()))
+    raise ValueError(
+        "no HF family expresses this ModelConfig:\n"
+        + "\n".join(f"  {name}: {'; '.join(p)}" for name, p in report.items())
+    )
 
 
 def hf_family(values: dict) -> Family:
     """The family of an HF config dict, by its model_type."""
     model_type = values.get("model_type")
     if model_type not in FAMILIES:
-        raise ValueError(f"HF config field model_type={model_type!r}: not supported; supported: "
-                         f"{', '.join(FAMILIES)}")
+        raise ValueError(f"HF config field model_type={model_type!r}: not supported; supported: {', '.join(FAMILIES)}")
     return FAMILIES[model_type]
 
 

@@ -13,8 +13,10 @@ from zoo.hf.core import SAME, HFConfig, Rule, rule
 
 def _qk_norm_rules(cfg: ModelConfig) -> list[Rule]:
     p = f"{llama.LAYER}.self_attn"
-    return [rule(f"{p}.q_norm.weight", "attention/query_norm/scale", SAME),
-            rule(f"{p}.k_norm.weight", "attention/key_norm/scale", SAME)]
+    return [
+        rule(f"{p}.q_norm.weight", "attention/query_norm/scale", SAME),
+        rule(f"{p}.k_norm.weight", "attention/key_norm/scale", SAME),
+    ]
 
 
 def _rope_to_zoo(hf: HFConfig) -> dict:
@@ -37,8 +39,10 @@ def _rope_to_zoo(hf: HFConfig) -> dict:
     sliding = llama.rope_params_to_zoo(hf, names[1], {"rope_theta": 1e4, **local})
     local_theta = sliding.pop("rope_theta")
     if sliding["rope_scaling"] != "none" and sliding != {k: v for k, v in out.items() if k != "rope_theta"}:
-        hf.fail(names[1], "scales sliding layers otherwise than global ones; the zoo scales both alike or "
-                          "global layers only")
+        hf.fail(
+            names[1],
+            "scales sliding layers otherwise than global ones; the zoo scales both alike or global layers only",
+        )
     out["rope_local_theta"] = local_theta
     if out["rope_scaling"] != "none":
         out["rope_scaling_local"] = sliding["rope_scaling"] != "none"
@@ -48,8 +52,10 @@ def _rope_to_zoo(hf: HFConfig) -> dict:
 def _rope_to_hf(cfg: ModelConfig) -> dict:
     full = {**llama.rope_params_to_hf(cfg), "rope_theta": cfg.rope_theta}
     scaled_local = cfg.rope_scaling != "none" and cfg.rope_scaling_local
-    local = {**(full if scaled_local else {"rope_type": "default"}),
-             "rope_theta": cfg.rope_local_theta or cfg.rope_theta}
+    local = {
+        **(full if scaled_local else {"rope_type": "default"}),
+        "rope_theta": cfg.rope_local_theta or cfg.rope_theta,
+    }
     return {"rope_parameters": {"full_attention": full, "sliding_attention": local}}
 
 
@@ -64,15 +70,26 @@ def _to_hf(cfg: ModelConfig) -> dict:
 
 
 FAMILY = llama.llama_like_family(
-    {"input_layernorm": "attn_norm", "post_attention_layernorm": "attn_post_norm",
-     "pre_feedforward_layernorm": "mlp_norm", "post_feedforward_layernorm": "mlp_post_norm"}, _qk_norm_rules,
-    model_type="gemma3_text", hf_class="Gemma3ForCausalLM", presets="gemma3",
+    {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "attn_post_norm",
+        "pre_feedforward_layernorm": "mlp_norm",
+        "post_feedforward_layernorm": "mlp_post_norm",
+    },
+    _qk_norm_rules,
+    model_type="gemma3_text",
+    hf_class="Gemma3ForCausalLM",
+    presets="gemma3",
     # HF Gemma3TextConfig's defaults (V of the 4B+ text_config; the other shapes are not a Gemma 3 size).
-    renames={**gemma2.FAMILY.renames, "vocab_size": ("vocab_size", 262208),
-             "max_position_embeddings": ("max_seq_len", 131072),
-             "attn_logit_softcapping": ("attn_logits_soft_cap", None),
-             "final_logit_softcapping": ("final_logits_soft_cap", None)},
+    renames={
+        **gemma2.FAMILY.renames,
+        "vocab_size": ("vocab_size", 262208),
+        "max_position_embeddings": ("max_seq_len", 131072),
+        "attn_logit_softcapping": ("attn_logits_soft_cap", None),
+        "final_logit_softcapping": ("final_logits_soft_cap", None),
+    },
     fixed={**{k: v for k, v in gemma2.FAMILY.fixed.items() if k != "rope_local_theta"}, "qk_norm": "per_head"},
     unsupported={"use_bidirectional_attention": (None, False)},
-    to_zoo=_to_zoo, to_hf=_to_hf,
+    to_zoo=_to_zoo,
+    to_hf=_to_hf,
 )

@@ -46,8 +46,10 @@ def rope_to_zoo(hf: HFConfig, partial: tuple[str, float, int] | None = None, the
         if not 0 < rotary <= head_dim or rotary != int(rotary) or int(rotary) % 2:
             hf.fail(where, f"must rotate a whole, even number of the {head_dim} head dims")
         return out
-    for where, value in (("partial_rotary_factor", hf.get("partial_rotary_factor")),
-                         (f"{field}.partial_rotary_factor", params.get("partial_rotary_factor"))):
+    for where, value in (
+        ("partial_rotary_factor", hf.get("partial_rotary_factor")),
+        (f"{field}.partial_rotary_factor", params.get("partial_rotary_factor")),
+    ):
         if value not in (None, 1, 1.0):
             hf.fail(where, f"partial rotary ({value}) is not applied by this HF family's attention")
     return out
@@ -63,9 +65,11 @@ def rope_params_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
     if kind != "default":
         out["rope_scaling_factor"] = float(params["factor"])
     if kind == "llama3":
-        out.update(rope_low_freq_factor=float(params["low_freq_factor"]),
-                   rope_high_freq_factor=float(params["high_freq_factor"]),
-                   rope_original_max_len=int(params["original_max_position_embeddings"]))
+        out.update(
+            rope_low_freq_factor=float(params["low_freq_factor"]),
+            rope_high_freq_factor=float(params["high_freq_factor"]),
+            rope_original_max_len=int(params["original_max_position_embeddings"]),
+        )
     return out
 
 
@@ -76,8 +80,11 @@ def rope_params_to_hf(cfg: ModelConfig) -> dict:
     if kind != "default":
         scaling["factor"] = cfg.rope_scaling_factor
     if kind == "llama3":
-        scaling.update(low_freq_factor=cfg.rope_low_freq_factor, high_freq_factor=cfg.rope_high_freq_factor,
-                       original_max_position_embeddings=cfg.rope_original_max_len)
+        scaling.update(
+            low_freq_factor=cfg.rope_low_freq_factor,
+            high_freq_factor=cfg.rope_high_freq_factor,
+            original_max_position_embeddings=cfg.rope_original_max_len,
+        )
     return scaling
 
 
@@ -86,9 +93,12 @@ def rope_to_hf(cfg: ModelConfig, partial: str | None = None, theta: str = "rope_
     scaling = rope_params_to_hf(cfg)
     kind = scaling["rope_type"]
     fraction = {"partial_rotary_factor": cfg.rope_fraction} if partial else {}
-    return {"rope_parameters": {**scaling, "rope_theta": cfg.rope_theta, **fraction}, theta: cfg.rope_theta,
-            "rope_scaling": None if kind == "default" else {**scaling, "type": kind},
-            **({partial: cfg.rope_fraction} if partial else {})}
+    return {
+        "rope_parameters": {**scaling, "rope_theta": cfg.rope_theta, **fraction},
+        theta: cfg.rope_theta,
+        "rope_scaling": None if kind == "default" else {**scaling, "type": kind},
+        **({partial: cfg.rope_fraction} if partial else {}),
+    }
 
 
 def glu(hf: HFConfig, field: str, default: str) -> dict:
@@ -106,17 +116,37 @@ def to_hf(cfg: ModelConfig) -> dict:
 
 # ============================================================================================ tables
 LLAMA_LIKE_RENAMES = {
-    "vocab_size": ("vocab_size", 32000), "hidden_size": ("d_model", 4096), "intermediate_size": ("d_ff", 11008),
-    "num_hidden_layers": ("num_layers", 32), "num_attention_heads": ("num_heads", 32),
-    "num_key_value_heads": ("num_kv_heads", None), "head_dim": ("head_dim", None),
-    "max_position_embeddings": ("max_seq_len", 2048), "rms_norm_eps": ("norm_eps", 1e-6),
-    "attention_bias": ("attention_bias", False), "tie_word_embeddings": ("tie_word_embeddings", False),
-    "attention_dropout": ("attention_dropout", 0.0), "initializer_range": ("init_std", 0.02),
+    "vocab_size": ("vocab_size", 32000),
+    "hidden_size": ("d_model", 4096),
+    "intermediate_size": ("d_ff", 11008),
+    "num_hidden_layers": ("num_layers", 32),
+    "num_attention_heads": ("num_heads", 32),
+    "num_key_value_heads": ("num_kv_heads", None),
+    "head_dim": ("head_dim", None),
+    "max_position_embeddings": ("max_seq_len", 2048),
+    "rms_norm_eps": ("norm_eps", 1e-6),
+    "attention_bias": ("attention_bias", False),
+    "tie_word_embeddings": ("tie_word_embeddings", False),
+    "attention_dropout": ("attention_dropout", 0.0),
+    "initializer_range": ("init_std", 0.02),
 }
-ROPE_DECODER = {**DECODER, "norm_type": "rmsnorm", "norm_use_bias": False, "position_embedding": "rope",
-                "rope_fraction": 1.0, "rope_local_theta": None, "qk_norm": "none", "attn_logits_soft_cap": None,
-                "final_logits_soft_cap": None, "scale_embeddings": False, "norm_scale_plus_one": False,
-                "attention_pattern": ("global",), "mlp_bias": False, "query_scale": None, "norm_position": "pre"}
+ROPE_DECODER = {
+    **DECODER,
+    "norm_type": "rmsnorm",
+    "norm_use_bias": False,
+    "position_embedding": "rope",
+    "rope_fraction": 1.0,
+    "rope_local_theta": None,
+    "qk_norm": "none",
+    "attn_logits_soft_cap": None,
+    "final_logits_soft_cap": None,
+    "scale_embeddings": False,
+    "norm_scale_plus_one": False,
+    "attention_pattern": ("global",),
+    "mlp_bias": False,
+    "query_scale": None,
+    "norm_position": "pre",
+}
 _SWIGLU_NAMES = {"wi_0": "gate_proj", "wi_1": "up_proj", "wo": "down_proj"}
 PRE_NORMS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm"}  # a pre-norm layer's norms
 LAYER = "model.layers.{i}"  # HF prefix of a layer's tensors
@@ -127,11 +157,16 @@ def llama_projections(cfg: ModelConfig) -> list[Rule]:
     return attention_rules(cfg, f"{LAYER}.self_attn", "attention") + mlp_rules(cfg, f"{LAYER}.mlp", _SWIGLU_NAMES)
 
 
-def llama_like_family(norms: dict[str, str], layer_rules: Callable[[ModelConfig], list[Rule]] = lambda cfg: [],
-                      projections: Callable[[ModelConfig], list[Rule]] = llama_projections, **fields) -> Family:
+def llama_like_family(
+    norms: dict[str, str],
+    layer_rules: Callable[[ModelConfig], list[Rule]] = lambda cfg: [],
+    projections: Callable[[ModelConfig], list[Rule]] = llama_projections,
+    **fields,
+) -> Family:
     """A Family with LLaMA's tensor names. Gemma 2 and OLMo 2 differ in which norms a layer has (`norms`: HF
     norm module in a layer -> zoo norm) and in extra per-layer tensors (`layer_rules`, OLMo 2's q/k norms);
     Phi-3 in how its projections are stored (`projections`: fused qkv_proj and gate_up_proj)."""
+
     def weights(cfg: ModelConfig) -> Weights:
         layer = projections(cfg)
         for hf, zoo in norms.items():
@@ -140,15 +175,23 @@ def llama_like_family(norms: dict[str, str], layer_rules: Callable[[ModelConfig]
         top = embedding_rules(cfg, "model.embed_tokens.weight") + norm_rules("model.norm", "decoder/final_norm", cfg)
         return Weights(top, [("decoder", cfg.num_layers, layer)])
 
-    return Family(weights=weights, embedding="model.embed_tokens.weight", prefix="model.",
-                  ignored=(r"rotary_emb\.inv_freq$",), **fields)  # a RoPE buffer older checkpoints stored
+    return Family(
+        weights=weights,
+        embedding="model.embed_tokens.weight",
+        prefix="model.",
+        ignored=(r"rotary_emb\.inv_freq$",),
+        **fields,
+    )  # a RoPE buffer older checkpoints stored
 
 
 FAMILY = llama_like_family(
-    PRE_NORMS, model_type="llama", hf_class="LlamaForCausalLM",
+    PRE_NORMS,
+    model_type="llama",
+    hf_class="LlamaForCausalLM",
     renames={**LLAMA_LIKE_RENAMES, "mlp_bias": ("mlp_bias", False)},
     fixed={k: v for k, v in ROPE_DECODER.items() if k != "mlp_bias"},
     # LLaMA's attention has no sliding window (that is Mistral).
     unsupported={"sliding_window": (None,), "use_sliding_window": (None, False)},
-    to_zoo=to_zoo, to_hf=to_hf,
+    to_zoo=to_zoo,
+    to_hf=to_hf,
 )

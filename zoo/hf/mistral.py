@@ -37,10 +37,18 @@ RENAMES = {k: v for k, v in llama.LLAMA_LIKE_RENAMES.items() if k != "attention_
 FIXED = {k: v for k, v in llama.ROPE_DECODER.items() if k != "attention_pattern"}
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, model_type="mistral", hf_class="MistralForCausalLM",
+    llama.PRE_NORMS,
+    model_type="mistral",
+    hf_class="MistralForCausalLM",
     # HF MistralConfig's defaults (Mistral-7B-v0.1's shapes; eps and context differ from the released file).
-    renames={**RENAMES, "intermediate_size": ("d_ff", 14336), "num_key_value_heads": ("num_kv_heads", 8),
-             "max_position_embeddings": ("max_seq_len", 131072)},
+    renames={
+        **RENAMES,
+        "intermediate_size": ("d_ff", 14336),
+        "num_key_value_heads": ("num_kv_heads", 8),
+        "max_position_embeddings": ("max_seq_len", 131072),
+    },
     fixed={**FIXED, "attention_bias": False},
-    unsupported={}, to_zoo=to_zoo, to_hf=to_hf,
+    unsupported={},
+    to_zoo=to_zoo,
+    to_hf=to_hf,
 )

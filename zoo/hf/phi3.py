@@ -24,16 +24,19 @@ def _fused(*shapes: tuple[int, ...]):
     def to_hf(*kernels):
         xp = np if isinstance(kernels[0], np.ndarray) else jnp  # numpy when writing, jnp under eval_shape
         return (xp.concatenate([k.reshape(k.shape[0], -1).T for k in kernels]),)
+
     return to_zoo, to_hf
 
 
 def _projections(cfg: ModelConfig) -> list[Rule]:
     h, kv, hd, ff, p = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_ff, llama.LAYER
     qkv = [f"attention/{x}/kernel" for x in ("query", "key", "value")]
-    return [rule(f"{p}.self_attn.qkv_proj.weight", qkv, _fused((h, hd), (kv, hd), (kv, hd))),
-            rule(f"{p}.self_attn.o_proj.weight", "attention/out/kernel", linear_in(h, hd)),
-            rule(f"{p}.mlp.gate_up_proj.weight", ["mlp/wi_0/kernel", "mlp/wi_1/kernel"], _fused((ff,), (ff,))),
-            *mlp_rules(cfg, f"{p}.mlp", {"wo": "down_proj"})]
+    return [
+        rule(f"{p}.self_attn.qkv_proj.weight", qkv, _fused((h, hd), (kv, hd), (kv, hd))),
+        rule(f"{p}.self_attn.o_proj.weight", "attention/out/kernel", linear_in(h, hd)),
+        rule(f"{p}.mlp.gate_up_proj.weight", ["mlp/wi_0/kernel", "mlp/wi_1/kernel"], _fused((ff,), (ff,))),
+        *mlp_rules(cfg, f"{p}.mlp", {"wo": "down_proj"}),
+    ]
 
 
 def _to_zoo(hf: HFConfig) -> dict:
@@ -47,11 +50,22 @@ def _to_hf(cfg: ModelConfig) -> dict:
 
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, projections=_projections, model_type="phi3", hf_class="Phi3ForCausalLM",
+    llama.PRE_NORMS,
+    projections=_projections,
+    model_type="phi3",
+    hf_class="Phi3ForCausalLM",
     # HF Phi3Config's defaults (= Phi-3-mini-4k's shapes); it has no head_dim field but the attention reads one.
-    renames={**mistral.RENAMES, "vocab_size": ("vocab_size", 32064), "hidden_size": ("d_model", 3072),
-             "intermediate_size": ("d_ff", 8192), "max_position_embeddings": ("max_seq_len", 4096),
-             "rms_norm_eps": ("norm_eps", 1e-5), "resid_pdrop": ("residual_dropout", 0.0)},
+    renames={
+        **mistral.RENAMES,
+        "vocab_size": ("vocab_size", 32064),
+        "hidden_size": ("d_model", 3072),
+        "intermediate_size": ("d_ff", 8192),
+        "max_position_embeddings": ("max_seq_len", 4096),
+        "rms_norm_eps": ("norm_eps", 1e-5),
+        "resid_pdrop": ("residual_dropout", 0.0),
+    },
     fixed={**mistral.FIXED, "attention_bias": False},
-    unsupported={}, to_zoo=_to_zoo, to_hf=_to_hf,
+    unsupported={},
+    to_zoo=_to_zoo,
+    to_hf=_to_hf,
 )

@@ -16,15 +16,23 @@ def to_zoo(hf: HFConfig) -> dict:
 
 
 # Qwen2Config has no attention_bias field (the biases are fixed); transformers reads head_dim when present.
-RENAMES = {**{k: v for k, v in llama.LLAMA_LIKE_RENAMES.items() if k != "attention_bias"},
-           "vocab_size": ("vocab_size", 151936), "intermediate_size": ("d_ff", 22016),
-           "max_position_embeddings": ("max_seq_len", 32768)}
+RENAMES = {
+    **{k: v for k, v in llama.LLAMA_LIKE_RENAMES.items() if k != "attention_bias"},
+    "vocab_size": ("vocab_size", 151936),
+    "intermediate_size": ("d_ff", 22016),
+    "max_position_embeddings": ("max_seq_len", 32768),
+}
 # use_sliding_window true makes layers max_window_layers.. local, a split the cycled attention_pattern lacks.
 NO_WINDOW = {"use_sliding_window": (False, None)}
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, model_type="qwen2", hf_class="Qwen2ForCausalLM", presets="qwen",
+    llama.PRE_NORMS,
+    model_type="qwen2",
+    hf_class="Qwen2ForCausalLM",
+    presets="qwen",
     renames=RENAMES,
     fixed={**llama.ROPE_DECODER, "attention_bias": True, "attention_out_bias": False},
-    unsupported=NO_WINDOW, to_zoo=to_zoo, to_hf=llama.to_hf,
+    unsupported=NO_WINDOW,
+    to_zoo=to_zoo,
+    to_hf=llama.to_hf,
 )

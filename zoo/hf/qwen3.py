@@ -11,13 +11,21 @@ from zoo.hf.core import SAME, Rule, rule
 
 def _qk_norm_rules(cfg: ModelConfig) -> list[Rule]:
     p = f"{llama.LAYER}.self_attn"
-    return [rule(f"{p}.q_norm.weight", "attention/query_norm/scale", SAME),
-            rule(f"{p}.k_norm.weight", "attention/key_norm/scale", SAME)]
+    return [
+        rule(f"{p}.q_norm.weight", "attention/query_norm/scale", SAME),
+        rule(f"{p}.k_norm.weight", "attention/key_norm/scale", SAME),
+    ]
 
 
 FAMILY = llama.llama_like_family(
-    llama.PRE_NORMS, _qk_norm_rules, model_type="qwen3", hf_class="Qwen3ForCausalLM", presets="qwen",
+    llama.PRE_NORMS,
+    _qk_norm_rules,
+    model_type="qwen3",
+    hf_class="Qwen3ForCausalLM",
+    presets="qwen",
     renames={**qwen2.RENAMES, "attention_bias": ("attention_bias", False), "head_dim": ("head_dim", 128)},
     fixed={**llama.ROPE_DECODER, "qk_norm": "per_head"},
-    unsupported=qwen2.NO_WINDOW, to_zoo=qwen2.to_zoo, to_hf=llama.to_hf,
+    unsupported=qwen2.NO_WINDOW,
+    to_zoo=qwen2.to_zoo,
+    to_hf=llama.to_hf,
 )

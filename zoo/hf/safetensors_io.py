@@ -23,9 +23,16 @@ INDEX = "model.safetensors.index.json"
 # A tensor to write: (HF name, its shape and dtype, a function that builds it as a numpy array).
 Tensor = tuple[str, jax.ShapeDtypeStruct, Callable[[], np.ndarray]]
 _DTYPE_NAMES = {
-    np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype(ml_dtypes.bfloat16): "BF16",
-    np.dtype("<i8"): "I64", np.dtype("<i4"): "I32", np.dtype("<i2"): "I16", np.dtype("i1"): "I8",
-    np.dtype("u1"): "U8", np.dtype("?"): "BOOL",
+    np.dtype("<f8"): "F64",
+    np.dtype("<f4"): "F32",
+    np.dtype("<f2"): "F16",
+    np.dtype(ml_dtypes.bfloat16): "BF16",
+    np.dtype("<i8"): "I64",
+    np.dtype("<i4"): "I32",
+    np.dtype("<i2"): "I16",
+    np.dtype("i1"): "I8",
+    np.dtype("u1"): "U8",
+    np.dtype("?"): "BOOL",
 }
 
 
@@ -40,8 +47,10 @@ class Checkpoint:
         else:
             files = sorted(path.glob("*.safetensors"))
         if not files:
-            raise FileNotFoundError(f"{path}: no *.safetensors files (pickled pytorch_model.bin checkpoints are "
-                                    "not read; convert them with safetensors first)")
+            raise FileNotFoundError(
+                f"{path}: no *.safetensors files (pickled pytorch_model.bin checkpoints are "
+                "not read; convert them with safetensors first)"
+            )
         self._files: dict[str, Path] = {}
         for file in files:
             with safe_open(file, framework="numpy") as f:
@@ -80,8 +89,11 @@ def _write_file(path: Path, tensors: list[Tensor]) -> None:
     header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, spec, _ in tensors:
-        header[name] = {"dtype": _DTYPE_NAMES[np.dtype(spec.dtype)], "shape": list(spec.shape),
-                        "data_offsets": [offset, offset + _nbytes(spec)]}
+        header[name] = {
+            "dtype": _DTYPE_NAMES[np.dtype(spec.dtype)],
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + _nbytes(spec)],
+        }
         offset += _nbytes(spec)
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned

@@ -39,8 +39,11 @@ def _weights(cfg: ModelConfig) -> Weights:
     top = embedding_rules(cfg, "shared.weight")
     for stack in ("encoder", "decoder"):
         # HF keeps the stack's one bias table in its first layer; the zoo keeps it on the stack.
-        top.append(rule(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                        f"{stack}/relative_bias", SAME))
+        top.append(
+            rule(
+                f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", f"{stack}/relative_bias", SAME
+            )
+        )
         top += norm_rules(f"{stack}.final_layer_norm", f"{stack}/final_norm", cfg)
     return Weights(top, stacks)
 
@@ -59,12 +62,17 @@ def _to_zoo(hf: HFConfig) -> dict:
     # transformers 5 writes that choice as `scale_decoder_outputs`. Tying itself is decided by the checkpoint.
     tied = hf.get("tie_word_embeddings", True) is not False
     dropout = hf.get("dropout_rate", 0.1)
-    return {"mlp_activations": (act, "linear") if gated else (act,), "tie_word_embeddings": tied,
-            "scale_logits_by_inv_sqrt_d_model": bool(hf.get("scale_decoder_outputs", tied)),
-            # HF's T5 applies dropout_rate at every Mesh TF site: embeddings, attention, sublayer outputs, the MLP's
-            # hidden activation (T5DenseActDense) and after each stack's final norm (T5Stack).
-            **dict.fromkeys(("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout",
-                             "final_norm_dropout"), dropout)}
+    return {
+        "mlp_activations": (act, "linear") if gated else (act,),
+        "tie_word_embeddings": tied,
+        "scale_logits_by_inv_sqrt_d_model": bool(hf.get("scale_decoder_outputs", tied)),
+        # HF's T5 applies dropout_rate at every Mesh TF site: embeddings, attention, sublayer outputs, the MLP's
+        # hidden activation (T5DenseActDense) and after each stack's final norm (T5Stack).
+        **dict.fromkeys(
+            ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout"),
+            dropout,
+        ),
+    }
 
 
 def _to_hf(cfg: ModelConfig) -> dict:
@@ -72,30 +80,63 @@ def _to_hf(cfg: ModelConfig) -> dict:
         raise ValueError(
             f"ModelConfig.scale_logits_by_inv_sqrt_d_model={cfg.scale_logits_by_inv_sqrt_d_model} with "
             f"tie_word_embeddings={cfg.tie_word_embeddings} cannot be expressed as HF t5: transformers 4.x "
-            "rescales the decoder output exactly when the head is tied")
+            "rescales the decoder output exactly when the head is tied"
+        )
     first = cfg.mlp_activations[0]
     # "gated-gelu" is the tanh approximation, an ungated "gelu_new" too (see _to_zoo).
     proj = f"gated-{hf_activation(first, 'gelu')}" if cfg.is_gated else hf_activation(first, "gelu_new")
-    return {"feed_forward_proj": proj, "tie_word_embeddings": cfg.tie_word_embeddings,
-            "scale_decoder_outputs": cfg.scale_logits_by_inv_sqrt_d_model, "dropout_rate": cfg.residual_dropout,
-            "is_encoder_decoder": True}
+    return {
+        "feed_forward_proj": proj,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "scale_decoder_outputs": cfg.scale_logits_by_inv_sqrt_d_model,
+        "dropout_rate": cfg.residual_dropout,
+        "is_encoder_decoder": True,
+    }
 
 
 FAMILY = Family(
-    model_type="t5", hf_class="T5ForConditionalGeneration",
-    renames={"vocab_size": ("vocab_size", 32128), "d_model": ("d_model", 512), "d_kv": ("head_dim", 64),
-             "d_ff": ("d_ff", 2048), "num_layers": ("num_layers", 6),
-             "num_decoder_layers": ("num_decoder_layers", None), "num_heads": ("num_heads", 8),
-             "relative_attention_num_buckets": ("relative_num_buckets", 32),
-             "relative_attention_max_distance": ("relative_max_distance", 128),
-             "layer_norm_epsilon": ("norm_eps", 1e-6), "n_positions": ("max_seq_len", 512)},
-    fixed={"architecture": "encoder_decoder", "norm_position": "pre", "norm_type": "rmsnorm",
-           "norm_use_bias": False, "norm_scale_plus_one": False, "final_norm": True, "attention_bias": False,
-           "mlp_bias": False, "query_scale": 1.0, "qk_norm": "none", "position_embedding": "relative_bias",
-           "relative_bias_shared": True, "attention_pattern": ("global",), "scale_embeddings": False,
-           "attn_logits_soft_cap": None, "final_logits_soft_cap": None, "init_scheme": "t5"},
-    unsupported={}, to_zoo=_to_zoo, to_hf=_to_hf, weights=_weights, embedding="shared.weight",
+    model_type="t5",
+    hf_class="T5ForConditionalGeneration",
+    renames={
+        "vocab_size": ("vocab_size", 32128),
+        "d_model": ("d_model", 512),
+        "d_kv": ("head_dim", 64),
+        "d_ff": ("d_ff", 2048),
+        "num_layers": ("num_layers", 6),
+        "num_decoder_layers": ("num_decoder_layers", None),
+        "num_heads": ("num_heads", 8),
+        "relative_attention_num_buckets": ("relative_num_buckets", 32),
+        "relative_attention_max_distance": ("relative_max_distance", 128),
+        "layer_norm_epsilon": ("norm_eps", 1e-6),
+        "n_positions": ("max_seq_len", 512),
+    },
+    fixed={
+        "architecture": "encoder_decoder",
+        "norm_position": "pre",
+        "norm_type": "rmsnorm",
+        "norm_use_bias": False,
+        "norm_scale_plus_one": False,
+        "final_norm": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "query_scale": 1.0,
+        "qk_norm": "none",
+        "position_embedding": "relative_bias",
+        "relative_bias_shared": True,
+        "attention_pattern": ("global",),
+        "scale_embeddings": False,
+        "attn_logits_soft_cap": None,
+        "final_logits_soft_cap": None,
+        "init_scheme": "t5",
+    },
+    unsupported={},
+    to_zoo=_to_zoo,
+    to_hf=_to_hf,
+    weights=_weights,
+    embedding="shared.weight",
     # Tied copies of shared.weight, and a cross-attention bias table T5 never reads.
-    ignored=(r"^(encoder|decoder)\.embed_tokens\.weight$",
-             r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$"),
+    ignored=(
+        r"^(encoder|decoder)\.embed_tokens\.weight$",
+        r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",
+    ),
 )

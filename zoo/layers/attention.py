@@ -41,8 +41,9 @@ def scores(q, k, scale, soft_cap=None, bias=None):
     """Pre-softmax float32 logits [B, KV, H/KV, T, S]: scale * q.k, soft-capped, plus bias [B, H, T, S]."""
     b, t, h, d = q.shape
     s, kv = k.shape[1], k.shape[2]
-    logits = jnp.einsum("btkgd,bskd->bkgts", q.reshape(b, t, kv, h // kv, d), k,
-                        preferred_element_type=jnp.float32) * scale
+    logits = (
+        jnp.einsum("btkgd,bskd->bkgts", q.reshape(b, t, kv, h // kv, d), k, preferred_element_type=jnp.float32) * scale
+    )
     if soft_cap is not None:
         logits = soft_cap * jnp.tanh(logits / soft_cap)  # Gemma 2: bounded logits, smooth gradient
     if bias is not None:
@@ -63,8 +64,9 @@ def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill):
     return logits
 
 
-def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None,
-           impl="xla", dropout=None):
+def attend(
+    q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None, impl="xla", dropout=None
+):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
 
     q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
@@ -73,12 +75,31 @@ def attend(q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=Fal
     """
     blocks = causal_blocks(q.shape[1]) if impl == "xla" and is_causal and q.shape[1] == k.shape[1] else 1
     if blocks > 1:
-        return _blocked(q, k, v, blocks, scale=scale, mask=mask, bias=bias, soft_cap=soft_cap, window=window,
-                        impl=impl, dropout=dropout)
+        return _blocked(
+            q,
+            k,
+            v,
+            blocks,
+            scale=scale,
+            mask=mask,
+            bias=bias,
+            soft_cap=soft_cap,
+            window=window,
+            impl=impl,
+            dropout=dropout,
+        )
     if soft_cap is None and dropout is None:
         return jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
-            local_window_size=window, implementation=impl)
+            q,
+            k,
+            v,
+            bias=bias,
+            mask=mask,
+            scale=scale,
+            is_causal=is_causal,
+            local_window_size=window,
+            implementation=impl,
+        )
     # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
     b, t, h, d = q.shape
     logits = masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, jnp.finfo(jnp.float32).min)
@@ -105,13 +126,22 @@ def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, drop
     for i in range(blocks):
         start, end = i * size, t if i == blocks - 1 else (i + 1) * size
         lo = 0 if window is None else max(0, start - window[0])
-        block_mask = position_mask(jnp.arange(start, end)[None], jnp.arange(lo, end)[None], causal=True,
-                                   window=window)
+        block_mask = position_mask(jnp.arange(start, end)[None], jnp.arange(lo, end)[None], causal=True, window=window)
         if mask is not None:
             block_mask = block_mask & mask[:, :, start:end, lo:end]
-        outs.append(attend(q[:, start:end], k[:, lo:end], v[:, lo:end], scale=scale, mask=block_mask,
-                           bias=None if bias is None else bias[:, :, start:end, lo:end], soft_cap=soft_cap,
-                           impl=impl, dropout=dropout))
+        outs.append(
+            attend(
+                q[:, start:end],
+                k[:, lo:end],
+                v[:, lo:end],
+                scale=scale,
+                mask=block_mask,
+                bias=None if bias is None else bias[:, :, start:end, lo:end],
+                soft_cap=soft_cap,
+                impl=impl,
+                dropout=dropout,
+            )
+        )
     return jnp.concatenate(outs, axis=1)
 
 
@@ -145,13 +175,18 @@ class Attention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index=None, rel_table=None, kv_input=None, kv_mask=None,
-                 segment_ids=None):
+    def __call__(self, x, positions, cache_index=None, rel_table=None, kv_input=None, kv_mask=None, segment_ids=None):
         cfg = self.cfg
         local = self.kind.startswith("local")
         use_positions = not self.kind.endswith("_nope") and not self.cross
-        q = dense(cfg, features=(cfg.num_heads, cfg.head_dim), axes=("embed", "heads", "head_dim"), role="q",
-                  use_bias=cfg.attention_bias, name="query")(x)
+        q = dense(
+            cfg,
+            features=(cfg.num_heads, cfg.head_dim),
+            axes=("embed", "heads", "head_dim"),
+            role="q",
+            use_bias=cfg.attention_bias,
+            name="query",
+        )(x)
         q = self._qk_norm(q, name="query_norm", heads_axis="heads")
 
         decoding = self.decode_len is not None
@@ -173,7 +208,7 @@ class Attention(nn.Module):
         if local:
             w = cfg.sliding_window_size - 1
             window = (w, 0) if self.causal else (w, w)
-        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
+        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
         bias = None
         if use_positions and cfg.position_embedding == "relative_bias":
             if not cfg.relative_bias_shared:
@@ -202,12 +237,29 @@ class Attention(nn.Module):
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
-        out = attend(q, k, v, scale=scale, mask=mask, bias=bias, soft_cap=cfg.attn_logits_soft_cap,
-                     is_causal=aligned and causal, window=window if aligned else None,
-                     impl=resolve_impl(cfg), dropout=dropout)
+        out = attend(
+            q,
+            k,
+            v,
+            scale=scale,
+            mask=mask,
+            bias=bias,
+            soft_cap=cfg.attn_logits_soft_cap,
+            is_causal=aligned and causal,
+            window=window if aligned else None,
+            impl=resolve_impl(cfg),
+            dropout=dropout,
+        )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        out = dense(cfg, features=cfg.d_model, axes=("heads", "head_dim", "embed"), role="o",
-                    use_bias=cfg.attention_out_bias, name="out", contract=(-2, -1))(out)
+        out = dense(
+            cfg,
+            features=cfg.d_model,
+            axes=("heads", "head_dim", "embed"),
+            role="o",
+            use_bias=cfg.attention_out_bias,
+            name="out",
+            contract=(-2, -1),
+        )(out)
         return checkpoint_name(out, "attention_out")
 
     def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window):
@@ -230,12 +282,24 @@ class Attention(nn.Module):
         when decoding, so query i and key j always meet at distance i - j."""
         cfg = self.cfg
         lo, table = pos_lib.relative_sinusoids(cfg, causal=self.causal)
-        r = dense(cfg, features=(cfg.num_heads, cfg.head_dim), axes=("embed", "heads", "head_dim"), role="k",
-                  use_bias=False, name="position_key")(table)
-        u, v = (self.param(name, nn.with_logical_partitioning(initializer(cfg, "relative"), ("heads", "head_dim")),
-                           (cfg.num_heads, cfg.head_dim), dtype_of(cfg.param_dtype))
-                for name in ("content_bias", "position_bias"))
-        k = jnp.repeat(k, cfg.num_heads // cfg.num_kv_heads, axis=2)   # query head h reads kv group h // group
+        r = dense(
+            cfg,
+            features=(cfg.num_heads, cfg.head_dim),
+            axes=("embed", "heads", "head_dim"),
+            role="k",
+            use_bias=False,
+            name="position_key",
+        )(table)
+        u, v = (
+            self.param(
+                name,
+                nn.with_logical_partitioning(initializer(cfg, "relative"), ("heads", "head_dim")),
+                (cfg.num_heads, cfg.head_dim),
+                dtype_of(cfg.param_dtype),
+            )
+            for name in ("content_bias", "position_bias")
+        )
+        k = jnp.repeat(k, cfg.num_heads // cfg.num_kv_heads, axis=2)  # query head h reads kv group h // group
         return pos_lib.transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo)
 
     def _qk_norm(self, x, *, name, heads_axis):
@@ -285,7 +349,8 @@ class Attention(nn.Module):
         else:
             slots = (cache_index + jnp.arange(steps - writes, steps)) % size
             write = lambda buf, new, axis: buf.at[(slice(None),) * axis + (slots,)].set(  # noqa: E731
-                jax.lax.slice_in_dim(new, steps - writes, steps, axis=axis))
+                jax.lax.slice_in_dim(new, steps - writes, steps, axis=axis)
+            )
         cache_axes = ("batch", "kv_heads", "length", "head_dim")  # sharded like the keys it holds
         cached_k.value = nn.with_logical_constraint(write(cached_k.value, heads_major(k), 2), cache_axes)
         cached_v.value = nn.with_logical_constraint(write(cached_v.value, heads_major(v), 2), cache_axes)

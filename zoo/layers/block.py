@@ -29,28 +29,44 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, positions, cache_index=None, rel_table=None, encoded=None, encoder_mask=None,
-                 segment_ids=None):
+    def __call__(
+        self, x, positions, cache_index=None, rel_table=None, encoded=None, encoder_mask=None, segment_ids=None
+    ):
         cfg = self.cfg
-        attention = Attention(cfg, kind=self.kind, causal=self.causal, decode_len=self.decode_len,
-                              deterministic=self.deterministic, name="attention")
+        attention = Attention(
+            cfg,
+            kind=self.kind,
+            causal=self.causal,
+            decode_len=self.decode_len,
+            deterministic=self.deterministic,
+            name="attention",
+        )
         # encoder_mask (True = real token) is the encoder's own padding in the encoder's self-attention, and
         # what cross-attention may read in the decoder.
         self_mask = None if self.has_cross else encoder_mask
 
         def attn(h):
-            return attention(h, positions, cache_index=cache_index, rel_table=rel_table, kv_mask=self_mask,
-                             segment_ids=segment_ids)
+            return attention(
+                h, positions, cache_index=cache_index, rel_table=rel_table, kv_mask=self_mask, segment_ids=segment_ids
+            )
 
         mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)
         x = self._sublayer("attn", attn, x)
         if self.has_cross:
-            cross_attention = Attention(cfg, kind="global", causal=False, cross=True, decode_len=self.decode_len,
-                                        deterministic=self.deterministic, name="cross_attention")
-            x = self._sublayer("cross", lambda h: cross_attention(h, positions, kv_input=encoded,
-                                                                   kv_mask=encoder_mask), x)
+            cross_attention = Attention(
+                cfg,
+                kind="global",
+                causal=False,
+                cross=True,
+                decode_len=self.decode_len,
+                deterministic=self.deterministic,
+                name="cross_attention",
+            )
+            x = self._sublayer(
+                "cross", lambda h: cross_attention(h, positions, kv_input=encoded, kv_mask=encoder_mask), x
+            )
         x = self._sublayer("mlp", mlp, x)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 

@@ -8,8 +8,9 @@ from zoo.config import ModelConfig
 from zoo.layers.init import dtype_of, initializer
 
 
-def dense(cfg: ModelConfig, *, features, axes, role: str, use_bias: bool, name: str | None = None,
-          contract=-1) -> nn.DenseGeneral:
+def dense(
+    cfg: ModelConfig, *, features, axes, role: str, use_bias: bool, name: str | None = None, contract=-1
+) -> nn.DenseGeneral:
     """A DenseGeneral whose kernel and bias carry logical axis names.
 
     features: int or tuple of output dims; axes: logical names of the kernel's dims (contracted input
@@ -17,7 +18,7 @@ def dense(cfg: ModelConfig, *, features, axes, role: str, use_bias: bool, name: 
     query; role: the initializer role (zoo.layers.init.initializer); contract: the input axis or axes
     summed over. `name` may be None inside setup(), where the attribute name is used.
     """
-    out_axes = axes[-len(features):] if isinstance(features, tuple) else axes[-1:]
+    out_axes = axes[-len(features) :] if isinstance(features, tuple) else axes[-1:]
     return nn.DenseGeneral(
         features=features,
         axis=contract,

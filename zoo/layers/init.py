@@ -51,7 +51,7 @@ def initializer(cfg: ModelConfig, role: str):
     if scheme == "xavier":
         # Vaswani 2017 (tensor2tensor): Glorot-uniform kernels, embeddings N(0, d_model^-0.5).
         if role in ("embed", "lm_head", "position"):
-            return _normal(cfg.d_model ** -0.5)
+            return _normal(cfg.d_model**-0.5)
         if role == "relative":
             return _normal(std)
         return jinit.glorot_uniform()
@@ -67,7 +67,7 @@ def initializer(cfg: ModelConfig, role: str):
         if role in ("embed",):
             return _normal(1.0)
         if role == "lm_head":
-            return _normal(cfg.d_model ** -0.5)
+            return _normal(cfg.d_model**-0.5)
         if role == "relative":
             return jinit.glorot_uniform()
         if role in ("mlp_in", "mlp_out"):

@@ -33,12 +33,12 @@ class Mlp(nn.Module):
         branches = []
         for i, act in enumerate(cfg.mlp_activations):
             name = f"wi_{i}" if cfg.is_gated else "wi"
-            h = dense(cfg, features=cfg.d_ff, axes=("embed", "mlp"), role="mlp_in", use_bias=cfg.mlp_bias,
-                      name=name)(x)
+            h = dense(cfg, features=cfg.d_ff, axes=("embed", "mlp"), role="mlp_in", use_bias=cfg.mlp_bias, name=name)(x)
             branches.append(ACTIVATION_FNS[act](h))
         h = branches[0] * branches[1] if cfg.is_gated else branches[0]
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
         h = nn.Dropout(cfg.mlp_hidden_dropout, deterministic=self.deterministic)(h)
-        out = dense(cfg, features=cfg.d_model, axes=("mlp", "embed"), role="mlp_out", use_bias=cfg.mlp_bias,
-                    name="wo")(h)
+        out = dense(cfg, features=cfg.d_model, axes=("mlp", "embed"), role="mlp_out", use_bias=cfg.mlp_bias, name="wo")(
+            h
+        )
         return checkpoint_name(out, "mlp_out")

@@ -35,7 +35,8 @@ class Norm(nn.Module):
             scale = scale.astype(jnp.float32)
             h = h * (1.0 + scale if cfg.norm_scale_plus_one else scale)
         if cfg.norm_use_bias:
-            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes),
-                              shape, param_dtype)
+            bias = self.param(
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes), shape, param_dtype
+            )
             h = h + bias.astype(jnp.float32)
         return h.astype(x.dtype)

@@ -45,8 +45,9 @@ def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.
         wavelen = 2 * math.pi / inv_freq
         smooth = (old / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
         blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
-        inv_freq = np.where(wavelen > low_wavelen, inv_freq / factor,
-                            np.where(wavelen < high_wavelen, inv_freq, blended))
+        inv_freq = np.where(
+            wavelen > low_wavelen, inv_freq / factor, np.where(wavelen < high_wavelen, inv_freq, blended)
+        )
     return inv_freq.astype(np.float32)
 
 
@@ -87,23 +88,33 @@ def relative_bucket(relative_position, bidirectional: bool, *, num_buckets: int,
     max_exact = n // 2
     is_small = distance < max_exact
     # float32 log as in the reference implementations, so bucket edges agree exactly.
-    scaled = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
-              / math.log(max_distance / max_exact) * (n - max_exact))
+    scaled = (
+        jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (n - max_exact)
+    )
     large = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), n - 1)
     return bucket + jnp.where(is_small, distance, large)
 
 
 def relative_table(module: nn.Module, cfg: ModelConfig):
     """The T5 bias table [num_buckets, heads], a parameter of `module`."""
-    return module.param("relative_bias", nn.with_logical_partitioning(
-        initializer(cfg, "relative"), ("relpos_buckets", "heads")),
-        (cfg.relative_num_buckets, cfg.num_heads), dtype_of(cfg.param_dtype))
+    return module.param(
+        "relative_bias",
+        nn.with_logical_partitioning(initializer(cfg, "relative"), ("relpos_buckets", "heads")),
+        (cfg.relative_num_buckets, cfg.num_heads),
+        dtype_of(cfg.param_dtype),
+    )
 
 
 def relative_bias(cfg: ModelConfig, table, q_pos, k_pos, *, bidirectional: bool):
     """Bias [B, heads, T, S] added to attention scores; table: [num_buckets, heads]; q_pos [B, T], k_pos [B, S]."""
-    buckets = relative_bucket(k_pos[:, None, :] - q_pos[:, :, None], bidirectional,
-                              num_buckets=cfg.relative_num_buckets, max_distance=cfg.relative_max_distance)
+    buckets = relative_bucket(
+        k_pos[:, None, :] - q_pos[:, :, None],
+        bidirectional,
+        num_buckets=cfg.relative_num_buckets,
+        max_distance=cfg.relative_max_distance,
+    )
     return jnp.transpose(table[buckets], (0, 3, 1, 2)).astype(jnp.float32)
 
 
@@ -111,6 +122,7 @@ def relative_bias(cfg: ModelConfig, table, q_pos, k_pos, *, bidirectional: bool)
 def alibi_slopes(num_heads: int) -> np.ndarray:
     """Per-head slopes of Press 2022: a geometric sequence starting at 2^(-8/n); for head counts that are
     not a power of two, the closest power's slopes plus every other slope of the next power."""
+
     def powers(n):
         start = 2.0 ** (-8.0 / n)
         return [start ** (i + 1) for i in range(n)]
@@ -148,6 +160,6 @@ def transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo: int):
     f32 = jnp.float32
     content = jnp.einsum("hd,bshd->bhs", u.astype(f32), k.astype(f32))[:, :, None, :]
     per_distance = jnp.einsum("bthd,nhd->bhtn", (q.astype(f32) + v.astype(f32)), r.astype(f32))
-    index = jnp.clip(q_pos[:, :, None] - k_pos[:, None, :] - lo, 0, r.shape[0] - 1)   # [B, T, S] rows of r
+    index = jnp.clip(q_pos[:, :, None] - k_pos[:, None, :] - lo, 0, r.shape[0] - 1)  # [B, T, S] rows of r
     index = jnp.broadcast_to(index[:, None], per_distance.shape[:3] + index.shape[-1:])
     return content + jnp.take_along_axis(per_distance, index, axis=-1)

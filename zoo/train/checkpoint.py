@@ -36,8 +36,7 @@ def model_mismatch(saved: dict[str, Any], current: ModelConfig) -> str | None:
     short description of the differing fields."""
     now = current.to_dict()
     keys = sorted((set(saved) | set(now)) - set(RUNTIME_FIELDS))
-    diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in keys
-             if saved.get(k) != now.get(k)]
+    diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in keys if saved.get(k) != now.get(k)]
     if not diffs:
         return None
     more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
@@ -51,16 +50,17 @@ class Checkpoints:
     before the inputs of a new invocation are known to be valid, and by sample.py).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, keep: int | None = 3, async_save: bool = True,
-                 read_only: bool = False):
+    def __init__(
+        self, run_dir: str | os.PathLike, keep: int | None = 3, async_save: bool = True, read_only: bool = False
+    ):
         self.directory = checkpoint_dir(run_dir)
         self.read_only = read_only
         self._manager = None
         if read_only:
             return  # no manager: it would log warnings about read-only mode and may touch the directory
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True)  # leftovers of a killed save
+            max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True
+        )  # leftovers of a killed save
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def all_steps(self) -> list[int]:
@@ -81,8 +81,9 @@ class Checkpoints:
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
         """Start saving (returns once the arrays are copied off the devices; the write continues)."""
         assert self._manager is not None, "a read-only Checkpoints cannot save"
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+        )
 
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, Any]]:
         """(state, meta) of checkpoint `step`. `abstract_state`: a pytree of jax.ShapeDtypeStruct with the
@@ -90,24 +91,31 @@ class Checkpoints:
         if self._manager is None:  # read only
             state = ocp.StandardCheckpointer().restore(self.directory / str(step) / "state", abstract_state)
             return state, self.meta(step)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+        )
         return restored["state"], restored["meta"]
 
     def restore_params(self, step: int, abstract_params):
         """The params subtree of checkpoint `step` alone (an orbax partial restore: the optimizer state is
         neither read nor allocated). `abstract_params`: ShapeDtypeStructs with the target shardings."""
         target = {"params": abstract_params}
-        args = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                      partial_restore=True)
+        args = ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+        )
         return ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args)["params"]
 
     def stored_bytes(self, step: int) -> dict[str, int]:
         """Bytes of each top-level item of checkpoint `step`'s state ("params", "opt_state", ...), from its
         metadata (nothing read): what a restore of that item allocates."""
         tree = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata.tree
-        return {key: sum(int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
-                         for leaf in jax.tree.leaves(item)) for key, item in tree.items()}
+        return {
+            key: sum(
+                int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+                for leaf in jax.tree.leaves(item)
+            )
+            for key, item in tree.items()
+        }
 
     def wait(self) -> None:
         """Block until pending asynchronous saves are on disk."""

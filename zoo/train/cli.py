@@ -22,34 +22,47 @@ from zoo.train.config import DEFAULT_PRESET, SECTIONS, Config, UserError, resolv
 from zoo.train.init import resolve_from_weights
 from zoo.train.loop import TrainingStopped, train
 
-USAGE = ("usage: python train.py [--preset NAME] [section.field=value ...] [--compile-only TOPOLOGY] "
-         "[--list-presets] [-h]")
+USAGE = (
+    "usage: python train.py [--preset NAME] [section.field=value ...] [--compile-only TOPOLOGY] [--list-presets] [-h]"
+)
 
 
 def help_text(config: Config) -> str:
-    lines = [USAGE, "",
-             "Train a zoo model on a corpus (default: llama-tiny on the embedded corpus), sharded over a device",
-             "mesh, checkpointed and resumable: rerun with the same run.dir to continue.", "",
-             "options:",
-             f"  --preset NAME      model and training recipe (default {DEFAULT_PRESET}; --list-presets); with",
-             "                     init.hf or init.run and no --preset: the checkpoint's model, and its family's",
-             "                     recipe (init.hf) or its run's (init.run)",
-             "  --compile-only TOPOLOGY",
-             "                     compile the step for a TPU slice (e.g. v5p:4x4x4; needs libtpu) and print",
-             "                     per-chip memory against HBM and the roofline step time; train nothing",
-             "  -h, --help         this text; values shown are the chosen preset's", "",
-             "overrides (section.field=value; defaults shown for the preset):"]
-    notes = {"model": " (vocab_size follows the tokenizer unless set)",
-             "train": " (the preset's training recipe)"}
+    lines = [
+        USAGE,
+        "",
+        "Train a zoo model on a corpus (default: llama-tiny on the embedded corpus), sharded over a device",
+        "mesh, checkpointed and resumable: rerun with the same run.dir to continue.",
+        "",
+        "options:",
+        f"  --preset NAME      model and training recipe (default {DEFAULT_PRESET}; --list-presets); with",
+        "                     init.hf or init.run and no --preset: the checkpoint's model, and its family's",
+        "                     recipe (init.hf) or its run's (init.run)",
+        "  --compile-only TOPOLOGY",
+        "                     compile the step for a TPU slice (e.g. v5p:4x4x4; needs libtpu) and print",
+        "                     per-chip memory against HBM and the roofline step time; train nothing",
+        "  -h, --help         this text; values shown are the chosen preset's",
+        "",
+        "overrides (section.field=value; defaults shown for the preset):",
+    ]
+    notes = {"model": " (vocab_size follows the tokenizer unless set)", "train": " (the preset's training recipe)"}
     values = config.to_dict()
     for section, cls in SECTIONS.items():
         lines.append(f"\n{section}{notes.get(section, '')}:")
         docs = field_docs(cls)
         for name in field_names(cls):
             value = values[section][name]
-            shown = ("null" if value is None else str(value).lower() if isinstance(value, bool)
-                     else ",".join(value) if isinstance(value, list)
-                     else repr(value) if isinstance(value, str) and value != value.strip() else value)
+            shown = (
+                "null"
+                if value is None
+                else str(value).lower()
+                if isinstance(value, bool)
+                else ",".join(value)
+                if isinstance(value, list)
+                else repr(value)
+                if isinstance(value, str) and value != value.strip()
+                else value
+            )
             lines.append(f"  {section}.{name}={shown}")
             lines += textwrap.wrap(docs.get(name, ""), 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
@@ -77,8 +90,7 @@ def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
     args = _arguments(argv)
     if args.list_presets:
         return None, "\n".join(list_presets())
-    config = (resolve(args.preset, args.overrides) if args.preset is not None
-              else resolve_from_weights(args.overrides))
+    config = resolve(args.preset, args.overrides) if args.preset is not None else resolve_from_weights(args.overrides)
     if args.help:
         return None, help_text(config)
     return config, None
@@ -92,8 +104,11 @@ def _export(config: Config, export_run: Callable | None) -> None:
         raise UserError("run.export: this entry point cannot export; use train.py or python -m zoo.export")
     out = config.run_dir / "hf" if config.run.export.strip().lower() == "true" else Path(config.run.export)
     try:
-        print(f"exported {export_run(config.run_dir, out)}: load it with transformers' "
-              "AutoModelFor*.from_pretrained and AutoTokenizer", flush=True)
+        print(
+            f"exported {export_run(config.run_dir, out)}: load it with transformers' "
+            "AutoModelFor*.from_pretrained and AutoTokenizer",
+            flush=True,
+        )
     except ValueError as e:  # a model no HF architecture expresses
         raise UserError(f"run.export: {e}") from None
 
@@ -115,13 +130,16 @@ def main(argv: list[str] | None = None, export_run: Callable | None = None) -> i
         if topology is not None:
             if not os.environ.get("JAX_PLATFORMS"):  # compile on this host's CPU; never init libtpu's TPU client
                 import jax
+
                 jax.config.update("jax_platforms", "cpu")
             from zoo.train.compile_only import main as compile_only
+
             return compile_only(config, topology)
         if config.run.export is not None and export_run is None:
             _export(config, None)  # refuse before training
         if config.run.distributed or os.environ.get("ZOO_DISTRIBUTED") == "1":
             import jax
+
             jax.distributed.initialize()  # coordinator, process count and id from the environment
         try:
             train(config)

@@ -43,7 +43,11 @@ from zoo.train.tokenizer import make_tokenizer
 # Per chip, from Google Cloud's TPU system-architecture pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p,
 # /v6e): HBM capacity (GiB; the pages say "GB"/"GiB") and peak dense bf16 FLOP/s.
 CHIPS: dict[str, tuple[float, float]] = {
-    "v4": (32, 275e12), "v5e": (16, 197e12), "v5p": (95, 459e12), "v6e": (32, 918e12)}
+    "v4": (32, 275e12),
+    "v5e": (16, 197e12),
+    "v5p": (95, 459e12),
+    "v6e": (32, 918e12),
+}
 ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6": "v6e", "v5": "v5p"}
 
 
@@ -81,7 +85,8 @@ class Report:
             + ("fits" if self.fits else "does NOT fit"),
             f"FLOPs per chip per step: {self.step_flops:.3g} compiled (loop bodies x trip counts), "
             f"{self.model_flops:.3g} model (6N + attention); roofline step time {self.roofline_s:.3g}s at "
-            f"{self.peak_flops / 1e12:.0f} TFLOP/s bf16 (MFU at the roofline {self.model_flops / self.step_flops:.0%})"]
+            f"{self.peak_flops / 1e12:.0f} TFLOP/s bf16 (MFU at the roofline {self.model_flops / self.step_flops:.0%})",
+        ]
 
 
 def _count(n: int) -> str:
@@ -93,8 +98,10 @@ def chip_of(topology: str) -> tuple[str, float, float]:
     gen = topology.partition(":")[0].lower()
     gen = ALIASES.get(gen, gen)
     if gen not in CHIPS or ":" not in topology:
-        raise UserError(f"--compile-only {topology!r}: expected GENERATION:SHAPE with GENERATION one of "
-                        f"{', '.join(CHIPS)} (e.g. v5p:4x4x4, v5e:2x2)")
+        raise UserError(
+            f"--compile-only {topology!r}: expected GENERATION:SHAPE with GENERATION one of "
+            f"{', '.join(CHIPS)} (e.g. v5p:4x4x4, v5e:2x2)"
+        )
     hbm, peak = CHIPS[gen]
     return gen, hbm * GIB, peak
 
@@ -102,9 +109,11 @@ def chip_of(topology: str) -> tuple[str, float, float]:
 def topology_devices(topology: str) -> list:
     """The compile-only devices of a TPU slice (libtpu describes it; no TPU needed)."""
     if importlib.util.find_spec("libtpu") is None and not os.environ.get("TPU_LIBRARY_PATH"):
-        raise UserError(f"--compile-only {topology}: needs libtpu (pip install -e \".[tpu]\", or a folder "
-                        "holding it on PYTHONPATH)")
+        raise UserError(
+            f'--compile-only {topology}: needs libtpu (pip install -e ".[tpu]", or a folder holding it on PYTHONPATH)'
+        )
     from jax.experimental import topologies
+
     # A compile-only client owns no chip: let several such processes load libtpu at once (its lockfile).
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     gen, _, shape = topology.partition(":")
@@ -114,8 +123,9 @@ def topology_devices(topology: str) -> list:
     try:
         return list(topologies.get_topology_desc(topology_name=f"{gen}:{shape}", platform="tpu", **kwargs).devices)
     except Exception as e:  # noqa: BLE001  (libtpu reports bad shapes as assorted runtime errors)
-        raise UserError(f"--compile-only {topology}: libtpu cannot describe this slice: "
-                        f"{' '.join(str(e).split())[:300]}") from None
+        raise UserError(
+            f"--compile-only {topology}: libtpu cannot describe this slice: {' '.join(str(e).split())[:300]}"
+        ) from None
 
 
 def slice_mesh(sizes, devices) -> Mesh:
@@ -186,8 +196,19 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
         raise UserError(f"the compiler gave no memory analysis of the step for {topology}")
     compiled_flops = step_flops(cfg, tc, objective, mesh) if flops else math.nan
     model = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len) / len(devices)
-    return Report(config.preset, topology, len(devices), dict(mesh.shape), memory, hbm, compiled_flops, model, peak,
-                  seconds, count_params(cfg))
+    return Report(
+        config.preset,
+        topology,
+        len(devices),
+        dict(mesh.shape),
+        memory,
+        hbm,
+        compiled_flops,
+        model,
+        peak,
+        seconds,
+        count_params(cfg),
+    )
 
 
 def main(config: Config, topology: str, echo=print) -> int:

@@ -164,8 +164,7 @@ class RunConfig(Replaceable):
         except ValueError:
             window = (0, 0)
         if not colon or not 0 <= window[0] < window[1]:
-            fail(self, "profile", f"expected START:END steps with 0 <= START < END (e.g. 10:15), got "
-                                  f"{self.profile!r}")
+            fail(self, "profile", f"expected START:END steps with 0 <= START < END (e.g. 10:15), got {self.profile!r}")
         return window
 
 
@@ -202,8 +201,14 @@ class InitConfig(Replaceable):
             fail(self, "run", "init.hf and init.run both name the starting parameters; give one")
 
 
-SECTIONS: dict[str, type[Replaceable]] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig,
-                             "run": RunConfig, "mesh": MeshConfig, "init": InitConfig}
+SECTIONS: dict[str, type[Replaceable]] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "run": RunConfig,
+    "mesh": MeshConfig,
+    "init": InitConfig,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +233,7 @@ class Config:
             if not isinstance(getattr(self, section), cls):
                 raise TypeError(f"Config.{section}: expected a {cls.__name__}, got {getattr(self, section)!r}")
         if self.train.seq_len > self.model.max_seq_len:
-            raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len="
-                             f"{self.model.max_seq_len}")
+            raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}")
 
     @property
     def run_dir(self) -> Path:
@@ -249,8 +253,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        return cls(d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS},
-                   origin=d.get("origin", ""))
+        return cls(
+            d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS}, origin=d.get("origin", "")
+        )
 
 
 def all_keys() -> list[str]:
@@ -290,8 +295,9 @@ def parse_any(overrides: list[str] | dict | None) -> dict[str, dict[str, Any]]:
     return {s: dict(overrides.get(s, {})) for s in SECTIONS}
 
 
-def resolve(preset: str = DEFAULT_PRESET, overrides: list[str] | dict | None = None,
-            source: str = COMMAND_LINE) -> Config:
+def resolve(
+    preset: str = DEFAULT_PRESET, overrides: list[str] | dict | None = None, source: str = COMMAND_LINE
+) -> Config:
     """The Config of `preset` with overrides: a list of 'section.field=value' strings, or a dict
     {"model": {...}, "train": {...}, ...} of typed values. `source` names where the overrides came from
     in error messages."""
@@ -303,8 +309,13 @@ def resolve(preset: str = DEFAULT_PRESET, overrides: list[str] | dict | None = N
     return _config(preset, parsed, sections, source)
 
 
-def resolve_on(name: str, bases: dict[str, tuple[dict, str]], overrides: list[str] | dict | None,
-               source: str = COMMAND_LINE, origin: str = "") -> Config:
+def resolve_on(
+    name: str,
+    bases: dict[str, tuple[dict, str]],
+    overrides: list[str] | dict | None,
+    source: str = COMMAND_LINE,
+    origin: str = "",
+) -> Config:
     """Like `resolve`, but the model and train sections start from `bases` rather than a preset:
     {"model": (values, where they came from), "train": (...)}; `name` stands for the preset in the Config."""
     parsed = parse_any(overrides)
@@ -331,8 +342,11 @@ def _section(section: str, values: dict, source: str, base: dict | None = None, 
     try:
         return SECTIONS[section].from_dict({**(base or {}), **values})
     except ValueError as e:
-        sources = [(values, f"from {source}"), (base or {}, f"from {base_source}"),
-                   (defaults(SECTIONS[section]), "by default")]
+        sources = [
+            (values, f"from {source}"),
+            (base or {}, f"from {base_source}"),
+            (defaults(SECTIONS[section]), "by default"),
+        ]
         origins = value_origins(str(e), section, sources)
         raise ValueError(f"{e} ({origins})" if origins else str(e)) from None
 

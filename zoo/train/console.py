@@ -28,8 +28,7 @@ class Console:
     training phase, after which `step` reports each step's metrics (a bar update or, every `log_interval`
     steps, a line) and messages go through the bar so they do not break it."""
 
-    def __init__(self, echo: Callable[[str], None] | None = None, *, progress_bar: bool = True,
-                 log_interval: int = 10):
+    def __init__(self, echo: Callable[[str], None] | None = None, *, progress_bar: bool = True, log_interval: int = 10):
         self.enabled = jax.process_index() == 0
         self.echo, self.progress_bar, self.log_interval = echo, progress_bar, log_interval
         self.bar = None
@@ -50,19 +49,23 @@ class Console:
         self.start, self.end, self.started_at = start, end, time.perf_counter()
         if self.enabled and self.progress_bar and self.echo is None and sys.stderr.isatty():
             from tqdm import tqdm
+
             self.bar = tqdm(total=end, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
     def step(self, step: int, row: dict[str, float]) -> None:
         """Report step `step` (1-based) with its metrics row (loss, lr, grad_norm, tokens_per_s, mfu, ...)."""
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix_str(f"loss={row['loss']:.3f} tok/s={row['tokens_per_s']:,.0f} "
-                                     f"mfu={row['mfu']:.2%}", refresh=True)
+            self.bar.set_postfix_str(
+                f"loss={row['loss']:.3f} tok/s={row['tokens_per_s']:,.0f} mfu={row['mfu']:.2%}", refresh=True
+            )
         elif step % self.log_interval == 0 or step == self.end or step == self.start + 1:
             eta = (self.end - step) * (time.perf_counter() - self.started_at) / max(step - self.start, 1)
-            self.say(f"step {step}/{self.end}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad norm "
-                     f"{row['grad_norm']:.3f}  {row['tokens_per_s']:,.0f} tok/s  MFU {row['mfu']:.2%}  "
-                     f"{row['step_time_s'] * 1e3:.0f} ms/step{_memory(row)}  ETA {_fmt_time(eta)}")
+            self.say(
+                f"step {step}/{self.end}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  grad norm "
+                f"{row['grad_norm']:.3f}  {row['tokens_per_s']:,.0f} tok/s  MFU {row['mfu']:.2%}  "
+                f"{row['step_time_s'] * 1e3:.0f} ms/step{_memory(row)}  ETA {_fmt_time(eta)}"
+            )
 
     def close(self) -> None:
         if self.bar is not None:

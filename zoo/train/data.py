@@ -58,8 +58,12 @@ class Corpus:
 
     def stats(self) -> dict[str, int]:
         count = lambda docs: sum(len(d.encode("utf-8")) for d in docs)  # noqa: E731
-        return {"train_documents": len(self.train), "validation_documents": len(self.validation),
-                "train_bytes": count(self.train), "validation_bytes": count(self.validation)}
+        return {
+            "train_documents": len(self.train),
+            "validation_documents": len(self.validation),
+            "train_bytes": count(self.train),
+            "validation_bytes": count(self.validation),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,13 +126,15 @@ def split_documents(docs: Sequence[str], validation_percent: int = 2) -> Corpus:
     return Corpus(train, validation)
 
 
-def load_corpus(path: str | os.PathLike | None = None, *, text_field: str = "text",
-                validation_percent: int = 2) -> Corpus:
+def load_corpus(
+    path: str | os.PathLike | None = None, *, text_field: str = "text", validation_percent: int = 2
+) -> Corpus:
     """Read and split a corpus into memory; `path=None` is the embedded default corpus."""
     docs = stdlib_documents() if path is None else read_documents(path, text_field)
     if not docs:
-        raise ValueError(f"no documents in {path}: expected non-empty UTF-8 text files or JSONL "
-                         f"with a {text_field!r} field")
+        raise ValueError(
+            f"no documents in {path}: expected non-empty UTF-8 text files or JSONL with a {text_field!r} field"
+        )
     corpus = split_documents(docs, validation_percent)
     if not corpus.train:
         raise ValueError(f"the train split of {path} is empty")
@@ -153,7 +159,7 @@ def pack(tokens: np.ndarray, length: int, stride: int | None = None) -> np.ndarr
     """
     if len(tokens) < length:
         return np.zeros((0, length), np.int32)
-    return np.lib.stride_tricks.sliding_window_view(tokens, length)[::stride or length]
+    return np.lib.stride_tricks.sliding_window_view(tokens, length)[:: stride or length]
 
 
 # --- batches -------------------------------------------------------------------------------------------------
@@ -171,8 +177,16 @@ class TrainStream:
     num_rows).
     """
 
-    def __init__(self, rows, batch_size: int, seed: int = 0, state: dict | None = None, *,
-                 weights: Sequence[float] | None = None, index: np.ndarray | None = None):
+    def __init__(
+        self,
+        rows,
+        batch_size: int,
+        seed: int = 0,
+        state: dict | None = None,
+        *,
+        weights: Sequence[float] | None = None,
+        index: np.ndarray | None = None,
+    ):
         self.sources = [rows] if isinstance(rows, np.ndarray) else list(rows)
         self.batch_size, self.seed = batch_size, seed
         w = np.ones(len(self.sources)) if weights is None else np.asarray(weights, np.float64)
@@ -180,8 +194,10 @@ class TrainStream:
         self.index = np.arange(batch_size) if index is None else np.asarray(index)
         self.num_rows = [len(r) for r in self.sources]
         if min(self.num_rows) == 0 or sum(self.num_rows) < batch_size:
-            raise ValueError(f"corpus too small: {self.num_rows} sequences of {self.sources[0].shape[1]} tokens "
-                             f"do not fill one batch of {batch_size}")
+            raise ValueError(
+                f"corpus too small: {self.num_rows} sequences of {self.sources[0].shape[1]} tokens "
+                f"do not fill one batch of {batch_size}"
+            )
         self.step, self.taken = 0, [0] * len(self.sources)
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         if state is not None:
@@ -209,8 +225,10 @@ class TrainStream:
     def restore(self, state: dict) -> None:
         num_rows = [int(n) for n in np.atleast_1d(state.get("num_rows", []))]
         if "taken" not in state or (int(state["seed"]), num_rows) != (self.seed, self.num_rows):
-            raise ValueError(f"data state {state} is from a different stream (seed {self.seed}, "
-                             f"{self.num_rows} rows now): corpus, tokenizer, seq_len or seed changed")
+            raise ValueError(
+                f"data state {state} is from a different stream (seed {self.seed}, "
+                f"{self.num_rows} rows now): corpus, tokenizer, seq_len or seed changed"
+            )
         self.step, self.taken = int(state["step"]), [int(n) for n in state["taken"]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -267,7 +285,7 @@ def validation_rows(sources: Sequence[np.ndarray], limit: int) -> np.ndarray:
     """int32 [<= limit, row_length]: the first rows of each source, interleaved (row i from source i % K
     while it lasts), so that a mixture's fixed validation batches hold every source."""
     k = len(sources)
-    take = [np.ascontiguousarray(s[:-(-limit // k) if k > 1 else limit], np.int32) for s in sources]
+    take = [np.ascontiguousarray(s[: -(-limit // k) if k > 1 else limit], np.int32) for s in sources]
     order = sorted(((i, j) for j, t in enumerate(take) for i in range(len(t))))
     rows = [take[j][i] for i, j in order][:limit]
     width = sources[0].shape[1]
@@ -282,4 +300,4 @@ def validation_batches(rows: np.ndarray, batch_size: int, max_batches: int | Non
     """
     n = len(rows) // batch_size
     n = n if max_batches is None else min(n, max_batches)
-    return [np.ascontiguousarray(rows[i * batch_size:(i + 1) * batch_size], np.int32) for i in range(n)]
+    return [np.ascontiguousarray(rows[i * batch_size : (i + 1) * batch_size], np.int32) for i in range(n)]

@@ -92,14 +92,26 @@ class TokenCorpus:
 
 
 def cache_key(path, tokenizer, text_field: str, validation_percent: int, max_documents: int | None) -> dict:
-    return {"format": FORMAT_VERSION, "corpus": sources_lib.fingerprint(path),
-            "text_field": text_field if path is not None else None, "tokenizer": tokenizer_identity(tokenizer),
-            "validation_percent": validation_percent, "max_documents": max_documents}
+    return {
+        "format": FORMAT_VERSION,
+        "corpus": sources_lib.fingerprint(path),
+        "text_field": text_field if path is not None else None,
+        "tokenizer": tokenizer_identity(tokenizer),
+        "validation_percent": validation_percent,
+        "max_documents": max_documents,
+    }
 
 
-def open_tokens(path: str | os.PathLike | None, tokenizer, *, text_field: str = "text", validation_percent: int = 2,
-                max_documents: int | None = None, cache_dir: str | os.PathLike | None = None,
-                progress: bool = True) -> TokenCorpus:
+def open_tokens(
+    path: str | os.PathLike | None,
+    tokenizer,
+    *,
+    text_field: str = "text",
+    validation_percent: int = 2,
+    max_documents: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TokenCorpus:
     """The cached tokens of the corpus at `path` (None: the default corpus), built first if missing."""
     t0 = time.perf_counter()
     key = cache_key(path, tokenizer, text_field, validation_percent, max_documents)
@@ -118,8 +130,9 @@ def _open(directory: Path, hit: bool, seconds: float) -> TokenCorpus:
     splits = {}
     for split in SPLITS:
         n = meta[split]["tokens"]
-        tokens = (np.memmap(directory / f"{split}.tokens", dtype, mode="r", shape=(n,)) if n
-                  else np.zeros(0, dtype))  # numpy cannot map an empty file
+        tokens = (
+            np.memmap(directory / f"{split}.tokens", dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+        )  # numpy cannot map an empty file
         offsets = np.load(directory / f"{split}.offsets.npy", mmap_mode="r", allow_pickle=False)
         splits[split] = TokenSplit(tokens, offsets, meta[split]["bytes"])
     counts = np.load(directory / "train.counts.npy", allow_pickle=False)
@@ -155,8 +168,16 @@ def _encode(tokenizer, chunk: list[tuple[str, str]], vocab: int):
     return docs, counts
 
 
-def _build(directory: Path, path, key: dict, tokenizer, text_field: str, validation_percent: int,
-           max_documents: int | None, progress: bool) -> None:
+def _build(
+    directory: Path,
+    path,
+    key: dict,
+    tokenizer,
+    text_field: str,
+    validation_percent: int,
+    max_documents: int | None,
+    progress: bool,
+) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     writers: dict[str, _Writer] = {}
@@ -165,8 +186,14 @@ def _build(directory: Path, path, key: dict, tokenizer, text_field: str, validat
         dtype = np.dtype(np.uint16 if vocab <= 1 << 16 else np.uint32)
         writers = {s: _Writer(tmp, s, dtype, tokenizer.eos_id, vocab) for s in SPLITS}
         total = sources_lib.corpus_bytes(key["corpus"])
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenizing {directory.name}",
-                   disable=None if progress else True, leave=False)
+        bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=f"tokenizing {directory.name}",
+            disable=None if progress else True,
+            leave=False,
+        )
         docs = sources_lib.iter_documents(path, text_field, progress=bar)
         docs = itertools.islice(docs, max_documents) if max_documents is not None else docs
         workers = os.cpu_count() or 1
@@ -202,8 +229,9 @@ def _build(directory: Path, path, key: dict, tokenizer, text_field: str, validat
         for writer in writers.values():
             writer.close()
         if writers["train"].offsets[-1] == 0:
-            raise ValueError(f"no documents in {path}: expected non-empty UTF-8 text, JSONL or Parquet with a "
-                             f"{text_field!r} field")
+            raise ValueError(
+                f"no documents in {path}: expected non-empty UTF-8 text, JSONL or Parquet with a {text_field!r} field"
+            )
         meta = {"key": key, "dtype": dtype.name, "eos_id": tokenizer.eos_id}
         for split, w in writers.items():
             np.save(tmp / f"{split}.offsets.npy", np.asarray(w.offsets, np.int64), allow_pickle=False)

@@ -43,11 +43,22 @@ def train_texts(data) -> data_lib.TrainTexts:
 
 def open_sources(data, tokenizer, progress: bool = True) -> list[tuple[str | None, float, data_cache.TokenCorpus]]:
     """[(path, weight, cached tokens)] of every source of a DataConfig, each cache built first if missing."""
-    return [(path, weight, data_cache.open_tokens(path, tokenizer, text_field=data.text_field,
-                                                  validation_percent=data.validation_percent,
-                                                  max_documents=data.max_documents, cache_dir=data.cache_dir,
-                                                  progress=progress))
-            for path, weight in sources_of(data)]
+    return [
+        (
+            path,
+            weight,
+            data_cache.open_tokens(
+                path,
+                tokenizer,
+                text_field=data.text_field,
+                validation_percent=data.validation_percent,
+                max_documents=data.max_documents,
+                cache_dir=data.cache_dir,
+                progress=progress,
+            ),
+        )
+        for path, weight in sources_of(data)
+    ]
 
 
 def validation_rows(corpora, row_length: int, stride: int, limit: int, split: str = "validation") -> np.ndarray:
@@ -59,30 +70,46 @@ def validation_rows(corpora, row_length: int, stride: int, limit: int, split: st
 
 def documents(split: data_cache.TokenSplit) -> list[np.ndarray]:
     """Each document of a cached split: its ids, without the EOS that ends it in the token stream."""
-    return [np.asarray(split.tokens[a:b - 1]) for a, b in zip(split.offsets[:-1], split.offsets[1:], strict=True)]
+    return [np.asarray(split.tokens[a : b - 1]) for a, b in zip(split.offsets[:-1], split.offsets[1:], strict=True)]
 
 
-def open_training_data(data, tokenizer, row_length: int, stride: int, batch_size: int, seed: int,
-                       index: np.ndarray | None = None, val_limit: int = 0, progress: bool = True) -> TrainingData:
+def open_training_data(
+    data,
+    tokenizer,
+    row_length: int,
+    stride: int,
+    batch_size: int,
+    seed: int,
+    index: np.ndarray | None = None,
+    val_limit: int = 0,
+    progress: bool = True,
+) -> TrainingData:
     """Open (building when missing) the token cache of every source and pack it: the train stream (reading only
     the rows `index` of each global batch) and up to `val_limit` validation rows. ValueError for bad data."""
     corpora = open_sources(data, tokenizer, progress)
     train = [data_lib.pack(c.train.tokens, row_length, stride) for _, _, c in corpora]
     for (path, _, c), rows in zip(corpora, train, strict=True):
         if len(rows) == 0:
-            raise ValueError(f"corpus too small: {path or 'the default corpus'} has {len(c.train.tokens)} train "
-                             f"tokens, fewer than one sequence of {row_length}")
+            raise ValueError(
+                f"corpus too small: {path or 'the default corpus'} has {len(c.train.tokens)} train "
+                f"tokens, fewer than one sequence of {row_length}"
+            )
     weights = [w for _, w, _ in corpora]
     stream = data_lib.TrainStream(train, batch_size, seed, weights=weights, index=index)
     val_rows = validation_rows(corpora, row_length, stride, val_limit)
     mix = sum(w / sum(weights) * c.counts / max(c.counts.sum(), 1) for _, w, c in corpora)
     built = [c for _, _, c in corpora if not c.hit]
-    cache = (f"tokenized {len(built)} of {len(corpora)} sources in {sum(c.seconds for c in built):.1f}s"
-             if built else f"cache hit ({sum(c.seconds for _, _, c in corpora):.2f}s)")
+    cache = (
+        f"tokenized {len(built)} of {len(corpora)} sources in {sum(c.seconds for c in built):.1f}s"
+        if built
+        else f"cache hit ({sum(c.seconds for _, _, c in corpora):.2f}s)"
+    )
     docs = lambda split: sum(getattr(c, split).documents for _, _, c in corpora)  # noqa: E731
-    message = (f"data: {docs('train'):,} train / {docs('validation'):,} validation documents, "
-               f"{sum(len(c.train.tokens) for _, _, c in corpora):,} train tokens, unigram entropy "
-               f"{data_cache.unigram_entropy(mix):.3f} nats/token; {cache} in {corpora[0][2].directory.parent}")
+    message = (
+        f"data: {docs('train'):,} train / {docs('validation'):,} validation documents, "
+        f"{sum(len(c.train.tokens) for _, _, c in corpora):,} train tokens, unigram entropy "
+        f"{data_cache.unigram_entropy(mix):.3f} nats/token; {cache} in {corpora[0][2].directory.parent}"
+    )
     if len(corpora) > 1:
         message += "; mixture " + ", ".join(f"{p}: {w / sum(weights):.2f}" for p, w, _ in corpora)
     return TrainingData(stream, val_rows, data_cache.unigram_entropy(mix), message)

@@ -48,8 +48,11 @@ def _stdlib_files() -> tuple[str, list[str]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]  # prune: never walk site-packages
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        files += [f if rel == "." else f"{rel}/{f}" for f in filenames
-                  if f.endswith(".py") and not f.startswith("_sysconfigdata")]
+        files += [
+            f if rel == "." else f"{rel}/{f}"
+            for f in filenames
+            if f.endswith(".py") and not f.startswith("_sysconfigdata")
+        ]
     return root, sorted(files)
 
 
@@ -124,7 +127,7 @@ def _read_parquet(path: Path, text_field: str, progress) -> Iterator[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError(f"{path}: reading Parquet needs pyarrow: pip install -e \".[parquet]\"") from None
+        raise ValueError(f'{path}: reading Parquet needs pyarrow: pip install -e ".[parquet]"') from None
     file = pq.ParquetFile(path)
     if text_field not in file.schema_arrow.names:
         raise ValueError(f"{path}: no column {text_field!r} (columns: {', '.join(file.schema_arrow.names)})")
@@ -186,11 +189,12 @@ def fingerprint(path: str | os.PathLike | None) -> dict:
         import pydoc_data.topics
 
         paths = [Path(root, rel) for rel in files] + [Path(pydoc_data.topics.__file__)]
-        return {"corpus": "stdlib", "python": sys.version, "root": root,
-                "files": [[str(f), *_stat(f)] for f in paths]}
+        return {"corpus": "stdlib", "python": sys.version, "root": root, "files": [[str(f), *_stat(f)] for f in paths]}
     path = Path(path).resolve()
-    return {"corpus": str(path), "files": [[f.relative_to(path).as_posix() if path.is_dir() else f.name,
-                                            *_stat(f)] for f in _files(path)]}
+    return {
+        "corpus": str(path),
+        "files": [[f.relative_to(path).as_posix() if path.is_dir() else f.name, *_stat(f)] for f in _files(path)],
+    }
 
 
 def _stat(file: Path) -> list[int]:

@@ -41,15 +41,25 @@ from zoo.train.state import device_batch, programs
 from zoo.train.tokenizer import load_tokenizer
 
 
-def validation_loss(cfg, params, tokenizer, corpora, recipe: TrainConfig, eval_batches: int, seed: int = 0,
-                    mesh=None, split: str = "validation") -> dict:
+def validation_loss(
+    cfg,
+    params,
+    tokenizer,
+    corpora,
+    recipe: TrainConfig,
+    eval_batches: int,
+    seed: int = 0,
+    mesh=None,
+    split: str = "validation",
+) -> dict:
     """The training loop's validation metrics on a split of the opened sources `corpora`
     (zoo.train.data_setup.open_sources): the same rows, batches and program (mean over batches of nll and
     accuracy)."""
     mesh = mesh or make_mesh()
     objective = make_objective(cfg, recipe, tokenizer, seed)
-    rows = data_setup.validation_rows(corpora, objective.row_length, objective.stride,
-                                      recipe.micro_batch_size * eval_batches, split)
+    rows = data_setup.validation_rows(
+        corpora, objective.row_length, objective.stride, recipe.micro_batch_size * eval_batches, split
+    )
     ways = data_parallelism(mesh)
     batch = min(recipe.micro_batch_size, len(rows) // ways * ways)
     batches = data_lib.validation_batches(rows, batch, eval_batches) if batch else []
@@ -58,13 +68,20 @@ def validation_loss(cfg, params, tokenizer, corpora, recipe: TrainConfig, eval_b
     prog = programs(cfg, recipe, objective, mesh)
     params = jax.device_put(params, prog.state_shardings["params"])
     with use_mesh(mesh):
-        totals = [jax.device_get(prog.evaluate(params, device_batch(objective.make_batch(r, i, split=1),
-                                                                     prog.batch_sharding)))
-                  for i, r in enumerate(_progress(batches, "validation"))]
+        totals = [
+            jax.device_get(
+                prog.evaluate(params, device_batch(objective.make_batch(r, i, split=1), prog.batch_sharding))
+            )
+            for i, r in enumerate(_progress(batches, "validation"))
+        ]
     nll = float(np.mean([t["nll"] for t in totals]))
-    return {"loss": nll, "perplexity": math.exp(min(nll, 700.0)),
-            "accuracy": float(np.mean([t["accuracy"] for t in totals])), "batches": len(batches),
-            "tokens": int(sum(t["tokens"] for t in totals))}
+    return {
+        "loss": nll,
+        "perplexity": math.exp(min(nll, 700.0)),
+        "accuracy": float(np.mean([t["accuracy"] for t in totals])),
+        "batches": len(batches),
+        "tokens": int(sum(t["tokens"] for t in totals)),
+    }
 
 
 def _progress(items, what: str):
@@ -72,8 +89,9 @@ def _progress(items, what: str):
     return tqdm(items, desc=what, unit="batch", disable=not sys.stderr.isatty(), leave=False)
 
 
-def document_losses(cfg, params, tokenizer, documents: list[np.ndarray], seq_len: int, batch_size: int,
-                    mesh=None) -> dict:
+def document_losses(
+    cfg, params, tokenizer, documents: list[np.ndarray], seq_len: int, batch_size: int, mesh=None
+) -> dict:
     """Per-document summed NLL (nats), target tokens and UTF-8 bytes, and their totals (decoder-only).
     `documents`: each document's ids (zoo.train.data_setup.documents); its bytes are those of its decoded text."""
     mesh = mesh or make_mesh()
@@ -84,7 +102,7 @@ def document_losses(cfg, params, tokenizer, documents: list[np.ndarray], seq_len
         ids = np.append(ids, tokenizer.eos_id).astype(np.int32)
         for start in range(0, len(ids) - 1, seq_len):  # windows of seq_len targets, each from a fresh context
             row = np.full(seq_len + 1, -1, np.int32)
-            row[:min(seq_len + 1, len(ids) - start)] = ids[start:start + seq_len + 1]
+            row[: min(seq_len + 1, len(ids) - start)] = ids[start : start + seq_len + 1]
             rows.append(row)
             owners.append(index)
     rows += [np.full(seq_len + 1, -1, np.int32)] * (-len(rows) % batch_size)
@@ -101,18 +119,32 @@ def document_losses(cfg, params, tokenizer, documents: list[np.ndarray], seq_len
     nll_sum, counts = np.zeros(len(documents)), np.zeros(len(documents), np.int64)
     with use_mesh(mesh):
         for i in _progress(range(0, len(owners), batch_size), "documents"):
-            chunk = jax.device_put(np.stack(rows[i:i + batch_size]), sharding)
+            chunk = jax.device_put(np.stack(rows[i : i + batch_size]), sharding)
             sums, n = jax.device_get(score(params, chunk))
-            for j, owner in enumerate(owners[i:i + batch_size]):
+            for j, owner in enumerate(owners[i : i + batch_size]):
                 nll_sum[owner] += sums[j]
                 counts[owner] += n[j]
     sizes = [len(tokenizer.decode(ids.tolist()).encode("utf-8")) for ids in documents]
-    per_doc = [{"document": i, "tokens": int(counts[i]), "bytes": sizes[i], "nll": float(nll_sum[i]),
-                "bits_per_byte": float(nll_sum[i] / math.log(2) / max(sizes[i], 1))} for i in range(len(documents))]
+    per_doc = [
+        {
+            "document": i,
+            "tokens": int(counts[i]),
+            "bytes": sizes[i],
+            "nll": float(nll_sum[i]),
+            "bits_per_byte": float(nll_sum[i] / math.log(2) / max(sizes[i], 1)),
+        }
+        for i in range(len(documents))
+    ]
     total, tokens, size = float(nll_sum.sum()), int(counts.sum()), sum(sizes)
-    return {"loss": total / tokens, "perplexity": math.exp(min(total / tokens, 700.0)),
-            "bits_per_byte": total / math.log(2) / size, "tokens": tokens, "bytes": size,
-            "documents": len(documents), "per_document": per_doc}
+    return {
+        "loss": total / tokens,
+        "perplexity": math.exp(min(total / tokens, 700.0)),
+        "bits_per_byte": total / math.log(2) / size,
+        "tokens": tokens,
+        "bytes": size,
+        "documents": len(documents),
+        "per_document": per_doc,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--run", help="a zoo run directory (its latest checkpoint, or --step)")
     source.add_argument("--hf", help="a Hugging Face checkpoint directory (config.json, safetensors, tokenizer.json)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of --run (default: the latest)")
-    parser.add_argument("--data", default=None, help="a text file, folder or .jsonl: evaluate all its documents "
-                                                     "(default: the validation split)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a text file, folder or .jsonl: evaluate all its documents (default: the validation split)",
+    )
     parser.add_argument("--text-field", default="text", help="JSONL field holding the text (default %(default)s)")
     parser.add_argument("--max-documents", type=int, default=None, help="use only the first N documents")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: the run's)")
@@ -170,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(args.run, args.hf, args.step, args.seq_len, args.batch_size)
         data, split = loaded.data, "validation"
         if args.data is not None:  # every document of --data: all of it in the train split
-            data = DataConfig(path=args.data, text_field=args.text_field, validation_percent=0,
-                              max_documents=args.max_documents, cache_dir=data.cache_dir)
+            data = DataConfig(
+                path=args.data,
+                text_field=args.text_field,
+                validation_percent=0,
+                max_documents=args.max_documents,
+                cache_dir=data.cache_dir,
+            )
             split = "train"
         elif args.max_documents is not None:
             data = dataclasses.replace(data, max_documents=args.max_documents)
@@ -181,27 +221,41 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{'--data' if args.data is not None else 'data'}: {e}") from None
         results = {}
         try:
-            results["validation"] = validation_loss(loaded.cfg, loaded.params, loaded.tokenizer, corpora,
-                                                    loaded.recipe, loaded.eval_batches, loaded.seed, split=split)
+            results["validation"] = validation_loss(
+                loaded.cfg,
+                loaded.params,
+                loaded.tokenizer,
+                corpora,
+                loaded.recipe,
+                loaded.eval_batches,
+                loaded.seed,
+                split=split,
+            )
         except UserError as e:
             if loaded.cfg.is_encoder_decoder:  # the only measure there is
                 raise
             results["validation"] = {"skipped": str(e)}
         if not loaded.cfg.is_encoder_decoder:
             docs = [d for _, _, c in corpora for d in data_setup.documents(getattr(c, split))]
-            results["documents"] = document_losses(loaded.cfg, loaded.params, loaded.tokenizer, docs,
-                                                   loaded.recipe.seq_len, loaded.recipe.micro_batch_size)
+            results["documents"] = document_losses(
+                loaded.cfg, loaded.params, loaded.tokenizer, docs, loaded.recipe.seq_len, loaded.recipe.micro_batch_size
+            )
     except UserError as e:
         print(f"evaluate.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     v = results["validation"]
-    print(f"validation: skipped ({v['skipped']})" if "skipped" in v else
-          f"validation ({v['batches']} batches, {v['tokens']:,} tokens): loss {v['loss']:.4f} nats/token, "
-          f"perplexity {v['perplexity']:.2f}, accuracy {v['accuracy']:.3f}")
+    print(
+        f"validation: skipped ({v['skipped']})"
+        if "skipped" in v
+        else f"validation ({v['batches']} batches, {v['tokens']:,} tokens): loss {v['loss']:.4f} nats/token, "
+        f"perplexity {v['perplexity']:.2f}, accuracy {v['accuracy']:.3f}"
+    )
     if "documents" in results:
         d = results["documents"]
-        print(f"documents ({d['documents']}, {d['tokens']:,} tokens, {d['bytes']:,} bytes): loss {d['loss']:.4f} "
-              f"nats/token, perplexity {d['perplexity']:.2f}, {d['bits_per_byte']:.4f} bits/byte")
+        print(
+            f"documents ({d['documents']}, {d['tokens']:,} tokens, {d['bytes']:,} bytes): loss {d['loss']:.4f} "
+            f"nats/token, perplexity {d['perplexity']:.2f}, {d['bits_per_byte']:.4f} bits/byte"
+        )
     if args.json is not None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -61,8 +61,12 @@ class SaveCheckpoint(Hook):
         self.checkpoints, self.config, self.last_saved = checkpoints, config, last_saved
 
     def __call__(self, info: StepInfo) -> None:
-        meta = {"step": info.step, "data_state": info.data_state, "model": self.config.model.to_dict(),
-                "config": self.config.to_dict()}
+        meta = {
+            "step": info.step,
+            "data_state": info.data_state,
+            "model": self.config.model.to_dict(),
+            "config": self.config.to_dict(),
+        }
         self.checkpoints.save(info.step, info.state, meta)
         self.last_saved = info.step
 
@@ -78,10 +82,15 @@ class CheckFinite(Hook):
         m = info.metrics
         if all(math.isfinite(m[k]) for k in ("loss", "grad_norm", "param_norm")):
             return
-        kept = (f"the last good checkpoint is step {self.saver.last_saved}" if self.saver.last_saved is not None
-                else "no checkpoint was saved")
-        raise TrainingStopped(f"non-finite loss at step {info.step} (loss {m['loss']}, gradient norm "
-                              f"{m['grad_norm']}, parameter norm {m['param_norm']}); {kept} in {self.run_dir}")
+        kept = (
+            f"the last good checkpoint is step {self.saver.last_saved}"
+            if self.saver.last_saved is not None
+            else "no checkpoint was saved"
+        )
+        raise TrainingStopped(
+            f"non-finite loss at step {info.step} (loss {m['loss']}, gradient norm "
+            f"{m['grad_norm']}, parameter norm {m['param_norm']}); {kept} in {self.run_dir}"
+        )
 
 
 def device_memory(device=None) -> dict[str, float]:
@@ -94,15 +103,14 @@ def device_memory(device=None) -> dict[str, float]:
     if not stats or "bytes_in_use" not in stats:
         return {}
     names = {"bytes_in_use": "memory_gib", "peak_bytes_in_use": "memory_peak_gib", "bytes_limit": "memory_limit_gib"}
-    return {name: stats[key] / 1024 ** 3 for key, name in names.items() if key in stats}
+    return {name: stats[key] / 1024**3 for key, name in names.items() if key in stats}
 
 
 class LogMetrics(Hook):
     """Every step: a metrics.jsonl row (with step time, tokens/s, MFU, device memory where the backend reports
     it), the console, and `history`."""
 
-    def __init__(self, writer, console, tokens_per_step: int, flops_per_step: float, peak_flops: float,
-                 device=None):
+    def __init__(self, writer, console, tokens_per_step: int, flops_per_step: float, peak_flops: float, device=None):
         super().__init__()
         self.writer, self.console, self.device = writer, console, device
         self.tokens_per_step, self.flops_per_step, self.peak_flops = tokens_per_step, flops_per_step, peak_flops
@@ -110,9 +118,13 @@ class LogMetrics(Hook):
 
     def __call__(self, info: StepInfo) -> None:
         m, dt = info.metrics, info.step_time_s
-        row = {**{k: m[k] for k in ("loss", "nll", "accuracy", "z_loss", "lr", "grad_norm", "param_norm")},
-               "step_time_s": dt, "tokens_per_s": self.tokens_per_step / dt,
-               "mfu": self.flops_per_step / dt / self.peak_flops, **device_memory(self.device)}
+        row = {
+            **{k: m[k] for k in ("loss", "nll", "accuracy", "z_loss", "lr", "grad_norm", "param_norm")},
+            "step_time_s": dt,
+            "tokens_per_s": self.tokens_per_step / dt,
+            "mfu": self.flops_per_step / dt / self.peak_flops,
+            **device_memory(self.device),
+        }
         self.writer.write(info.step, row)
         self.history.append({"step": info.step, **row})
         self.console.step(info.step, row)
@@ -133,15 +145,23 @@ class Evaluate(Hook):
 
     def __call__(self, info: StepInfo) -> None:
         prog, objective, batches = self.setup.programs, self.setup.objective, self.setup.val_batches
-        totals = [jax.device_get(prog.evaluate(info.state["params"], device_batch(
-            objective.make_batch(rows, i, split=1), prog.batch_sharding))) for i, rows in enumerate(batches)]
+        totals = [
+            jax.device_get(
+                prog.evaluate(
+                    info.state["params"], device_batch(objective.make_batch(rows, i, split=1), prog.batch_sharding)
+                )
+            )
+            for i, rows in enumerate(batches)
+        ]
         nll = float(np.mean([t["nll"] for t in totals]))
         acc = float(np.mean([t["accuracy"] for t in totals]))
         result = {"val_loss": nll, "val_ppl": math.exp(min(nll, 700.0)), "val_accuracy": acc}
         self.writer.write(info.step, result)
         self.results.append({"step": info.step, **result})
-        self.console.say(f"step {info.step}: val loss {nll:.4f}, ppl {result['val_ppl']:.2f}, accuracy {acc:.3f} "
-                         f"({len(batches)} batches)")
+        self.console.say(
+            f"step {info.step}: val loss {nll:.4f}, ppl {result['val_ppl']:.2f}, accuracy {acc:.3f} "
+            f"({len(batches)} batches)"
+        )
 
 
 class Profile(Hook):

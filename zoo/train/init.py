@@ -65,8 +65,10 @@ def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConf
         name, wanted, found = differences[0]
         given = "the command line" if f"model.{name}" in config.explicit else f"preset {config.preset!r}"
         more = f" (also {', '.join(d[0] for d in differences[1:])})" if len(differences) > 1 else ""
-        raise UserError(f"{key}: the checkpoint has model.{name}={found!r} but {given} says {wanted!r}{more}; "
-                        f"choose the preset of this model or set model.{name} on the command line")
+        raise UserError(
+            f"{key}: the checkpoint has model.{name}={found!r} but {given} says {wanted!r}{more}; "
+            f"choose the preset of this model or set model.{name} on the command line"
+        )
     return checkpoint.replace(**{name: getattr(config.model, name) for name in _THIS_RUN})
 
 
@@ -80,8 +82,9 @@ def load(config: Config, mesh: Mesh | None = None) -> Start:
         raise UserError(f"{key}: {path} is not a directory")
     if key == "init.hf":
         try:
-            checkpoint, params = hf.load(path, scan_layers=config.model.scan_layers,
-                                         param_dtype=config.model.param_dtype)
+            checkpoint, params = hf.load(
+                path, scan_layers=config.model.scan_layers, param_dtype=config.model.param_dtype
+            )
             tokenizer = load_tokenizer(path)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"init.hf: {e}") from None
@@ -118,8 +121,10 @@ def resolve_from_weights(overrides: list[str] | dict | None, source: str = COMMA
         except (OSError, ValueError) as e:
             raise UserError(f"init.hf: {e}") from None
         model = {**_given(checkpoint), **{k: v for k, v in model_defaults.items() if k in _THIS_RUN}}
-        origin = (f"no --preset: the model is {key}'s (HF {family.model_type}), the recipe {where}'s `train:` "
-                  f"(the {family.preset_family} family's)")
+        origin = (
+            f"no --preset: the model is {key}'s (HF {family.model_type}), the recipe {where}'s `train:` "
+            f"(the {family.preset_family} family's)"
+        )
         bases = {"model": (model, f"{key} {path}"), "train": (recipe, f"{where} train")}
     else:
         other = load_run_config(path)

@@ -92,10 +92,19 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
             console.say(_summary(log.history, evaluate.results, end, config, checkpoints))
         sample = None
         if run.sample_tokens > 0 and jax.process_count() == 1:
-            sample = generate_text(setup.programs.model, state["params"], setup.tokenizer, run.sample_prompt,
-                                   run.sample_tokens, temperature=run.sample_temperature, seed=run.seed)
-            console.say(f"sample ({run.sample_tokens} tokens, temperature {run.sample_temperature}):\n"
-                        f"{run.sample_prompt}{sample}")
+            sample = generate_text(
+                setup.programs.model,
+                state["params"],
+                setup.tokenizer,
+                run.sample_prompt,
+                run.sample_tokens,
+                temperature=run.sample_temperature,
+                seed=run.seed,
+            )
+            console.say(
+                f"sample ({run.sample_tokens} tokens, temperature {run.sample_temperature}):\n"
+                f"{run.sample_prompt}{sample}"
+            )
     finally:
         if profile is not None:
             profile.close()
@@ -103,12 +112,14 @@ def train(config: Config, *, devices=None, echo: Callable[[str], None] | None = 
         checkpoints.close()
         if writer is not None:
             writer.close()
-    return TrainResult(config.run_dir, start, max(start, end), log.history, evaluate.results,
-                       setup.unigram_entropy, sample, state)
+    return TrainResult(
+        config.run_dir, start, max(start, end), log.history, evaluate.results, setup.unigram_entropy, sample, state
+    )
 
 
-def train_steps(setup: Setup, state, start: int, end: int, needs_state: Callable[[int], bool],
-                console: Console) -> Iterator[StepInfo]:
+def train_steps(
+    setup: Setup, state, start: int, end: int, needs_state: Callable[[int], bool], console: Console
+) -> Iterator[StepInfo]:
     """Run steps start+1 .. end, yielding each finished step in order. A step's metrics are fetched while
     the next step runs (the host never idles the devices), except where `needs_state(step)` (and at the
     end): then the step is handed over with its state before the next one is dispatched."""
@@ -118,8 +129,7 @@ def train_steps(setup: Setup, state, start: int, end: int, needs_state: Callable
 
     def next_batch(step):
         rows = next(stream)  # this process's rows of the global batch
-        return local_batch(objective.make_batch(rows, step, part=stream.part), prog.batch_sharding,
-                           stream.batch_size)
+        return local_batch(objective.make_batch(rows, step, part=stream.part), prog.batch_sharding, stream.batch_size)
 
     batch = next_batch(start)
     step_fn = prog.compiled_step(state, batch)  # compiled by prepare() (zoo/train/memory.py)
@@ -175,9 +185,11 @@ def _start(setup: Setup, checkpoints: Checkpoints, console: Console):
 
 
 def _summary(history: list[dict], evals: list[dict], end: int, config: Config, checkpoints: Checkpoints) -> str:
-    tail = history[-min(10, len(history)):]
+    tail = history[-min(10, len(history)) :]
     seconds = sum(h["step_time_s"] for h in history)
     val = f", val loss {evals[-1]['val_loss']:.4f}" if evals and evals[-1]["step"] == end else ""
-    return (f"done: step {end}, train loss {np.mean([h['loss'] for h in tail]):.4f} (mean of the last "
-            f"{len(tail)} steps){val}; {len(history) * config.train.tokens_per_step / seconds:,.0f} "
-            f"tokens/s, MFU {np.mean([h['mfu'] for h in history]):.2%}; checkpoints in {checkpoints.directory}")
+    return (
+        f"done: step {end}, train loss {np.mean([h['loss'] for h in tail]):.4f} (mean of the last "
+        f"{len(tail)} steps){val}; {len(history) * config.train.tokens_per_step / seconds:,.0f} "
+        f"tokens/s, MFU {np.mean([h['mfu'] for h in history]):.2%}; checkpoints in {checkpoints.directory}"
+    )

@@ -25,7 +25,7 @@ import numpy as np
 from zoo.sharding import use_mesh
 from zoo.train.config import UserError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +51,19 @@ class StepMemory:
             m = None
         if m is None:
             return None
-        return cls(int(m.argument_size_in_bytes), int(m.output_size_in_bytes), int(m.temp_size_in_bytes),
-                   int(m.alias_size_in_bytes), int(getattr(m, "generated_code_size_in_bytes", 0) or 0))
+        return cls(
+            int(m.argument_size_in_bytes),
+            int(m.output_size_in_bytes),
+            int(m.temp_size_in_bytes),
+            int(m.alias_size_in_bytes),
+            int(getattr(m, "generated_code_size_in_bytes", 0) or 0),
+        )
 
     def describe(self) -> str:
-        return (f"{gib(self.total)} per device (arguments {gib(self.arguments)}, temporaries "
-                f"{gib(self.temporaries)}, outputs not reusing donated buffers {gib(self.outputs - self.aliased)})")
+        return (
+            f"{gib(self.total)} per device (arguments {gib(self.arguments)}, temporaries "
+            f"{gib(self.temporaries)}, outputs not reusing donated buffers {gib(self.outputs - self.aliased)})"
+        )
 
 
 def abstract_batch(objective, batch_size: int, sharding, dtype=np.int32) -> dict[str, jax.ShapeDtypeStruct]:
@@ -70,8 +77,9 @@ def compile_step(prog, objective, batch_size: int, mesh, dtype=np.int32):
     Programs.compiled_step finds it."""
     if "step" not in prog.compiled:
         with use_mesh(mesh):
-            lowered = prog.step.lower(prog.abstract_state, abstract_batch(objective, batch_size,
-                                                                          prog.batch_sharding, dtype))
+            lowered = prog.step.lower(
+                prog.abstract_state, abstract_batch(objective, batch_size, prog.batch_sharding, dtype)
+            )
         prog.compiled["step"] = lowered.compile()
     return prog.compiled["step"]
 
@@ -156,6 +164,8 @@ def check_fits(need: StepMemory | None, config, mesh, device: jax.Device | None 
     if need.total <= limit:
         return f"memory: the step needs {gib(need.total)} per device of {gib(limit)} ({source})"
     hints = "; ".join(advice(need, limit, config, mesh))
-    raise UserError(f"the train step needs {need.describe()}, more than the {gib(limit)} a device has "
-                      f"({source}); to fit, try: {hints}. (run.memory_limit_gb=N sets the limit, "
-                      "run.memory_check=false skips this check)")
+    raise UserError(
+        f"the train step needs {need.describe()}, more than the {gib(limit)} a device has "
+        f"({source}); to fit, try: {hints}. (run.memory_limit_gb=N sets the limit, "
+        "run.memory_check=false skips this check)"
+    )

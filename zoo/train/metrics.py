@@ -20,9 +20,19 @@ import numpy as np
 
 # Dense peak per chip at 16 bits (bf16), from the vendors' datasheets. Matched against device_kind in order.
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989e12), ("H100", 989e12), ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12),
-    ("L40S", 362e12), ("A10G", 125e12), ("V100", 125e12),
-    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("GH200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10G", 125e12),
+    ("V100", 125e12),
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v4", 275e12),
 )
 # CPU nominal: AVX2 with two FMA units does 2 x 8 fp32 lanes x 2 FLOPs = 32 FLOPs per cycle per core; at a
 # nominal 3 GHz that is 96 GFLOP/s per core, times the cores this process may run on.
@@ -87,8 +97,14 @@ def open_wandb(run_dir: Path, config: dict | None, resume: bool):
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if resume and id_file.exists() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id + "\n")
-    return wandb.init(project=os.environ.get("WANDB_PROJECT", "zoo"), name=run_dir.name, id=run_id,
-                      resume="allow", dir=str(run_dir), config=config)
+    return wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "zoo"),
+        name=run_dir.name,
+        id=run_id,
+        resume="allow",
+        dir=str(run_dir),
+        config=config,
+    )
 
 
 class MetricWriter:
@@ -96,8 +112,14 @@ class MetricWriter:
     `<run_dir>/tensorboard` when tensorboardX is installed, and Weights & Biases with `wandb=True`. Only
     process 0 writes."""
 
-    def __init__(self, run_dir: str | os.PathLike, start_step: int = 0, enabled: bool = True,
-                 wandb: bool = False, config: dict | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        start_step: int = 0,
+        enabled: bool = True,
+        wandb: bool = False,
+        config: dict | None = None,
+    ):
         self.enabled = enabled and jax.process_index() == 0
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = self._tb = self._wandb = None

@@ -39,8 +39,13 @@ def token_nll(logits, targets):
     return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None,
-                   label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+def causal_lm_loss(
+    logits: jax.Array,
+    targets: jax.Array,
+    mask: jax.Array | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean cross-entropy over the tokens where `mask` is nonzero, in float32 whatever the logits dtype.
 
     logits [..., vocab], targets [...] int, mask [...] (None: every token counts). Per token:
@@ -63,14 +68,19 @@ def causal_lm_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array | None
     mask = jnp.ones_like(nll) if mask is None else mask.astype(jnp.float32)
     tokens = mask.sum()
     mean = lambda x: (x * mask).sum() / jnp.maximum(tokens, 1.0)  # noqa: E731  (all-masked batch -> 0)
-    metrics = {"nll": mean(nll), "z_loss": mean(z), "tokens": tokens,
-               "accuracy": mean((logits.argmax(axis=-1) == targets).astype(jnp.float32))}
+    metrics = {
+        "nll": mean(nll),
+        "z_loss": mean(z),
+        "tokens": tokens,
+        "accuracy": mean((logits.argmax(axis=-1) == targets).astype(jnp.float32)),
+    }
     metrics["loss"] = mean(per_token + z)
     return metrics["loss"], metrics
 
 
-def encoder_decoder_loss(logits: jax.Array, targets: jax.Array, pad_id: int = 0, label_smoothing: float = 0.0,
-                         z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+def encoder_decoder_loss(
+    logits: jax.Array, targets: jax.Array, pad_id: int = 0, label_smoothing: float = 0.0, z_loss: float = 0.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`causal_lm_loss` over decoder logits [batch, targets_length, vocab], ignoring targets equal to pad_id."""
     return causal_lm_loss(logits, targets, targets != pad_id, label_smoothing, z_loss)
 
@@ -84,13 +94,15 @@ def _noise_counts(length: int, noise_density: float, mean_span_length: float) ->
     return num_noise, max(round(num_noise / mean_span_length), 1)
 
 
-def span_corruption_lengths(inputs_length: int, noise_density: float = 0.15,
-                            mean_span_length: float = 3.0) -> tuple[int, int]:
+def span_corruption_lengths(
+    inputs_length: int, noise_density: float = 0.15, mean_span_length: float = 3.0
+) -> tuple[int, int]:
     """(tokens_length, targets_length): the longest raw row whose corrupted inputs fit in `inputs_length`.
 
     T5's `random_spans_helper`: inputs keep the non-noise tokens, one sentinel per span and an EOS; targets
     hold the noise tokens, one sentinel per span and an EOS. 512 -> (568, 114) at the defaults.
     """
+
     def lengths(tokens_length: int) -> tuple[int, int]:
         num_noise, num_spans = _noise_counts(tokens_length, noise_density, mean_span_length)
         return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
@@ -105,13 +117,14 @@ def span_corruption_lengths(inputs_length: int, noise_density: float = 0.15,
 
 def _random_segmentation(rng: np.random.Generator, batch: int, num_items: int, num_segments: int) -> np.ndarray:
     """int [batch, num_segments]: lengths >= 1 summing to num_items, uniformly over such compositions."""
-    cuts = np.sort(rng.random((batch, num_items - 1)).argsort(axis=1)[:, :num_segments - 1], axis=1) + 1
+    cuts = np.sort(rng.random((batch, num_items - 1)).argsort(axis=1)[:, : num_segments - 1], axis=1) + 1
     ends = np.full((batch, 1), num_items)
     return np.diff(np.concatenate([np.zeros((batch, 1), int), cuts, ends], axis=1), axis=1)
 
 
-def random_spans_noise_mask(rng: np.random.Generator, batch: int, length: int, noise_density: float = 0.15,
-                            mean_span_length: float = 3.0) -> np.ndarray:
+def random_spans_noise_mask(
+    rng: np.random.Generator, batch: int, length: int, noise_density: float = 0.15, mean_span_length: float = 3.0
+) -> np.ndarray:
     """bool [batch, length], True = noise. Every row has the same number of noise tokens and spans; rows
     alternate non-noise/noise spans, starting with non-noise and ending with noise (as T5)."""
     num_noise, num_spans = _noise_counts(length, noise_density, mean_span_length)
@@ -129,9 +142,18 @@ def _replace_spans(tokens: np.ndarray, spans: np.ndarray, sentinels: np.ndarray)
     return values[keep].reshape(len(tokens), -1)  # every row keeps the same count (same span counts)
 
 
-def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: Sequence[int], eos_id: int,
-                 pad_id: int = 0, noise_density: float = 0.15, mean_span_length: float = 3.0,
-                 inputs_length: int | None = None, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def span_corrupt(
+    tokens: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    sentinel_ids: Sequence[int],
+    eos_id: int,
+    pad_id: int = 0,
+    noise_density: float = 0.15,
+    mean_span_length: float = 3.0,
+    inputs_length: int | None = None,
+    noise: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """T5 span corruption of raw rows tokens int [batch, tokens_length].
 
     Returns (encoder_inputs int32 [batch, inputs_length], decoder_targets int32 [batch, targets_length]):
@@ -157,8 +179,10 @@ def span_corrupt(tokens: np.ndarray, rng: np.random.Generator, *, sentinel_ids: 
     targets = np.concatenate([_replace_spans(tokens, ~noise, sentinels), eos], axis=1)
     inputs_length = inputs_length or inputs.shape[1]
     if inputs.shape[1] > inputs_length:
-        raise ValueError(f"corrupted inputs need {inputs.shape[1]} > inputs_length={inputs_length} tokens; "
-                         "size the rows with span_corruption_lengths")
+        raise ValueError(
+            f"corrupted inputs need {inputs.shape[1]} > inputs_length={inputs_length} tokens; "
+            "size the rows with span_corruption_lengths"
+        )
     inputs = np.pad(inputs, ((0, 0), (0, inputs_length - inputs.shape[1])), constant_values=pad_id)
     return inputs.astype(np.int32), targets.astype(np.int32)
 
@@ -243,15 +267,28 @@ class SpanCorruption:
         if part is not None:
             index, batch_size = part
             noise = random_spans_noise_mask(rng, batch_size, rows.shape[1], NOISE_DENSITY, MEAN_SPAN_LENGTH)[index]
-        inputs, targets = span_corrupt(rows, rng, sentinel_ids=self.sentinel_ids, eos_id=self.eos_id,
-                                       pad_id=self.pad_id, noise_density=NOISE_DENSITY,
-                                       mean_span_length=MEAN_SPAN_LENGTH, inputs_length=self.seq_len, noise=noise)
-        return {"encoder_inputs": inputs, "encoder_mask": inputs != self.pad_id,
-                "decoder_inputs": shift_right(targets, self.pad_id), "targets": targets}
+        inputs, targets = span_corrupt(
+            rows,
+            rng,
+            sentinel_ids=self.sentinel_ids,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+            noise_density=NOISE_DENSITY,
+            mean_span_length=MEAN_SPAN_LENGTH,
+            inputs_length=self.seq_len,
+            noise=noise,
+        )
+        return {
+            "encoder_inputs": inputs,
+            "encoder_mask": inputs != self.pad_id,
+            "decoder_inputs": shift_right(targets, self.pad_id),
+            "targets": targets,
+        }
 
     def loss(self, model, params, batch, rngs):
-        logits = model.apply({"params": params}, batch["encoder_inputs"], batch["decoder_inputs"],
-                             batch["encoder_mask"], rngs=rngs)
+        logits = model.apply(
+            {"params": params}, batch["encoder_inputs"], batch["decoder_inputs"], batch["encoder_mask"], rngs=rngs
+        )
         return encoder_decoder_loss(logits, batch["targets"], self.pad_id, self.label_smoothing, self.z_loss)
 
 
@@ -265,6 +302,7 @@ def sentinels_needed(seq_len: int) -> int:
 def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
     if cfg.is_encoder_decoder:
         sentinels = tuple(tokenizer.sentinel_ids(sentinels_needed(tc.seq_len)))
-        return SpanCorruption(tc.seq_len, sentinels, tokenizer.eos_id, tokenizer.pad_id, seed,
-                              tc.label_smoothing, cfg.z_loss_multiplier)
+        return SpanCorruption(
+            tc.seq_len, sentinels, tokenizer.eos_id, tokenizer.pad_id, seed, tc.label_smoothing, cfg.z_loss_multiplier
+        )
     return CausalLM(tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier, tc.document_masking, tokenizer.eos_id)

@@ -30,7 +30,7 @@ def make_schedule(tc: TrainConfig, d_model: int) -> optax.Schedule:
         step = jnp.asarray(step, jnp.float32)
         if tc.schedule == "noam":  # Vaswani §5.3; the formula starts at step 1
             s = jnp.maximum(step, 1.0)
-            return peak * d_model ** -0.5 * jnp.minimum(s ** -0.5, s * warmup ** -1.5)
+            return peak * d_model**-0.5 * jnp.minimum(s**-0.5, s * warmup**-1.5)
         if tc.schedule == "inverse_sqrt":  # T5/PaLM: constant for `warmup` steps, then 1/sqrt(step)
             return peak * jnp.sqrt(warmup / jnp.maximum(step, warmup))
 
@@ -59,8 +59,7 @@ def is_norm_or_bias(names: tuple[str, ...]) -> bool:
 def is_embedding(names: tuple[str, ...]) -> bool:
     """A lookup table: nn.Embed's `embedding` (token, learned positions) or T5's relative-bias table.
     An untied `lm_head/kernel` is a dense layer and is not one."""
-    return names[-1] == "embedding" or any(
-        n.endswith("embed") or n.startswith("relative_bias") for n in names)
+    return names[-1] == "embedding" or any(n.endswith("embed") or n.startswith("relative_bias") for n in names)
 
 
 def decay_mask(params, tc: TrainConfig):
@@ -69,6 +68,7 @@ def decay_mask(params, tc: TrainConfig):
     Identified by param path, not by rank: with scanned layers a norm scale is 2-D (layers, embed).
     The mask is also a valid prefix of a tree of nn.LogicallyPartitioned boxes.
     """
+
     def decays(path, _):
         names = path_names(path)
         if is_norm_or_bias(names) and not tc.decay_norms_and_biases:
@@ -84,15 +84,15 @@ def frozen_mask(params, tc: TrainConfig):
     paths = {"/".join(path_names(p)) for p, _ in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(params))[0]}
     for pattern in tc.freeze:
         if not any(re.fullmatch(pattern, path) for path in paths):
-            raise ValueError(f"TrainConfig.freeze: {pattern!r} matches no parameter; paths look like "
-                             f"{sorted(paths)[0]!r}")
+            raise ValueError(
+                f"TrainConfig.freeze: {pattern!r} matches no parameter; paths look like {sorted(paths)[0]!r}"
+            )
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: any(re.fullmatch(pattern, "/".join(path_names(p))) for pattern in tc.freeze),
-        nn.meta.unbox(params))
+        lambda p, _: any(re.fullmatch(pattern, "/".join(path_names(p))) for pattern in tc.freeze), nn.meta.unbox(params)
+    )
 
 
-def make_optimizer(tc: TrainConfig, params, d_model: int
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
     schedule = make_schedule(tc, d_model)
     mask = decay_mask(params, tc)
@@ -108,21 +108,25 @@ def make_optimizer(tc: TrainConfig, params, d_model: int
     if tc.optimizer in ("adam", "adamw"):
         # optax.adamw's chain, with the decay moved after the lr scaling (as optax.adafactor has it) so
         # that any power of the lr works; power 1 is optax.adamw exactly.
-        parts += [optax.scale_by_adam(b1=tc.beta1, b2=tc.beta2, eps=tc.eps),
-                  optax.scale_by_learning_rate(schedule, flip_sign=False)]
+        parts += [
+            optax.scale_by_adam(b1=tc.beta1, b2=tc.beta2, eps=tc.eps),
+            optax.scale_by_learning_rate(schedule, flip_sign=False),
+        ]
         if decay is not None:
             parts.append(optax.add_decayed_weights(decay, mask))
         parts.append(optax.scale(-1.0))
     else:
-        parts.append(optax.adafactor(
-            learning_rate=schedule,
-            decay_rate=tc.adafactor_decay_rate,
-            factored=tc.adafactor_factored,
-            clipping_threshold=tc.adafactor_clipping_threshold,
-            multiply_by_parameter_scale=tc.adafactor_multiply_by_parameter_scale,
-            momentum=tc.beta1,
-            eps=tc.eps,
-            weight_decay_rate=decay,
-            weight_decay_mask=mask,
-        ))
+        parts.append(
+            optax.adafactor(
+                learning_rate=schedule,
+                decay_rate=tc.adafactor_decay_rate,
+                factored=tc.adafactor_factored,
+                clipping_threshold=tc.adafactor_clipping_threshold,
+                multiply_by_parameter_scale=tc.adafactor_multiply_by_parameter_scale,
+                momentum=tc.beta1,
+                eps=tc.eps,
+                weight_decay_rate=decay,
+                weight_decay_mask=mask,
+            )
+        )
     return optax.chain(*parts, *freeze), schedule

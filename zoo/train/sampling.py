@@ -11,9 +11,20 @@ from zoo.generate import generate_stream
 from zoo.train.restore import load_run
 
 
-def generate_text(model, params, tokenizer, prompt: str | Sequence[str], max_new_tokens: int, *,
-                  temperature: float = 0.8, top_k: int | None = 40, top_p: float | None = 0.95, seed: int = 0,
-                  stop: Sequence[str] = (), on_text: Callable[[int, str], None] | None = None):
+def generate_text(
+    model,
+    params,
+    tokenizer,
+    prompt: str | Sequence[str],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    top_p: float | None = 0.95,
+    seed: int = 0,
+    stop: Sequence[str] = (),
+    on_text: Callable[[int, str], None] | None = None,
+):
     """Decoded continuation of `prompt` (decoder-only), or the decoder's output for the encoder input
     `prompt + <extra_id_0>` (encoder-decoder: the model fills in the masked span). A list of prompts is
     generated as one batch and gives a list of texts.
@@ -24,16 +35,18 @@ def generate_text(model, params, tokenizer, prompt: str | Sequence[str], max_new
     cfg = model.cfg
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     top_k = None if top_k is None else min(top_k, cfg.vocab_size)
-    kwargs: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(seed),
-                  stop_tokens=(tokenizer.eos_id,))
+    kwargs: dict[str, Any] = dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, rng=jax.random.key(seed), stop_tokens=(tokenizer.eos_id,)
+    )
     ids = [tokenizer.encode(t) or [tokenizer.eos_id] for t in texts]
     if cfg.is_encoder_decoder:
-        kwargs["encoder_tokens"] = [i[:cfg.max_seq_len - 2] + tokenizer.sentinel_ids(1) + [tokenizer.eos_id]
-                                    for i in ids]
+        kwargs["encoder_tokens"] = [
+            i[: cfg.max_seq_len - 2] + tokenizer.sentinel_ids(1) + [tokenizer.eos_id] for i in ids
+        ]
         ids = [[tokenizer.pad_id] for _ in ids]
-        skip = tokenizer.sentinel_ids(1)[0]   # the targets open with the sentinel of the span they fill
+        skip = tokenizer.sentinel_ids(1)[0]  # the targets open with the sentinel of the span they fill
     else:
-        ids = [i[-(cfg.max_seq_len - 1):] for i in ids]
+        ids = [i[-(cfg.max_seq_len - 1) :] for i in ids]
         skip = None
     n = min(max_new_tokens, cfg.max_seq_len - max(map(len, ids)))
     rows = [_Row(tokenizer, stop, skip) for _ in ids]
@@ -74,7 +87,7 @@ class _Row:
         self.text = self.tokenizer.decode(self.tokens)
         cuts = [self.text.find(s) for s in self.stop if s in self.text]
         if cuts:
-            self.text, self.done = self.text[:min(cuts)], True
+            self.text, self.done = self.text[: min(cuts)], True
             return self.finish()
         hold = max((k for s in self.stop for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
         safe = len(self.text) - hold
@@ -86,7 +99,7 @@ class _Row:
         return self._release(len(self.text))
 
     def _release(self, upto: int) -> str:
-        piece = self.text[self.released:upto] if upto > self.released else ""
+        piece = self.text[self.released : upto] if upto > self.released else ""
         self.released = max(self.released, upto)
         return piece
 

@@ -66,13 +66,16 @@ def get_tokenizer(config: Config, corpus: data_lib.TrainTexts, saved: dict | Non
         before = saved["config"]["data"]
         spec = lambda d: (d["tokenizer"], d["bpe_vocab_size"] if d["tokenizer"] == "bpe" else None)  # noqa: E731
         if spec(before) != spec(data.to_dict()):
-            raise UserError(f"{config.run_dir} was trained with data.tokenizer={before['tokenizer']} "
-                            f"(bpe_vocab_size {before['bpe_vocab_size']}), not {data.tokenizer} "
-                            f"(bpe_vocab_size {data.bpe_vocab_size}); use another run.dir")
+            raise UserError(
+                f"{config.run_dir} was trained with data.tokenizer={before['tokenizer']} "
+                f"(bpe_vocab_size {before['bpe_vocab_size']}), not {data.tokenizer} "
+                f"(bpe_vocab_size {data.bpe_vocab_size}); use another run.dir"
+            )
         return load_tokenizer(saved_dir)
     try:
-        return make_tokenizer(data.tokenizer, train_texts=corpus.train, vocab_size=data.bpe_vocab_size,
-                              num_sentinels=num_sentinels)
+        return make_tokenizer(
+            data.tokenizer, train_texts=corpus.train, vocab_size=data.bpe_vocab_size, num_sentinels=num_sentinels
+        )
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"data.tokenizer: {e}") from None
 
@@ -83,8 +86,9 @@ def fit_model(config: Config, tokenizer) -> ModelConfig:
     if "model.vocab_size" not in config.explicit:
         return cfg.replace(vocab_size=model_vocab_size(tokenizer, 128))
     if cfg.vocab_size < tokenizer.vocab_size:
-        raise UserError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's "
-                        f"{tokenizer.vocab_size} tokens")
+        raise UserError(
+            f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
+        )
     return cfg
 
 
@@ -93,8 +97,10 @@ def check_micro_batch(micro_batch_size: int, mesh) -> None:
     try:
         check_batch_size(micro_batch_size, mesh)
     except ValueError as e:
-        raise UserError(f"invalid mesh for a micro-batch of {micro_batch_size} sequences (train.batch_size / "
-                        f"train.grad_accum_steps): {e}") from None
+        raise UserError(
+            f"invalid mesh for a micro-batch of {micro_batch_size} sequences (train.batch_size / "
+            f"train.grad_accum_steps): {e}"
+        ) from None
 
 
 def prepare(config: Config, devices=None) -> Setup:
@@ -137,17 +143,27 @@ def prepare(config: Config, devices=None) -> Setup:
             tokenizer = get_tokenizer(config, corpus, saved)
             cfg = init_lib.agreed_model(config, ModelConfig.from_dict(saved["model"]), key)
         if tokenizer.vocab_size > cfg.vocab_size:
-            raise UserError(f"{key}: the tokenizer has {tokenizer.vocab_size} tokens, the model "
-                            f"{cfg.vocab_size} embedding rows")
+            raise UserError(
+                f"{key}: the tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size} embedding rows"
+            )
     if saved is not None and (mismatch := model_mismatch(saved["model"], cfg)):
-        raise UserError(f"{config.run_dir} holds a checkpoint (step {latest}) of a different model ({mismatch}); "
-                        "refusing to touch it: choose another run.dir or the same model config")
+        raise UserError(
+            f"{config.run_dir} holds a checkpoint (step {latest}) of a different model ({mismatch}); "
+            "refusing to touch it: choose another run.dir or the same model config"
+        )
     objective = make_objective(cfg, tc, tokenizer, run.seed)
     try:  # the token cache of every source (built on first use); this process reads its rows of each batch
         data = data_setup.open_training_data(
-            config.data, tokenizer, objective.row_length, objective.stride, tc.batch_size, run.seed,
-            index=process_rows(batch_sharding(mesh), tc.batch_size), val_limit=tc.micro_batch_size * run.eval_batches,
-            progress=run.progress)
+            config.data,
+            tokenizer,
+            objective.row_length,
+            objective.stride,
+            tc.batch_size,
+            run.seed,
+            index=process_rows(batch_sharding(mesh), tc.batch_size),
+            val_limit=tc.micro_batch_size * run.eval_batches,
+            progress=run.progress,
+        )
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{'data.sources' if config.data.sources else 'data.path'}: {e}") from None
     stream, val_rows = data.stream, data.val_rows
@@ -158,11 +174,17 @@ def prepare(config: Config, devices=None) -> Setup:
         raise UserError(str(e)) from None
     # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp).
     eval_batch = min(tc.micro_batch_size, len(val_rows) // ways * ways)
-    val_batches = [] if run.eval_interval < 0 or eval_batch == 0 else data_lib.validation_batches(
-        val_rows, eval_batch, run.eval_batches)
+    val_batches = (
+        []
+        if run.eval_interval < 0 or eval_batch == 0
+        else data_lib.validation_batches(val_rows, eval_batch, run.eval_batches)
+    )
 
-    peak, peak_note = ((run.peak_flops, "run.peak_flops") if run.peak_flops is not None
-                       else metrics_lib.default_peak_flops(mesh.devices.flat[0]))
+    peak, peak_note = (
+        (run.peak_flops, "run.peak_flops")
+        if run.peak_flops is not None
+        else metrics_lib.default_peak_flops(mesh.devices.flat[0])
+    )
     job_peak = metrics_lib.job_peak_flops(peak)
     flops = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len)
     entropy = data.unigram_entropy
@@ -170,12 +192,17 @@ def prepare(config: Config, devices=None) -> Setup:
         f"run {config.run_dir}: {config.preset}, {cfg.architecture}, {count_params(cfg):,} params, "
         f"vocab {cfg.vocab_size} ({config.data.tokenizer}), mesh {dict(mesh.shape)} over {mesh.devices.size} "
         f"{jax.devices()[0].platform} devices",
-        f"{data.message}; {tc.batch_size} x {tc.seq_len} tokens per step"]
+        f"{data.message}; {tc.batch_size} x {tc.seq_len} tokens per step",
+    ]
     if run.eval_interval >= 0 and not val_batches:
-        messages.append(f"no evaluation: the validation split has {len(val_rows)} sequences of "
-                        f"{objective.row_length} tokens, fewer than data x fsdp = {ways}")
-    messages.append(f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, "
-                    f"fwd+bwd) over a peak of {job_peak:.3g} FLOP/s ({peak_note})")
+        messages.append(
+            f"no evaluation: the validation split has {len(val_rows)} sequences of "
+            f"{objective.row_length} tokens, fewer than data x fsdp = {ways}"
+        )
+    messages.append(
+        f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, "
+        f"fwd+bwd) over a peak of {job_peak:.3g} FLOP/s ({peak_note})"
+    )
     try:
         prog = programs(cfg, tc, objective, mesh)
     except ValueError as e:  # train.freeze naming no parameter
@@ -190,5 +217,18 @@ def prepare(config: Config, devices=None) -> Setup:
         messages.append(f"starting from the parameters of {source[0]}={source[1]}")
     if config.origin:
         messages.append(config.origin)
-    return Setup(config.replace(model=cfg), mesh, tokenizer, objective, prog, stream, val_batches, latest,
-                 None if start is None else start.params, entropy, flops, job_peak, tuple(messages))
+    return Setup(
+        config.replace(model=cfg),
+        mesh,
+        tokenizer,
+        objective,
+        prog,
+        stream,
+        val_batches,
+        latest,
+        None if start is None else start.params,
+        entropy,
+        flops,
+        job_peak,
+        tuple(messages),
+    )

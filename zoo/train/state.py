@@ -37,8 +37,9 @@ def opt_state_shardings(abstract_opt_state, params_shardings, params_shapes, mes
     (Adam's mu and nu, ...) takes that param's sharding; anything else (counts, Adafactor's factored row and
     column statistics) is small and replicated."""
     by_path = {}
-    for (path, sharding), shape in zip(jax.tree_util.tree_flatten_with_path(params_shardings)[0],
-                                       jax.tree.leaves(params_shapes), strict=True):
+    for (path, sharding), shape in zip(
+        jax.tree_util.tree_flatten_with_path(params_shardings)[0], jax.tree.leaves(params_shapes), strict=True
+    ):
         by_path[path_names(path)] = (sharding, shape.shape)
     replicated = NamedSharding(mesh, P())
 
@@ -95,9 +96,12 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
         return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
     abstract = jax.eval_shape(init, jax.random.key(0))
-    shardings = {"params": p_shardings,
-                 "opt_state": opt_state_shardings(abstract["opt_state"], p_shardings, abstract["params"], mesh),
-                 "step": replicated, "rng": replicated}
+    shardings = {
+        "params": p_shardings,
+        "opt_state": opt_state_shardings(abstract["opt_state"], p_shardings, abstract["params"], mesh),
+        "step": replicated,
+        "rng": replicated,
+    }
 
     def init_state(seed):
         params_key, dropout_key = jax.random.split(jax.random.key(seed))
@@ -105,8 +109,12 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
 
     def state_from(params, seed):
         dropout_key = jax.random.split(jax.random.key(seed))[1]  # the same dropout keys as init_state
-        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(dropout_key)}
+        return {
+            "params": params,
+            "opt_state": tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(dropout_key),
+        }
 
     abstract_state = jax.eval_shape(init_state, 0)
 
@@ -123,8 +131,7 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
             grads, metrics = grads_and_metrics(params, batch, key)
         else:
             # Micro-batch i = rows i, i + accum, ...: the split keeps each micro-batch spread over the devices.
-            micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
-                                 batch)
+            micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch)
 
             def body(total, xs):
                 i, mb = xs
@@ -141,8 +148,12 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
         params = optax.apply_updates(params, updates)
         # param_norm is of the updated params: a finite loss can still produce an overflowing update, and the
         # loop must not checkpoint that state.
-        metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(n),
-                   "param_norm": optax.tree.norm(params)}
+        metrics = {
+            **metrics,
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(n),
+            "param_norm": optax.tree.norm(params),
+        }
         return {"params": params, "opt_state": opt_state, "step": n + 1, "rng": state["rng"]}, metrics
 
     def evaluate(params, batch):
@@ -150,13 +161,19 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
 
     b_sharding = batch_sharding(mesh)
     return Programs(
-        model=model, tx=tx, schedule=schedule, state_shardings=shardings, batch_sharding=b_sharding,
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        state_shardings=shardings,
+        batch_sharding=b_sharding,
         abstract_state=abstract_like(abstract_state, shardings),
         init=jax.jit(init_state, out_shardings=shardings),  # the seed is traced: one compile for every seed
         start_from=jax.jit(state_from, in_shardings=(p_shardings, replicated), out_shardings=shardings),
-        step=jax.jit(step, in_shardings=(shardings, b_sharding), out_shardings=(shardings, replicated),
-                     donate_argnums=0),
-        evaluate=jax.jit(evaluate, in_shardings=(p_shardings, b_sharding), out_shardings=replicated))
+        step=jax.jit(
+            step, in_shardings=(shardings, b_sharding), out_shardings=(shardings, replicated), donate_argnums=0
+        ),
+        evaluate=jax.jit(evaluate, in_shardings=(p_shardings, b_sharding), out_shardings=replicated),
+    )
 
 
 def device_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -174,5 +191,6 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
 def local_batch(batch: dict[str, np.ndarray], sharding: NamedSharding, batch_size: int) -> dict[str, jax.Array]:
     """This process's rows (`process_rows`) of each array -> global arrays of `batch_size` rows split over
     data x fsdp (jax.make_array_from_process_local_data: no host holds the whole batch)."""
-    return {k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:]))
-            for k, v in batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(sharding, v, (batch_size, *v.shape[1:])) for k, v in batch.items()
+    }

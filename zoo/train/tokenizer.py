@@ -89,8 +89,10 @@ class ByteTokenizer:
 
     def sentinel_ids(self, n: int) -> list[int]:
         if n > self.num_sentinels:
-            raise ValueError(f"need {n} sentinels but the byte tokenizer has {self.num_sentinels}; "
-                             f"build it with num_sentinels >= {n}")
+            raise ValueError(
+                f"need {n} sentinels but the byte tokenizer has {self.num_sentinels}; "
+                f"build it with num_sentinels >= {n}"
+            )
         return [self.vocab_size - 1 - i for i in range(n)]  # T5: <extra_id_0> is the highest id
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -152,8 +154,10 @@ class HFTokenizer:
     def sentinel_ids(self, n: int) -> list[int]:
         ids = [self.tok.token_to_id(f"<extra_id_{i}>") for i in range(n)]
         if None in ids:
-            raise ValueError(f"need {n} sentinels <extra_id_0..{n - 1}> but the tokenizer has "
-                             f"{ids.index(None)}; train the BPE with num_sentinels >= {n}")
+            raise ValueError(
+                f"need {n} sentinels <extra_id_0..{n - 1}> but the tokenizer has "
+                f"{ids.index(None)}; train the BPE with num_sentinels >= {n}"
+            )
         return ids
 
     def to_hf(self):
@@ -178,9 +182,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8192, num_sentinels: int =
     tok = HFTok(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - num_sentinels, min_frequency=2, show_progress=False,
-                                  special_tokens=["<pad>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - num_sentinels,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=["<pad>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     # Added tokens take the next free ids, so adding them in reverse puts <extra_id_0> highest, as in T5.
     tok.add_special_tokens([f"<extra_id_{i}>" for i in reversed(range(num_sentinels))])
@@ -218,14 +226,17 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         known = lambda t: t if t is not None and tok.token_to_id(t) is not None else None  # noqa: E731
         eos = known(content(config.get("eos_token"))) or next(filter(known, _EOS_CANDIDATES), None)
         if eos is None:
-            raise ValueError(f"cannot tell the EOS token of {file}: none of {_EOS_CANDIDATES} is in its vocab "
-                             "and no tokenizer_config.json names an eos_token")
+            raise ValueError(
+                f"cannot tell the EOS token of {file}: none of {_EOS_CANDIDATES} is in its vocab "
+                "and no tokenizer_config.json names an eos_token"
+            )
         pad = known(content(config.get("pad_token"))) or known("<pad>") or eos
     return HFTokenizer(tok, eos_token=eos, pad_token=eos if pad is None else pad)
 
 
-def make_tokenizer(spec: str = "byte", *, train_texts: Iterable[str] | None = None, vocab_size: int = 8192,
-                   num_sentinels: int = 0) -> Tokenizer:
+def make_tokenizer(
+    spec: str = "byte", *, train_texts: Iterable[str] | None = None, vocab_size: int = 8192, num_sentinels: int = 0
+) -> Tokenizer:
     """`spec` is "byte", "bpe" (trained on `train_texts`, the train split only), or a tokenizer path.
 
     `num_sentinels` > 0 reserves T5 sentinels (byte/bpe) or checks that a loaded tokenizer has them.
