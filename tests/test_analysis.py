@@ -7,7 +7,7 @@ import sys
 import matplotlib
 import pytest
 
-from zoo import analysis, count_params, get_config, list_presets
+from zoo import analysis, block_diagram, count_params, get_config, list_presets
 
 matplotlib.use("Agg")
 
@@ -123,7 +123,7 @@ def _kinds(sublayer):
 
 def test_block_layout_follows_norm_position_and_parallel_layers():
     gpt2, gemma, palm, vaswani = (
-        analysis.block_layout(get_config(n)) for n in ("gpt2", "gemma2-9b", "palm-540b", "transformer-base")
+        block_diagram.block_layout(get_config(n)) for n in ("gpt2", "gemma2-9b", "palm-540b", "transformer-base")
     )
     assert [_kinds(s) for s in gpt2] == [[[], ["norm", "attention"], []], [[], ["norm", "mlp"], []]]
     assert [_kinds(s) for s in gemma] == [[[], ["norm", "attention", "norm"], []], [[], ["norm", "mlp", "norm"], []]]
@@ -131,7 +131,7 @@ def test_block_layout_follows_norm_position_and_parallel_layers():
     assert [_kinds(s) for s in vaswani] == [[[], [core], ["norm"]] for core in ("attention", "attention", "mlp")]
     assert "Cross-attention" in vaswani[1]["branches"][0][0][1]
     assert "soft-cap 50" in gemma[0]["branches"][0][1][1] and "MQA" in palm[0]["branches"][0][0][1]
-    olmo = analysis.block_layout(get_config("olmo2-7b"))
+    olmo = block_diagram.block_layout(get_config("olmo2-7b"))
     assert [_kinds(s) for s in olmo] == [[[], ["attention", "norm"], []], [[], ["mlp", "norm"], []]]
 
 
@@ -139,7 +139,7 @@ def test_draw_blocks_draws_every_family():
     import matplotlib.pyplot as plt
 
     names = ["transformer-base", "gpt2", "t5-v1_1-small", "llama3-8b", "palm-8b", "gemma2-2b", "olmo2-1b", "gpt3-small"]
-    fig = analysis.draw_blocks(names)
+    fig = block_diagram.draw_blocks(names)
     assert [ax.get_title().split("\n")[0] for ax in fig.axes] == names
     assert all(len(ax.patches) > 5 for ax in fig.axes)
     plt.close(fig)

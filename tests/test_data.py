@@ -252,7 +252,7 @@ def test_sources_setting_parses_and_rejects_bad_weights():
 def test_mixture_through_the_cache(tmp_path):
     """data.sources: each source cached on its own; the stream mixes them by weight, validation holds both."""
     from zoo.train import data_setup
-    from zoo.train.config import DataConfig
+    from zoo.train.sections import DataConfig
 
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": "a" * 300 + str(i)}) + "\n" for i in range(300)))
     (tmp_path / "b").mkdir()

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from zoo import experiments as ex
+from zoo.experiment_plots import smooth_curve
 from zoo.model import build
+from zoo.scales import SIZES, Sizes, base_overrides, glu_d_ff
 from zoo.stability import PROBE_KEYS, SoftmaxProbe, softmax_stats
 
-TINY = ex.Sizes(
+TINY = Sizes(
     steps=4,
     seeds=2,
     d_model=16,
@@ -30,7 +32,7 @@ TINY = ex.Sizes(
 @pytest.fixture(scope="module")
 def experiment():
     variants = {"base": [], "layernorm": ["model.norm_type=layernorm", "model.mlp_activations=[gelu]", "model.d_ff=64"]}
-    return ex.run_variants(variants, base=ex.base_overrides(TINY), seeds=[0, 1, 0], log=None)
+    return ex.run_variants(variants, base=base_overrides(TINY), seeds=[0, 1, 0], log=None)
 
 
 def test_same_seed_same_curves_different_seed_different(experiment):
@@ -44,7 +46,7 @@ def test_same_seed_same_curves_different_seed_different(experiment):
 
 def test_variants_get_their_overrides(experiment):
     base, other = experiment.run("base", 0).config.model, experiment.run("layernorm", 0).config.model
-    assert (base.norm_type, base.mlp_activations, base.d_ff) == ("rmsnorm", ("silu", "linear"), ex.glu_d_ff(16))
+    assert (base.norm_type, base.mlp_activations, base.d_ff) == ("rmsnorm", ("silu", "linear"), glu_d_ff(16))
     assert (other.norm_type, other.mlp_activations, other.d_ff) == ("layernorm", ("gelu",), 64)
     for model in (base, other):  # the base overrides reach every variant
         assert (model.d_model, model.num_layers, model.max_seq_len) == (16, 1, 4 * TINY.seq_len)
@@ -90,7 +92,7 @@ def test_a_diverging_run_is_kept_with_its_curve():
                 "model.final_norm=false",
             ]
         },
-        base=ex.base_overrides(sizes),
+        base=base_overrides(sizes),
         seeds=1,
         log=None,
         probe=SoftmaxProbe(every=1, rows=1),
@@ -117,18 +119,18 @@ def test_position_losses_past_the_training_length(experiment):
 
 def test_smoothing_and_sizes():
     values = np.array([[1.0, 3.0, 5.0, np.nan]])
-    assert np.allclose(ex.smooth_curve(values, 2)[0, :3], [1.0, 2.0, 4.0])
-    assert np.isnan(ex.smooth_curve(values, 2)[0, 3])
-    assert set(ex.SIZES) == {"ci", "laptop", "accelerator"}
-    laptop, big = ex.SIZES["laptop"], ex.SIZES["accelerator"]
+    assert np.allclose(smooth_curve(values, 2)[0, :3], [1.0, 2.0, 4.0])
+    assert np.isnan(smooth_curve(values, 2)[0, 3])
+    assert set(SIZES) == {"ci", "laptop", "accelerator"}
+    laptop, big = SIZES["laptop"], SIZES["accelerator"]
     assert 10 <= big.tokens / laptop.tokens <= 50  # the same experiments at 10-50x the tokens
-    assert ex.glu_d_ff(96) == 256  # 3 x 96 x 256 = 2 x 96 x 384: GLU and plain MLP parameters match
+    assert glu_d_ff(96) == 256  # 3 x 96 x 256 = 2 x 96 x 384: GLU and plain MLP parameters match
 
 
 @pytest.fixture(scope="module")
 def probed():
     variants = {"base": [], "capped": ["model.attn_logits_soft_cap=0.01"]}
-    return ex.run_variants(variants, base=ex.base_overrides(TINY), seeds=1, log=None, probe=SoftmaxProbe(every=3))
+    return ex.run_variants(variants, base=base_overrides(TINY), seeds=1, log=None, probe=SoftmaxProbe(every=3))
 
 
 def test_probe_measures_every_checkpoint(probed):

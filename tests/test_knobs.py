@@ -10,7 +10,8 @@ import pytest
 import zoo
 from zoo.config import ModelConfig
 from zoo.layers import positions as P
-from zoo.layers.attention import Attention, attend
+from zoo.layers.attend import attend
+from zoo.layers.attention import Attention
 from zoo.layers.block import Block
 from zoo.layers.mlp import Mlp
 from zoo.layers.norms import Norm
@@ -520,9 +521,9 @@ def test_mlp_hidden_and_final_norm_dropout():
 )
 def test_blocked_causal_attention_equals_one_call(extra):
     """On the XLA path, causal attention over T >= 256 runs as query blocks that skip the masked upper triangle
-    (zoo.layers.attention.causal_blocks): the same output as one call over all T x T scores with the causal
+    (zoo.layers.attend.causal_blocks): the same output as one call over all T x T scores with the causal
     mask given explicitly, with a window, soft-cap, bias or segment mask too."""
-    from zoo.layers.attention import attend, causal_blocks, position_mask
+    from zoo.layers.attend import attend, causal_blocks, position_mask
 
     t = 520  # 4 blocks of 130, the last one uneven
     assert causal_blocks(t) == 4 and causal_blocks(128) == 1

@@ -17,7 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # a source checkout's zoo
 
-from zoo.config import ACTIVATIONS, CHOICES, LAYER_KINDS, ModelConfig  # noqa: E402
+from zoo.config import ModelConfig  # noqa: E402
+from zoo.config_checks import ACTIVATIONS, CHOICES, LAYER_KINDS  # noqa: E402
 from zoo.model import count_params  # noqa: E402
 from zoo.presets import family_presets, get_config, list_families, published  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 A preset (``configs/*.yaml``) is nothing but values for these fields. Layers read the config and never
 a model name, so any knob combines with any other. Validation runs once, in ``__post_init__``; every
-error names the field and the values it accepts.
+error names the field and the values it accepts. The allowed values and the checks are in zoo/config_checks.py.
 """
 
 from __future__ import annotations
@@ -10,24 +10,9 @@ from __future__ import annotations
 import dataclasses
 
 from zoo import applicability
-from zoo.fields import DERIVED, Replaceable, fail
+from zoo.config_checks import derivations, validate
+from zoo.fields import DERIVED, Replaceable
 
-# Allowed values of the string-valued knobs. One table, so errors and docs list the same thing.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "architecture": ("decoder_only", "encoder_decoder"),
-    "norm_position": ("pre", "post", "double", "output"),
-    "norm_type": ("layernorm", "rmsnorm"),
-    "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "transformer_xl", "none"),
-    "rope_scaling": ("none", "linear", "llama3"),
-    "qk_norm": ("none", "per_head", "per_head_untied", "full"),
-    "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
-    "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
-    "attention_impl": ("auto", "xla", "cudnn"),
-    "dtype": ("float32", "bfloat16", "float16"),
-    "param_dtype": ("float32", "bfloat16"),
-}
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
-LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
 # Fields that change how a model is computed, not what its parameters mean: a checkpoint saved with one
 # value loads with another (switch on bf16 compute or remat after a restart).
 RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
@@ -210,8 +195,8 @@ class ModelConfig(Replaceable):
 
     # ------------------------------------------------------------------------------------------------
     def __post_init__(self):
-        _validate(self)
-        derived = _derivations(self)
+        validate(self)
+        derived = derivations(self)
         # A derived field that does not apply was null or its derived value (validation allows nothing
         # else), so it stays derived: a config read back from config.json still follows num_layers.
         unused = applicability.unused_fields(self)
@@ -239,116 +224,3 @@ class ModelConfig(Replaceable):
         """The attention kind of every layer: the pattern cycled over the stack."""
         n = self.num_layers if num_layers is None else num_layers
         return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
-
-
-def _derivations(c: ModelConfig) -> dict:
-    """What each derived field is when left null."""
-    return {
-        "num_kv_heads": c.num_heads,
-        "head_dim": c.d_model // c.num_heads,
-        "num_decoder_layers": c.num_layers,
-        "attention_out_bias": c.attention_bias,
-        "embedding_dim": c.d_model,
-    }
-
-
-def _validate(c: ModelConfig) -> None:
-    for name, allowed in CHOICES.items():
-        if getattr(c, name) not in allowed:
-            fail(c, name, f"got {getattr(c, name)!r}; allowed: {', '.join(allowed)}")
-    for name in ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len"):
-        value = getattr(c, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            fail(c, name, f"must be a positive integer, got {value!r}")
-    if c.attention_out_bias is not None and not isinstance(c.attention_out_bias, bool):
-        fail(c, "attention_out_bias", f"must be true, false or null (= attention_bias), got {c.attention_out_bias!r}")
-    for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size", "embedding_dim"):
-        value = getattr(c, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            fail(c, name, f"must be a positive integer or null, got {value!r}")
-
-    if c.head_dim is None and c.d_model % c.num_heads:
-        fail(
-            c,
-            "num_heads",
-            f"d_model={c.d_model} is not divisible by num_heads={c.num_heads}; "
-            "pick a divisor or set head_dim explicitly",
-        )
-    kv = c.num_heads if c.num_kv_heads is None else c.num_kv_heads
-    if c.num_heads % kv:
-        fail(
-            c,
-            "num_kv_heads",
-            f"{kv} does not divide num_heads={c.num_heads}; "
-            "each key/value head must serve a whole group of query heads",
-        )
-    head_dim = c.head_dim or c.d_model // c.num_heads
-
-    acts = tuple(c.mlp_activations)
-    if len(acts) not in (1, 2) or any(a not in ACTIVATIONS for a in acts):
-        fail(c, "mlp_activations", f"got {acts!r}; one or two of: {', '.join(ACTIVATIONS)}")
-    if not c.attention_pattern:
-        fail(c, "attention_pattern", "must name at least one layer kind")
-    for kind in c.attention_pattern:
-        if kind not in LAYER_KINDS:
-            fail(c, "attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
-    if c.num_layers % len(c.attention_pattern):
-        fail(
-            c,
-            "attention_pattern",
-            f"its length {len(c.attention_pattern)} must divide "
-            f"num_layers={c.num_layers} (the stack scans over whole cycles)",
-        )
-    # Knobs the rest of the config makes meaningless (one table, shared with zoo.semantics), before the range
-    # checks below: rope_fraction: 0.3 on an ALiBi model is a knob that does nothing, not a bad fraction.
-    applicability.check(c, _derivations(c))
-    if c.num_decoder_layers is not None and c.num_decoder_layers % len(c.attention_pattern):
-        fail(c, "attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
-    if any(k.startswith("local") for k in c.attention_pattern) and c.sliding_window_size is None:
-        fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
-
-    if c.norm_eps <= 0:
-        fail(c, "norm_eps", f"must be > 0, got {c.norm_eps}")
-    if c.norm_position == "post" and c.final_norm:
-        fail(c, "final_norm", "a post-norm stack already ends in a norm; set final_norm: false")
-
-    if c.position_embedding == "relative_bias":
-        if c.relative_num_buckets < 4 or c.relative_num_buckets % 2:
-            fail(c, "relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
-        if c.relative_max_distance <= c.relative_num_buckets // 2:
-            fail(c, "relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
-    rotary = head_dim * c.rope_fraction
-    if not 0.0 < c.rope_fraction <= 1.0 or rotary != int(rotary) or int(rotary) % 2:
-        fail(c, "rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
-    if c.rope_theta <= 0 or (c.rope_local_theta is not None and c.rope_local_theta <= 0):
-        fail(c, "rope_theta", "must be > 0")
-    if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
-        fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
-    if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
-        fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
-    if c.position_embedding in ("sinusoidal", "transformer_xl") and c.d_model % 2:
-        fail(c, "d_model", f"{c.position_embedding} positions need an even d_model")
-
-    if not isinstance(c.position_offset, int) or c.position_offset < 0:
-        fail(c, "position_offset", f"must be an integer >= 0, got {c.position_offset!r}")
-    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale", "logits_scale"):
-        value = getattr(c, name)
-        if value is not None and not value > 0:
-            fail(c, name, f"must be > 0 or null, got {value}")
-    for name in (
-        "embedding_dropout",
-        "attention_dropout",
-        "residual_dropout",
-        "mlp_hidden_dropout",
-        "final_norm_dropout",
-    ):
-        if not 0.0 <= getattr(c, name) < 1.0:
-            fail(c, name, f"must be in [0, 1), got {getattr(c, name)}")
-    if c.z_loss_multiplier < 0:
-        fail(c, "z_loss_multiplier", "must be >= 0")
-    if c.init_std <= 0:
-        fail(c, "init_std", "must be > 0")
-    if c.parallel_layers and c.norm_position not in ("pre", "double"):
-        fail(c, "parallel_layers", f"needs norm_position pre or double, got {c.norm_position!r}")
-    if c.is_encoder_decoder and c.parallel_layers:
-        fail(c, "parallel_layers", "is only implemented for decoder_only stacks")

@@ -10,7 +10,8 @@ own temporary run directory, returned as tidy per-step curves, a summary over se
 A variant is a list of `section.field=value` overrides applied after `base` (later keys win), so it names only
 what it changes. Runs go seed by seed, each seed through every variant, so variants share the machine's load
 over time and their step times compare fairly. A run that stops on a non-finite loss is kept: its curve up to
-the stop (from its metrics.jsonl) and the reason. matplotlib is imported inside `plot_curves` only.
+the stop (from its metrics.jsonl) and the reason. The sizes per scale and `base_overrides` are zoo.scales', the
+plots zoo.experiment_plots'; both are importable from here too, as the notebooks do.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import functools
 import json
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from zoo.analysis import scale
+from zoo.experiment_plots import plot_curves, plot_finals, smooth_curve  # the notebooks call these through here
 from zoo.model import build, count_params
+from zoo.scales import SIZES, base_overrides, glu_d_ff, sizes  # the notebooks call these through here
 from zoo.train import data_setup
 from zoo.train.config import Config, load_run_config, resolve
 from zoo.train.data import pack
@@ -37,111 +38,25 @@ from zoo.train.loop import TrainingStopped, train
 from zoo.train.objectives import token_nll
 from zoo.train.setup import get_tokenizer
 
+__all__ = [
+    "CURVE_KEYS",
+    "Experiment",
+    "Probe",
+    "Run",
+    "position_losses",
+    "run_variants",
+    "validation_tokens",
+    # re-exported from zoo.scales and zoo.experiment_plots for the notebooks
+    "SIZES",
+    "base_overrides",
+    "glu_d_ff",
+    "plot_curves",
+    "plot_finals",
+    "sizes",
+    "smooth_curve",
+]
+
 CURVE_KEYS = ("loss", "nll", "grad_norm", "lr", "step_time_s", "tokens_per_s")
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-    """How big one scale's experiments are: the model every variant starts from and the token budget."""
-
-    steps: int
-    seeds: int
-    d_model: int
-    num_layers: int
-    num_heads: int
-    batch_size: int
-    seq_len: int
-    warmup_steps: int
-    learning_rate: float
-    eval_interval: int
-    max_documents: int | None
-    """Documents of the embedded corpus used (the first N; None = all ~800)."""
-
-    @property
-    def tokens(self) -> int:
-        """Training tokens per run."""
-        return self.steps * self.batch_size * self.seq_len
-
-    def replace(self, **changes) -> Sizes:
-        return dataclasses.replace(self, **changes)
-
-
-SIZES = {
-    # a few steps of a very small model: every notebook in about a minute or two in CI
-    "ci": Sizes(
-        steps=12,
-        seeds=2,
-        d_model=32,
-        num_layers=2,
-        num_heads=2,
-        batch_size=8,
-        seq_len=32,
-        warmup_steps=3,
-        learning_rate=3e-3,
-        eval_interval=6,
-        max_documents=200,
-    ),
-    # what fits in 5-10 minutes per notebook on 2 CPU cores: 102k tokens per run
-    "laptop": Sizes(
-        steps=200,
-        seeds=3,
-        d_model=64,
-        num_layers=4,
-        num_heads=4,
-        batch_size=8,
-        seq_len=64,
-        warmup_steps=20,
-        learning_rate=3e-3,
-        eval_interval=50,
-        max_documents=400,
-    ),
-    # the same model at 20x the tokens (2.0M per run)
-    "accelerator": Sizes(
-        steps=1000,
-        seeds=3,
-        d_model=64,
-        num_layers=4,
-        num_heads=4,
-        batch_size=32,
-        seq_len=64,
-        warmup_steps=100,
-        learning_rate=3e-3,
-        eval_interval=100,
-        max_documents=None,
-    ),
-}
-
-
-def sizes(name: str | None = None) -> Sizes:
-    """SIZES[name], name defaulting to zoo.analysis.scale() ($ZOO_NOTEBOOK_SCALE)."""
-    return SIZES[name or scale()]
-
-
-def glu_d_ff(d_model: int) -> int:
-    """8/3 d_model: a gated MLP's three matrices hold as many parameters as a plain 4 d_model MLP's two."""
-    return round(8 * d_model / 3)
-
-
-def base_overrides(sz: Sizes, max_len_factor: int = 4) -> list[str]:
-    """The shared model and recipe: llama-tiny's block (pre-RMSNorm, SwiGLU at d_ff = 8/3 d_model, RoPE, no biases,
-    multi-head attention) at sz's widths, the run's cosine schedule ending at sz.steps, and model.max_seq_len =
-    max_len_factor x seq_len (room to evaluate at longer lengths)."""
-    return [
-        f"model.d_model={sz.d_model}",
-        f"model.num_layers={sz.num_layers}",
-        f"model.num_heads={sz.num_heads}",
-        f"model.num_kv_heads={sz.num_heads}",
-        f"model.d_ff={glu_d_ff(sz.d_model)}",
-        f"model.max_seq_len={max_len_factor * sz.seq_len}",
-        f"train.batch_size={sz.batch_size}",
-        f"train.seq_len={sz.seq_len}",
-        f"train.warmup_steps={sz.warmup_steps}",
-        f"train.total_steps={sz.steps}",
-        f"train.learning_rate={sz.learning_rate}",
-        f"run.steps={sz.steps}",
-        f"run.eval_interval={sz.eval_interval}",
-        f"data.max_documents={sz.max_documents if sz.max_documents else 'null'}",
-    ]
 
 
 @dataclasses.dataclass
@@ -390,87 +305,3 @@ def position_losses(run: Run, lengths: list[int], max_rows: int = 32, batch: int
         total = sum(np.asarray(nll(run.params, rows[i : i + batch])) for i in range(0, len(rows), batch))
         out[length] = total / len(rows)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- plotting
-def smooth_curve(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average along the last axis (the first window-1 points average what exists)."""
-    if window <= 1:
-        return values
-    cumsum = np.cumsum(np.nan_to_num(values), axis=-1)
-    shifted = np.concatenate([np.zeros_like(cumsum[..., :window]), cumsum[..., :-window]], axis=-1)
-    counts = np.minimum(np.arange(1, values.shape[-1] + 1), window)
-    out = (cumsum - shifted) / counts
-    return np.where(np.isnan(values), np.nan, out)
-
-
-def plot_curves(
-    ax,
-    exp: Experiment,
-    variants: list[str] | None = None,
-    key: str = "loss",
-    *,
-    band: str = "minmax",
-    smooth: int = 1,
-    colors: dict | None = None,
-    labels: dict | None = None,
-    val: bool = False,
-) -> None:
-    """Mean over seeds of `key` per step (or validation loss, val=True) for each variant, with the min-max band
-    (band="minmax") or mean +- std (band="std") shaded; `smooth` is a moving-average window applied per seed."""
-    for i, variant in enumerate(variants or exp.variants):
-        steps, values = exp.val_curve(variant) if val else exp.curve(variant, key)
-        values = values if val else smooth_curve(values, smooth)
-        with warnings.catch_warnings():  # all-NaN columns (every seed stopped) plot as gaps
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(values, axis=0)
-            if band == "std":
-                lo, hi = mean - np.nanstd(values, axis=0), mean + np.nanstd(values, axis=0)
-            else:
-                lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        color = (colors or {}).get(variant, f"C{i % 10}")
-        ax.plot(
-            steps,
-            mean,
-            color=color,
-            lw=1.3,
-            marker="o" if val else None,
-            ms=3,
-            label=f"{(labels or {}).get(variant, variant)} (n={values.shape[0]})",
-        )
-        ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
-
-
-def plot_finals(
-    ax,
-    exp: Experiment,
-    variants: list[str] | None = None,
-    key: str = "val_loss",
-    *,
-    colors: dict | None = None,
-    labels: dict | None = None,
-) -> None:
-    """One row per variant: each seed's final `key` (a finals() entry) as a dot, the mean +- std (ddof=1) as a
-    diamond with error bar; stopped runs are left out and counted in the label."""
-    variants = variants or exp.variants
-    for i, variant in enumerate(variants):
-        values = exp.finals(variant)[key]
-        kept = values[np.isfinite(values)]
-        color = (colors or {}).get(variant, f"C{i % 10}")
-        ax.scatter(kept, np.full(len(kept), i), s=14, color=color, alpha=0.55, zorder=3)
-        if len(kept):
-            ax.errorbar(
-                kept.mean(),
-                i,
-                xerr=kept.std(ddof=1) if len(kept) > 1 else 0,
-                fmt="D",
-                ms=5,
-                capsize=3,
-                color=color,
-                zorder=4,
-            )
-    names = [(labels or {}).get(v, v) for v in variants]
-    stopped = [len(exp.seeds) - int(np.isfinite(exp.finals(v)[key]).sum()) for v in variants]
-    ticks = [n + (f" ({k} stopped)" if k else "") for n, k in zip(names, stopped, strict=True)]
-    ax.set_yticks(range(len(variants)), ticks)
-    ax.set_ylim(len(variants) - 0.5, -0.5)

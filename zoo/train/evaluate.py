@@ -34,9 +34,10 @@ from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, data_parallelism, make_mesh, use_mesh
 from zoo.train import data as data_lib
 from zoo.train import data_setup
-from zoo.train.config import DataConfig, UserError
+from zoo.train.config import UserError
 from zoo.train.objectives import make_objective, token_nll
 from zoo.train.restore import load_run
+from zoo.train.sections import DataConfig
 from zoo.train.state import device_batch, programs
 from zoo.train.tokenizer import load_tokenizer
 

@@ -1,0 +1,131 @@
+"""What attention computes from q, k and v, with no parameters: scaled (soft-capped, biased) scores, masks from
+absolute positions, and softmax(scores) . v, through jax.nn.dot_product_attention (XLA or cuDNN) or an exact
+fallback when soft-capping or attention dropout sit inside the softmax; causal attention on the XLA path runs
+in query blocks that skip the masked upper triangle. zoo.layers.attention (projections, positions, KV cache)
+calls it."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def scores(q, k, scale, soft_cap=None, bias=None):
+    """Pre-softmax float32 logits [B, KV, H/KV, T, S]: scale * q.k, soft-capped, plus bias [B, H, T, S]."""
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    logits = (
+        jnp.einsum("btkgd,bskd->bkgts", q.reshape(b, t, kv, h // kv, d), k, preferred_element_type=jnp.float32) * scale
+    )
+    if soft_cap is not None:
+        logits = soft_cap * jnp.tanh(logits / soft_cap)  # Gemma 2: bounded logits, smooth gradient
+    if bias is not None:
+        logits = logits + jnp.broadcast_to(bias, (bias.shape[0], h, t, s)).reshape(bias.shape[0], kv, h // kv, t, s)
+    return logits
+
+
+def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill):
+    """scores() with `fill` where `mask` (and the aligned causal / window mask is_causal / window describe)
+    hides a key."""
+    logits = scores(q, k, scale, soft_cap, bias)
+    if is_causal or window is not None:
+        t, s = q.shape[1], k.shape[1]
+        aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window)
+        mask = aligned if mask is None else mask & aligned
+    if mask is not None:
+        logits = jnp.where(mask[:, :, None], logits, fill)
+    return logits
+
+
+def attend(
+    q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None, impl="xla", dropout=None
+):
+    """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
+
+    q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
+    bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
+    positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
+    """
+    blocks = causal_blocks(q.shape[1]) if impl == "xla" and is_causal and q.shape[1] == k.shape[1] else 1
+    if blocks > 1:
+        return _blocked(
+            q,
+            k,
+            v,
+            blocks,
+            scale=scale,
+            mask=mask,
+            bias=bias,
+            soft_cap=soft_cap,
+            window=window,
+            impl=impl,
+            dropout=dropout,
+        )
+    if soft_cap is None and dropout is None:
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            bias=bias,
+            mask=mask,
+            scale=scale,
+            is_causal=is_causal,
+            local_window_size=window,
+            implementation=impl,
+        )
+    # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
+    b, t, h, d = q.shape
+    logits = masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout is not None:
+        probs = dropout(probs)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
+    return out.reshape(b, t, h, d)
+
+
+def causal_blocks(length: int) -> int:
+    """Query blocks for causal attention on the XLA path: blocks of max(128, T/4) queries, so T >= 256 splits in
+    2-4. Block i reads only the keys up to its last query (and back to its window), skipping the masked upper
+    triangle: measured on 2 CPU cores, forward + backward of [4, 512] 1.6x and [1, 2048] 2.8x faster than one
+    causal call over all T x T scores (benchmarks/RESULTS.md)."""
+    return length // max(128, length // 4)
+
+
+def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout):
+    """Causal attention as `blocks` query blocks, each over the keys it can see: exactly attend()'s result."""
+    t = q.shape[1]
+    size = t // blocks
+    outs = []
+    for i in range(blocks):
+        start, end = i * size, t if i == blocks - 1 else (i + 1) * size
+        lo = 0 if window is None else max(0, start - window[0])
+        block_mask = position_mask(jnp.arange(start, end)[None], jnp.arange(lo, end)[None], causal=True, window=window)
+        if mask is not None:
+            block_mask = block_mask & mask[:, :, start:end, lo:end]
+        outs.append(
+            attend(
+                q[:, start:end],
+                k[:, lo:end],
+                v[:, lo:end],
+                scale=scale,
+                mask=block_mask,
+                bias=None if bias is None else bias[:, :, start:end, lo:end],
+                soft_cap=soft_cap,
+                impl=impl,
+                dropout=dropout,
+            )
+        )
+    return jnp.concatenate(outs, axis=1)
+
+
+def position_mask(q_pos, k_pos, *, causal: bool, window=None):
+    """Boolean [B, 1, T, S] mask from absolute positions q_pos [B, T], k_pos [B, S]; -1 marks an empty
+    cache slot or a padding token. window (left, right) bounds q - k and k - q."""
+    q_pos, k_pos = q_pos[:, :, None], k_pos[:, None, :]
+    keep = k_pos >= 0
+    if causal:
+        keep = keep & (k_pos <= q_pos)
+    if window is not None:
+        delta = q_pos - k_pos
+        keep = keep & (delta <= window[0]) & (-delta <= window[1])
+    return keep[:, None]
