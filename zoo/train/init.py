@@ -32,6 +32,7 @@ from zoo.train.config import (
     resolve_on,
 )
 from zoo.train.restore import load_run
+from zoo.train.sections import InitConfig
 from zoo.train.tokenizer import load_tokenizer
 
 # What this run decides, whatever the checkpoint says.
@@ -47,14 +48,21 @@ class Start:
     tokenizer: Any
 
 
-def source(config: Config) -> tuple[str, Path] | None:
+def source(init: InitConfig) -> tuple[str, Path] | None:
     """("init.hf" or "init.run", the directory), or None for a fresh init."""
-    init = config.init
     if init.hf is not None:
         return "init.hf", Path(init.hf)
     if init.run is not None:
         return "init.run", Path(init.run)
     return None
+
+
+def _directory(named: tuple[str, Path]) -> tuple[str, Path]:
+    """`named`, or UserError if its directory does not exist."""
+    key, path = named
+    if not path.is_dir():
+        raise UserError(f"{key}: {path} is not a directory")
+    return key, path
 
 
 def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConfig:
@@ -75,11 +83,9 @@ def agreed_model(config: Config, checkpoint: ModelConfig, key: str) -> ModelConf
 def load(config: Config, mesh: Mesh | None = None) -> Start:
     """The starting point `config.init` names (before the run has a checkpoint of its own). init.run's params
     are restored onto `mesh` when the two runs lay the layers out alike (else onto one device, then converted)."""
-    named = source(config)
+    named = source(config.init)
     assert named is not None, "load() is for a run that starts from weights"
-    key, path = named
-    if not path.is_dir():
-        raise UserError(f"{key}: {path} is not a directory")
+    key, path = _directory(named)
     if key == "init.hf":
         try:
             checkpoint, params = hf.load(
@@ -102,30 +108,32 @@ def load(config: Config, mesh: Mesh | None = None) -> Start:
     return Start(cfg, params, trained.tokenizer)
 
 
-def resolve_from_weights(overrides: list[str] | dict | None, source: str = COMMAND_LINE) -> Config:
+def resolve_from_weights(overrides: list[str] | dict | None, where: str = COMMAND_LINE) -> Config:
     """The Config of a run given no preset: with init.hf, the checkpoint's model and the training recipe of
     its family (the configs/*.yaml family zoo.hf maps its model_type to; how the model runs and its dropout
     come from that family's defaults too); with init.run, that run's model and recipe; with neither, the
-    default preset's. The overrides go on top. The recipe's seq_len is capped at the model's max_seq_len."""
+    default preset's. The overrides (from `where`, for messages) go on top. The recipe's seq_len is capped at
+    the model's max_seq_len."""
     parsed = parse_any(overrides)
-    init = parsed["init"]
-    if init.get("hf") is None and init.get("run") is None:
-        return resolve(DEFAULT_PRESET, parsed, source)
-    key, path = ("init.hf", Path(init["hf"])) if init.get("hf") is not None else ("init.run", Path(init["run"]))
-    if not path.is_dir():
-        raise UserError(f"{key}: {path} is not a directory")
+    try:
+        named = source(InitConfig.from_dict(parsed["init"]))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if named is None:
+        return resolve(DEFAULT_PRESET, parsed, where)
+    key, path = _directory(named)
     if key == "init.hf":
         try:
             checkpoint, family = hf.load_config(path)
-            model_defaults, recipe, where = presets.family_sections(family.preset_family)
+            model_defaults, recipe, recipe_file = presets.family_sections(family.preset_family)
         except (OSError, ValueError) as e:
             raise UserError(f"init.hf: {e}") from None
         model = {**_given(checkpoint), **{k: v for k, v in model_defaults.items() if k in _THIS_RUN}}
         origin = (
-            f"no --preset: the model is {key}'s (HF {family.model_type}), the recipe {where}'s `train:` "
+            f"no --preset: the model is {key}'s (HF {family.model_type}), the recipe {recipe_file}'s `train:` "
             f"(the {family.preset_family} family's)"
         )
-        bases = {"model": (model, f"{key} {path}"), "train": (recipe, f"{where} train")}
+        bases = {"model": (model, f"{key} {path}"), "train": (recipe, f"{recipe_file} train")}
     else:
         other = load_run_config(path)
         origin = f"no --preset: the model and the recipe are {key}'s ({other.preset})"
@@ -134,7 +142,7 @@ def resolve_from_weights(overrides: list[str] | dict | None, source: str = COMMA
     if "seq_len" not in parsed["train"] and seq_len is not None and seq_len > bases["model"][0]["max_seq_len"]:
         bases["train"][0]["seq_len"] = bases["model"][0]["max_seq_len"]
         origin += f"; train.seq_len {seq_len} capped at the model's max_seq_len {bases['model'][0]['max_seq_len']}"
-    return resolve_on(path.resolve().name, bases, parsed, source, origin)
+    return resolve_on(path.resolve().name, bases, parsed, where, origin)
 
 
 def _given(cfg: ModelConfig) -> dict:

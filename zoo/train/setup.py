@@ -128,7 +128,7 @@ def prepare(config: Config, devices=None) -> Setup:
     except FileNotFoundError as e:
         raise UserError(f"{'data.sources' if config.data.sources else 'data.path'}: {e}") from None
     start = None
-    source = init_lib.source(config)  # ("init.hf" | "init.run", directory), or None for a fresh init
+    source = init_lib.source(config.init)  # ("init.hf" | "init.run", directory), or None for a fresh init
     if source is None:
         tokenizer = get_tokenizer(config, corpus, saved)
         cfg = fit_model(config, tokenizer)
