@@ -35,17 +35,21 @@ def _get(tree: dict, path: str):
     return tree
 
 
+def _path(keys) -> str:
+    return "/".join(str(k.key) for k in keys)
+
+
 @functools.lru_cache(maxsize=8)
 def _model_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Param path -> shape for `cfg` (traced, never allocated; cached because load and save both ask)."""
+    """Param path ("a/b/c") -> shape for `cfg` (traced, never allocated; cached because load and save both ask)."""
     flat = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]
-    return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in flat}
+    return {_path(k): tuple(v.shape) for k, v in flat}
 
 
 def _check_shapes(cfg: ModelConfig, params: dict, what: str) -> None:
     """`params` must have exactly the tree and shapes the model builds for `cfg`."""
     want = _model_shapes(cfg)
-    have = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    have = {_path(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
     if want != have:
         diffs = sorted(
             f"{k}: {what} {have.get(k, 'missing')}, model {want.get(k, 'missing')}"
@@ -62,10 +66,10 @@ class _Names:
     def __init__(self, ckpt: Checkpoint, prefix: str):
         self.ckpt, self.prefix = ckpt, prefix
 
-    def get(self, name: str) -> np.ndarray:
+    def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if name not in self.ckpt and name.startswith(self.prefix) and name[len(self.prefix) :] in self.ckpt:
             name = name[len(self.prefix) :]
-        return self.ckpt.get(name)
+        return self.ckpt.get(name, shape)
 
 
 def _decide_tying(cfg: ModelConfig, names: _Names, embed: str, head: str) -> ModelConfig:
@@ -83,22 +87,33 @@ def _decide_tying(cfg: ModelConfig, names: _Names, embed: str, head: str) -> Mod
 def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
     """The zoo param tree, one HF tensor read (and one zoo leaf on the device) at a time. Scanned: a stack's
     leaf [cycles, ...] is filled layer by layer into one preallocated host array; unrolled: one leaf per
-    cycle_c/block_j."""
+    cycle_c/block_j. Every HF tensor is checked against the shape its zoo leaf needs before it is converted:
+    numpy would broadcast a [1] norm or a [1, d] kernel into a layer of a stack."""
     dtype = np.dtype(dtype_of(cfg.param_dtype))
+    shapes = _model_shapes(cfg)
     params: dict = {}
 
     def put(zoo_path: str, value):
         _set(params, zoo_path, jax.device_put(np.asarray(value, dtype)))  # device_put: no per-shape compile
 
+    def reader(rule: Rule, where: str, stacked: bool) -> Callable[[int | None], tuple]:
+        """(HF layer index) -> `rule`'s zoo values, its zoo paths under `where` (leaves [cycles, ...] when
+        `stacked`); the HF shapes to check come from the rule's export direction applied to the leaves'."""
+        zoo = [shapes[where + p][1:] if stacked else shapes[where + p] for p in rule.zoo]
+        want = [x.shape for x in jax.eval_shape(rule.to_hf, *(jax.ShapeDtypeStruct(s, dtype) for s in zoo))]
+        return lambda i: rule.to_zoo(*(names.get(n.format(i=i), s) for n, s in zip(rule.hf, want, strict=True)))
+
     for rule in spec.top:
-        for zoo, value in zip(rule.zoo, rule.to_zoo(*map(names.get, rule.hf)), strict=True):
+        for zoo, value in zip(rule.zoo, reader(rule, "", False)(None), strict=True):
             put(zoo, value)
     k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
         cycles = num_layers // k
         for rule in rules:
             for j in range(k):  # block j of cycle c is HF layer c * k + j
-                layers = (rule.to_zoo(*(names.get(n.format(i=c * k + j)) for n in rule.hf)) for c in range(cycles))
+                where = f"{stack}/cycles/block_{j}/" if cfg.scan_layers else f"{stack}/cycle_0/block_{j}/"
+                read = reader(rule, where, cfg.scan_layers)
+                layers = (read(c * k + j) for c in range(cycles))
                 if not cfg.scan_layers:
                     for c, values in enumerate(layers):
                         for zoo, value in zip(rule.zoo, values, strict=True):

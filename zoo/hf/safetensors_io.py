@@ -7,17 +7,19 @@ holds model.safetensors, or shards model-0000k-of-0000n.safetensors listed in mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes  # also registers bfloat16 with numpy, which safetensors' numpy reader looks up by name
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 INDEX = "model.safetensors.index.json"
 # A tensor to write: (HF name, its shape and dtype, a function that builds it as a numpy array).
@@ -36,16 +38,42 @@ _DTYPE_NAMES = {
 }
 
 
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator:
+    """`file` opened with safetensors; its errors (a corrupt header, a truncated file, a missing shard) as one-line
+    ValueErrors naming the file."""
+    try:
+        with safe_open(file, framework="numpy") as f:
+            yield f
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{file}: not a readable safetensors file: {' '.join(str(e).split())}") from None
+
+
+def _indexed_files(path: Path) -> list[Path]:
+    """The files the index's weight_map names; an entry that names a file outside the checkpoint directory (an
+    absolute path, a `..`) is refused, naming it. The names are checked, not where symlinks lead: the Hugging
+    Face cache's snapshot directories hold symlinks into its blobs/ directory, put there by the user's own
+    download."""
+    index = path / INDEX
+    try:
+        values = json.loads(index.read_text())
+    except ValueError as e:  # also UnicodeDecodeError
+        raise ValueError(f"{index}: not JSON: {e}") from None
+    weight_map = values.get("weight_map") if isinstance(values, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ValueError(f"{index}: needs a weight_map of tensor name -> file name")
+    for name, file in weight_map.items():
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            raise ValueError(f"{index}: weight_map entry {name!r} -> {file!r} is outside the checkpoint directory")
+    return [path / f for f in sorted(set(weight_map.values()))]
+
+
 class Checkpoint:
     """The tensors of a checkpoint directory by name, each read only when asked for, so the checkpoint is
     never in memory at once; `used` records what was read."""
 
     def __init__(self, path: Path):
-        index = path / INDEX
-        if index.exists():
-            files = [path / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-        else:
-            files = sorted(path.glob("*.safetensors"))
+        files = _indexed_files(path) if (path / INDEX).exists() else sorted(path.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(
                 f"{path}: no *.safetensors files (pickled pytorch_model.bin checkpoints are "
@@ -53,23 +81,31 @@ class Checkpoint:
             )
         self._files: dict[str, Path] = {}
         for file in files:
-            with safe_open(file, framework="numpy") as f:
+            with _reading(file) as f:
                 self._files.update(dict.fromkeys(f.keys(), file))
         self.used: set[str] = set()
 
     def __contains__(self, name: str) -> bool:
         return name in self._files
 
-    def get(self, name: str) -> np.ndarray:
-        """The tensor `name` in its stored shape and dtype (bfloat16 as ml_dtypes.bfloat16)."""
+    def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The tensor `name` in its stored shape and dtype (bfloat16 as ml_dtypes.bfloat16). With `shape` it is a
+        weight: ValueError, naming it and its file, unless it is floating point and of exactly that shape (a
+        wrong shape could otherwise broadcast into a stacked parameter, an integer be cast silently)."""
         if name not in self._files:
             raise ValueError(f"checkpoint has no tensor {name!r}")
         self.used.add(name)
+        file = self._files[name]
         # Mapped for this one tensor only (get_tensor copies it out): a map held for the whole load keeps every
         # page read so far resident. Measured loading a 457 MB llama (456 MiB of params): peak RSS +1003 MiB
         # with the files held open, +572 MiB mapped per tensor (+559 MiB with the former np.memmap reader).
-        with safe_open(self._files[name], framework="numpy") as f:
-            return f.get_tensor(name)
+        with _reading(file) as f:
+            array = f.get_tensor(name)
+        if shape is not None and not jnp.issubdtype(array.dtype, jnp.floating):
+            raise ValueError(f"{name}: dtype {array.dtype}, a weight must be floating point (file {file})")
+        if shape is not None and array.shape != tuple(shape):
+            raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)} (file {file})")
+        return array
 
     def unused(self) -> list[str]:
         """The names no `get` has asked for, sorted."""
