@@ -9,8 +9,9 @@ Flow (zoo/train/setup.py)::
     stream = TrainStream([rows, ...], batch_size, seed, weights=..., index=this_process_rows)
     inputs, targets = batch[:, :-1], batch[:, 1:]     # causal LM: each [batch, seq_len]
 
-Sources: `data.path` (one) or `data.sources` (a weighted mixture); formats and the corpus fingerprint in
-zoo/train/data_sources.py, the token cache (numpy memmaps, and why not grain) in zoo/train/data_cache.py.
+Sources: `data.path` (one) or `data.sources` (a weighted mixture); formats and read errors in
+zoo/train/data_sources.py, the token cache (keyed by content, checked on open, numpy memmaps and why not grain)
+in zoo/train/data_cache.py.
 
 Default corpus, offline and deterministic: the running interpreter's standard library (`*.py` under
 `sysconfig.get_paths()["stdlib"]`, without test directories, site-packages, or the machine-specific

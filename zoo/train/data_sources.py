@@ -9,12 +9,17 @@ Formats, by file name:
   *.jsonl, *.jsonl.gz, *.jsonl.zst   one JSON object per line, the text in `text_field` (zstandard for .zst)
   *.parquet                          the string column `text_field` (pyarrow: pip install -e ".[parquet]")
   anything else                      a UTF-8 text file: one document
-  a folder                           every non-hidden file below it, recursively, in sorted order; files that
-                                     are not UTF-8 (binaries) are skipped
+  a folder                           every non-hidden file below it, recursively, in sorted order, each by its
+                                     name as above; a file that is not UTF-8 and holds a NUL byte in its first
+                                     8000 bytes (git's test for a binary file) is skipped
 
-`fingerprint(path)` names a corpus for the token cache (zoo/train/data_cache.py): the resolved path and every
-file's relative path, size and modification time, so an edited, added or removed file gives a new cache entry
-(the default corpus: this interpreter's version and its standard library files).
+Nothing is dropped silently: a file is read to its end or the read fails with a ValueError naming the file and
+the line (JSONL, text), row (Parquet) or byte: bad UTF-8, a line that is not JSON, a missing or non-string text
+field, a compressed stream that is corrupt or cut short (a .zst must end at the end of a frame, a .gz must pass
+gzip's length and CRC checks), the same whether the file was named alone or found in a folder.
+
+`corpus_files(path)` names a corpus and lists its files for the token cache (zoo/train/data_cache.py, which
+keys entries by their contents; the default corpus: this interpreter's version and its standard library files).
 
 The train/validation split (`assign_splits`) is streamed too: a document goes to validation when a hash of its
 text says so (zoo/train/data.py states the rule); only the last document is held back, for the few-documents
@@ -23,6 +28,7 @@ fallback.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -31,9 +37,9 @@ import math
 import os
 import sys
 import sysconfig
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
@@ -91,64 +97,146 @@ class _Counter(io.RawIOBase):
         return n
 
 
-def _jsonl_lines(path: Path, progress) -> Iterator[bytes]:
-    raw = _Counter(open(path, "rb"), progress)  # noqa: SIM115  (closed below)
-    stream: io.RawIOBase | io.BufferedIOBase | BinaryIO  # the raw file, gzip's or zstandard's reader
-    try:
-        if path.name.endswith(".gz"):
-            stream = gzip.GzipFile(fileobj=io.BufferedReader(raw, 1 << 20))
-        elif path.name.endswith(".zst"):
-            import zstandard
+class _BadStream(Exception):
+    """A compressed stream that is corrupt or ends early (the reader adds the file and the line)."""
 
-            stream = zstandard.ZstdDecompressor().stream_reader(io.BufferedReader(raw, 1 << 20))
+
+def _chunks(path: Path, progress) -> Iterator[bytes]:
+    """The bytes of a JSONL file, decompressed, in pieces; _BadStream unless a compressed stream is whole."""
+    with open(path, "rb") as f:
+        raw = io.BufferedReader(_Counter(f, progress), 1 << 20)
+        if path.name.endswith(".gz"):
+            try:  # gzip checks each member's CRC and length, and raises EOFError when the last one is cut
+                with gzip.GzipFile(fileobj=raw) as stream:
+                    yield from iter(lambda: stream.read(1 << 20), b"")
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise _BadStream(e) from None
+        elif path.name.endswith(".zst"):
+            yield from _zstd_chunks(raw)
         else:
-            stream = raw
-        yield from io.BufferedReader(stream, 1 << 20)
-    finally:
-        raw.f.close()
+            yield from iter(lambda: raw.read(1 << 20), b"")
+
+
+def _zstd_chunks(raw) -> Iterator[bytes]:
+    """Every frame of a zstandard stream, decompressed. A stream cut at a block boundary decodes cleanly up to
+    the cut, so the frame must be seen to end (`eof`): input that stops inside a frame is _BadStream."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    frame, inside = dctx.decompressobj(), False
+    try:
+        while data := raw.read(1 << 18):  # compressed input; bounds what one decompress call returns
+            while data:
+                yield frame.decompress(data)
+                data, inside = b"", True
+                if frame.eof:  # the next frame (if any) starts in what this one left over
+                    data, frame, inside = frame.unused_data, dctx.decompressobj(), False
+    except zstandard.ZstdError as e:
+        raise _BadStream(e) from None
+    if inside:
+        raise _BadStream("the input ends inside a zstandard frame")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a byte stream, without their b"\\n"; only b"\\n" ends a line (JSON Lines: not U+2028,
+    which JSON strings may hold)."""
+    head: list[bytes] = []  # the start of a line that spans chunks
+    for chunk in chunks:
+        *lines, tail = chunk.split(b"\n")
+        if lines:
+            lines[0] = b"".join([*head, lines[0]])
+            head = []
+            yield from lines
+        if tail:
+            head.append(tail)
+    if head:
+        yield b"".join(head)
 
 
 def _read_jsonl(path: Path, text_field: str, progress) -> Iterator[str]:
-    # Lines end at b"\n" only (not U+2028, which JSON strings may hold), as JSON Lines says.
-    for n, line in enumerate(_jsonl_lines(path, progress), 1):
-        if not line.strip():
-            continue
+    n, offset = 0, 0  # the line, and the byte where it starts (in the decompressed text)
+    try:
+        for n, line in enumerate(_lines(_chunks(path, progress)), 1):
+            if line.strip():
+                yield from _record_text(path, n, offset, line, text_field)
+            offset += len(line) + 1
+    except _BadStream as e:
+        raise ValueError(
+            f"{path}: the compressed stream is corrupt or truncated after line {n} (byte {offset} of the "
+            f"decompressed text): {e}"
+        ) from None
+
+
+def _record_text(path: Path, n: int, offset: int, line: bytes, text_field: str) -> Iterator[str]:
+    """The text of the JSON object on line `n` of `path` (none when empty); ValueError naming the line."""
+    bom = 3 if n == 1 and line.startswith(codecs.BOM_UTF8) else 0  # a byte order mark may open the file
+    try:
+        text = line[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = "the decompressed text" if path.name.endswith((".gz", ".zst")) else "the file"
+        raise ValueError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {offset + bom + e.start} of {text})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        raise ValueError(f"{path}:{n}: expected a JSON object with a string field {text_field!r}")
+    value = record[text_field]
+    if not value.isascii():  # a "\ud800" escape decodes to a lone surrogate, which no UTF-8 encoder takes
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            raise ValueError(f"{path}:{n}: expected a JSON object with a string field {text_field!r}")
-        if record[text_field]:
-            yield record[text_field]
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{path}:{n}: {text_field!r} holds a lone surrogate ({e.reason})") from None
+    if value:
+        yield value
 
 
 def _read_parquet(path: Path, text_field: str, progress) -> Iterator[str]:
     try:
+        import pyarrow
         import pyarrow.parquet as pq
     except ImportError:
         raise ValueError(f'{path}: reading Parquet needs pyarrow: pip install -e ".[parquet]"') from None
-    file = pq.ParquetFile(path)
-    if text_field not in file.schema_arrow.names:
-        raise ValueError(f"{path}: no column {text_field!r} (columns: {', '.join(file.schema_arrow.names)})")
-    for batch in file.iter_batches(columns=[text_field], batch_size=1024):
-        yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str) and t)
+    row = 0
+    try:
+        file = pq.ParquetFile(path)
+        if text_field not in file.schema_arrow.names:
+            raise ValueError(f"{path}: no column {text_field!r} (columns: {', '.join(file.schema_arrow.names)})")
+        for batch in file.iter_batches(columns=[text_field], batch_size=1024):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}: row {row}: {text_field!r} holds {text!r}, not a string")
+                if text:
+                    yield text
+    except pyarrow.ArrowException as e:  # a truncated or corrupt file
+        raise ValueError(f"{path}: unreadable Parquet after row {row} ({' '.join(str(e).split())})") from None
     if progress is not None:
         progress.update(path.stat().st_size)
 
 
-def _read_file(path: Path, text_field: str, progress) -> Iterator[str]:
+def _read_text(path: Path, progress, in_folder: bool) -> Iterator[str]:
+    data = path.read_bytes()
+    if progress is not None:
+        progress.update(len(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if in_folder and b"\0" in data[:8000]:  # git's test for a binary file: skipped in a folder walk
+            return
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    if text:
+        yield text
+
+
+def _read_file(path: Path, text_field: str, progress, in_folder: bool) -> Iterator[str]:
     if path.name.endswith(JSONL_SUFFIXES):
         yield from _read_jsonl(path, text_field, progress)
     elif path.suffix == ".parquet":
         yield from _read_parquet(path, text_field, progress)
     else:
-        data = path.read_bytes()
-        if progress is not None:
-            progress.update(len(data))
-        text = data.decode("utf-8")
-        if text:
-            yield text
+        yield from _read_text(path, progress, in_folder)
 
 
 def _files(path: Path) -> list[Path]:
@@ -163,48 +251,29 @@ def _files(path: Path) -> list[Path]:
 
 def iter_documents(path: str | os.PathLike | None, text_field: str = "text", progress=None) -> Iterator[str]:
     """The documents of `path` in order (None: the default corpus), one at a time; empty ones are dropped.
-    `progress`, when given, is a tqdm bar counting the bytes read from disk."""
+    `progress`, when given, is a tqdm bar counting the bytes read from disk. Anything unreadable is a ValueError
+    naming the file and the line (or row) where reading stopped: never a silent early end."""
     if path is None:
         yield from iter_stdlib_documents()
         return
     path = Path(path)
-    files = _files(path)
-    for file in files:
-        if not path.is_dir():
-            try:
-                yield from _read_file(file, text_field, progress)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{file} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-            continue
-        try:
-            yield from _read_file(file, text_field, progress)
-        except UnicodeDecodeError:
-            continue  # binaries and other non-text files in a folder
+    for file in _files(path):
+        yield from _read_file(file, text_field, progress, in_folder=path.is_dir())
 
 
-def fingerprint(path: str | os.PathLike | None) -> dict:
-    """What identifies the corpus at `path` for the cache: every file's relative path, size and mtime."""
+def corpus_files(path: str | os.PathLike | None) -> tuple[dict, list[tuple[str, Path]]]:
+    """What names the corpus at `path` (None: the default corpus), and its files in reading order, each with
+    the name the token cache's key records (zoo/train/data_cache.py hashes their contents)."""
     if path is None:
         root, files = _stdlib_files()
         import pydoc_data.topics
 
         paths = [Path(root, rel) for rel in files] + [Path(pydoc_data.topics.__file__)]
-        return {"corpus": "stdlib", "python": sys.version, "root": root, "files": [[str(f), *_stat(f)] for f in paths]}
+        return {"corpus": "stdlib", "python": sys.version, "root": root}, [(str(f), f) for f in paths]
     path = Path(path).resolve()
-    return {
-        "corpus": str(path),
-        "files": [[f.relative_to(path).as_posix() if path.is_dir() else f.name, *_stat(f)] for f in _files(path)],
-    }
-
-
-def _stat(file: Path) -> list[int]:
-    st = file.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def corpus_bytes(fp: dict) -> int:
-    """Bytes on disk of a fingerprinted corpus (the progress bar's total)."""
-    return sum(f[1] for f in fp["files"])
+    return {"corpus": str(path)}, [
+        (f.relative_to(path).as_posix() if path.is_dir() else f.name, f) for f in _files(path)
+    ]
 
 
 # --- the split -----------------------------------------------------------------------------------------------------
