@@ -28,6 +28,7 @@ SLOW_FILES = {
     "test_evaluate.py",
     "test_experiments.py",
     "test_export.py",
+    "test_faults.py",
     "test_finetune.py",
     "test_harness.py",
     "test_hf.py",

@@ -48,7 +48,13 @@ WORKER = textwrap.dedent("""
     config = resolve("llama-tiny", [*json.loads(sys.argv[5]), f"run.dir={run_dir}", f"data.cache_dir={cache}"])
     result = train(config, echo=lambda _: None)
     rows = process_rows(batch_sharding(make_mesh(2, 2, 1)), 8).tolist()  # the rows this process reads
-    print("RESULT", json.dumps({"losses": result.losses, "process_count": jax.process_count(), "rows": rows}))
+    result = {"losses": result.losses, "process_count": jax.process_count(), "rows": rows}
+    print("RESULT", json.dumps(result), flush=True)
+    # train.py's run.export on the finished run: process 0 exports, alone (the others must not wait for it).
+    from zoo.export import export_run
+    from zoo.train.cli import main
+    overrides = [*json.loads(sys.argv[5]), f"run.dir={run_dir}", f"data.cache_dir={cache}", f"run.export={run_dir}-hf"]
+    print("EXPORT", main(overrides, export_run=export_run), flush=True)
 """)
 
 
@@ -98,6 +104,8 @@ def test_two_processes_equal_one_and_resume_exactly(tmp_path, cache):
                 p.kill() if p.poll() is None else None
         assert proc.returncode == 0, err[-3000:]
         outputs.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+        assert "EXPORT 0" in out.splitlines(), out[-3000:] + err[-3000:]
+    assert (tmp_path / "two-hf" / "config.json").is_file() and (tmp_path / "two-hf" / "tokenizer.json").is_file()
     assert [r["rows"] for r in outputs] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # each host reads half of each batch
     for result in outputs:
         assert result["process_count"] == 2

@@ -53,7 +53,11 @@ def export(cfg: ModelConfig, params, tokenizer, out_dir: str | Path) -> Path:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, step: int | None = None) -> Path:
-    """A run directory's checkpoint (default: the latest) as an HF checkpoint directory."""
+    """A run directory's checkpoint (default: the latest) as an HF checkpoint directory (never into a run
+    directory, whose config.json an HF config.json would replace)."""
+    out = Path(out_dir).resolve()
+    if out == Path(run_dir).resolve() or (out / "checkpoints").is_dir():
+        raise UserError(f"{out_dir} is a run directory; export into another directory, e.g. {Path(run_dir) / 'hf'}")
     model, params, tokenizer = load_for_sampling(run_dir, step)
     return export(model.cfg, params, tokenizer, out_dir)
 

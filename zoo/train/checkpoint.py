@@ -43,6 +43,17 @@ def model_mismatch(saved: dict[str, Any], current: ModelConfig) -> str | None:
     return "; ".join(diffs[:3]) + more
 
 
+def _this_process() -> ocp.options.MultiprocessingOptions:
+    """Reads outside the manager involve this process alone: orbax's default ends a restore with a barrier over
+    every process, which hangs a job in which one process reads (process 0 exporting, sampling) and stalls
+    readers that have nothing to agree on. Every process that reads, reads the same files."""
+    return ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+
+
+class CheckpointFailed(Exception):
+    """A checkpoint could not be written."""
+
+
 class Checkpoints:
     """A run's checkpoints: keep the last `keep`, save asynchronously, restore onto given shardings.
 
@@ -76,20 +87,29 @@ class Checkpoints:
     def meta(self, step: int | None = None) -> dict[str, Any]:
         """The JSON item of checkpoint `step` (default: the latest)."""
         step = self.latest_step() if step is None else step
-        return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(self.directory / str(step) / "meta")
+        return ocp.Checkpointer(ocp.JsonCheckpointHandler(), multiprocessing_options=_this_process()).restore(
+            self.directory / str(step) / "meta"
+        )
 
     def save(self, step: int, state, meta: dict[str, Any]) -> None:
         """Start saving (returns once the arrays are copied off the devices; the write continues)."""
         assert self._manager is not None, "a read-only Checkpoints cannot save"
-        self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
-        )
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
+        except OSError as e:
+            raise CheckpointFailed(f"checkpoint step {step} could not be written: {e}") from e
 
     def restore(self, step: int, abstract_state) -> tuple[Any, dict[str, Any]]:
         """(state, meta) of checkpoint `step`. `abstract_state`: a pytree of jax.ShapeDtypeStruct with the
         target `sharding` on every leaf; arrays come back with those shardings, whatever mesh saved them."""
         if self._manager is None:  # read only
-            state = ocp.StandardCheckpointer().restore(self.directory / str(step) / "state", abstract_state)
+            state = ocp.StandardCheckpointer(multiprocessing_options=_this_process()).restore(
+                self.directory / str(step) / "state", abstract_state
+            )
             return state, self.meta(step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
@@ -103,12 +123,34 @@ class Checkpoints:
         args = ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
         )
-        return ocp.PyTreeCheckpointer().restore(self.directory / str(step) / "state", args=args)["params"]
+        return ocp.Checkpointer(
+            ocp.PyTreeCheckpointHandler(multiprocessing_options=_this_process()),
+            multiprocessing_options=_this_process(),
+        ).restore(self.directory / str(step) / "state", args=args)["params"]
+
+    def layout_mismatch(self, step: int, abstract_state) -> str | None:
+        """None when checkpoint `step`'s state has the arrays `abstract_state` asks for (names and shapes, from
+        its metadata, nothing read), else the first difference: a recipe whose optimizer state differs (another
+        optimizer, frozen parameters) cannot restore it, and that is not a damaged checkpoint."""
+        stored = self._stored_tree(step)
+        have, want = _shapes(stored), _shapes(abstract_state)
+        for name in sorted(set(have) | set(want)):
+            if have.get(name) != want.get(name):
+                return f"{name}: {have.get(name, 'absent')} in the checkpoint, {want.get(name, 'absent')} now"
+        return None
+
+    def _stored_tree(self, step: int):
+        """Checkpoint `step`'s state as a tree of array metadata (shape, dtype), from its metadata file."""
+        return (
+            ocp.PyTreeCheckpointHandler(multiprocessing_options=_this_process())
+            .metadata(self.directory / str(step) / "state")
+            .tree
+        )
 
     def stored_bytes(self, step: int) -> dict[str, int]:
         """Bytes of each top-level item of checkpoint `step`'s state ("params", "opt_state", ...), from its
         metadata (nothing read): what a restore of that item allocates."""
-        tree = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata.tree
+        tree = self._stored_tree(step)
         return {
             key: sum(
                 int(np.prod(leaf.shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
@@ -117,16 +159,57 @@ class Checkpoints:
             for key, item in tree.items()
         }
 
+    def check(self) -> None:
+        """CheckpointFailed if an asynchronous save has failed (a full disk, a lost mount): the run stops at the
+        step it notices, not at the next save, `checkpoint_interval` steps later. Never blocks: a save still
+        being written is checked on a later step."""
+        if self._manager is not None and not self._manager.is_saving_in_progress():
+            self.wait()  # returns at once; raises what the finished save's threads raised
+
     def wait(self) -> None:
-        """Block until pending asynchronous saves are on disk."""
-        if self._manager is not None:
+        """Block until pending asynchronous saves are on disk; CheckpointFailed if one failed."""
+        if self._manager is None:
+            return
+        try:
             self._manager.wait_until_finished()
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001  (orbax re-raises whatever its writer threads raised)
+            raise CheckpointFailed(f"a checkpoint save failed: {type(e).__name__}: {e}") from e
+
+    def set_aside(self, step: int) -> Path:
+        """Move checkpoint `step` (one that does not restore) to `<run_dir>/broken_checkpoints/<step>`, out of the
+        steps the run counts, kept for inspection; returns where it went."""
+        target = self.directory.parent / "broken_checkpoints" / str(step)
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+            target = target.with_name(f"{step}-{os.getpid()}")
+        os.replace(self.directory / str(step), target)
+        if self._manager is not None:
+            self._manager.reload()
+        return target
 
     def close(self) -> None:
         if self._manager is not None:
             self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """{"opt_state/0/mu/embed": shape}: leaves by a path that names dict keys, attributes (optax's NamedTuple
+    states) and indices alike, as orbax's metadata (plain dicts and lists) and the live tree spell them."""
+
+    def name(entry) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                return str(getattr(entry, attr))
+        return str(entry)
+
+    return {
+        "/".join(name(e) for e in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "shape")
+    }
 
 
 def abstract_like(tree, shardings):

@@ -4,7 +4,8 @@
 
 Bad input of any kind (unknown key, bad value, missing data, invalid mesh, a checkpoint of another model) ends
 with exit status 2 and one line on stderr; nothing in the run directory is written before the inputs are known
-to be good. A non-finite loss ends with status 1, keeping the last good checkpoint.
+to be good. A non-finite loss or a failed checkpoint save ends with status 1, keeping the last good checkpoint;
+SIGTERM or SIGINT with 128 + the signal's number (143, 130) once the step in flight is saved.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
+
 from zoo.fields import field_docs, field_names
 from zoo.presets import list_presets
+from zoo.train.checkpoint import CheckpointFailed
 from zoo.train.config import DEFAULT_PRESET, SECTIONS, Config, UserError, resolve
 from zoo.train.init import resolve_from_weights
-from zoo.train.loop import TrainingStopped, train
+from zoo.train.loop import TrainingInterrupted, TrainingStopped, train
 
 USAGE = (
     "usage: python train.py [--preset NAME] [section.field=value ...] [--compile-only TOPOLOGY] [--list-presets] [-h]"
@@ -97,8 +101,9 @@ def parse_args(argv: list[str]) -> tuple[Config | None, str | None]:
 
 
 def _export(config: Config, export_run: Callable | None) -> None:
-    """run.export: the finished run as a Hugging Face checkpoint (zoo.export, handed in by train.py)."""
-    if config.run.export is None:
+    """run.export: the finished run as a Hugging Face checkpoint (zoo.export, handed in by train.py). In a
+    multi-process job only process 0 exports: the run is complete on disk, and one writer is enough."""
+    if config.run.export is None or jax.process_index() != 0:
         return
     if export_run is None:
         raise UserError("run.export: this entry point cannot export; use train.py or python -m zoo.export")
@@ -129,8 +134,6 @@ def main(argv: list[str] | None = None, export_run: Callable | None = None) -> i
         topology = _arguments(argv).compile_only
         if topology is not None:
             if not os.environ.get("JAX_PLATFORMS"):  # compile on this host's CPU; never init libtpu's TPU client
-                import jax
-
                 jax.config.update("jax_platforms", "cpu")
             from zoo.train.compile_only import main as compile_only
 
@@ -138,14 +141,15 @@ def main(argv: list[str] | None = None, export_run: Callable | None = None) -> i
         if config.run.export is not None and export_run is None:
             _export(config, None)  # refuse before training
         if config.run.distributed or os.environ.get("ZOO_DISTRIBUTED") == "1":
-            import jax
-
             jax.distributed.initialize()  # coordinator, process count and id from the environment
         try:
             train(config)
-        except TrainingStopped as e:
+        except (TrainingStopped, CheckpointFailed) as e:
             print(f"train.py: stopped: {_one_line(e)}", file=sys.stderr)
             return 1
+        except TrainingInterrupted as e:
+            print(f"train.py: {_one_line(e)}", file=sys.stderr)
+            return e.exit_status
         _export(config, export_run)
     except UserError as e:
         print(f"train.py: error: {_one_line(e)}", file=sys.stderr)

@@ -25,6 +25,9 @@ class TrainingData:
     unigram_entropy: float
     """Of the train tokens (a mixture: of the weighted mixture of its sources' frequencies), nats/token."""
     message: str
+    contents: list[str]
+    """What the tokens are, per source: its cache entry's name (a hash of the files' bytes, the tokenizer and
+    the split), saved with each checkpoint so that a resume on edited data is noticed."""
 
 
 def sources_of(data) -> list[tuple[str | None, float]]:
@@ -112,4 +115,5 @@ def open_training_data(
     )
     if len(corpora) > 1:
         message += "; mixture " + ", ".join(f"{p}: {w / sum(weights):.2f}" for p, w, _ in corpora)
-    return TrainingData(stream, val_rows, data_cache.unigram_entropy(mix), message)
+    contents = [c.directory.name for _, _, c in corpora]
+    return TrainingData(stream, val_rows, data_cache.unigram_entropy(mix), message, contents)

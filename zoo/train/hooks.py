@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from zoo.train.checkpoint import CheckpointFailed
 from zoo.train.state import device_batch
 
 
@@ -52,23 +53,45 @@ class Hook:
 
 
 class SaveCheckpoint(Hook):
-    """Every `every` steps and at the end: the state with the data position and the resolved config."""
+    """Every `every` steps and at the end: the state with the data position and the resolved config.
+    `before_first()`, when given, runs once before the first save (a new run's config.json and tokenizer)."""
 
     needs_state = True
 
-    def __init__(self, checkpoints, config, every: int, last_saved: int | None):
+    def __init__(self, checkpoints, config, corpus, every: int, last_saved: int | None, before_first=None):
         super().__init__(every, at_end=True)
-        self.checkpoints, self.config, self.last_saved = checkpoints, config, last_saved
+        self.checkpoints, self.config, self.corpus, self.last_saved = checkpoints, config, corpus, last_saved
+        self.before_first = before_first
 
     def __call__(self, info: StepInfo) -> None:
+        if self.before_first is not None:
+            self.before_first()
+            self.before_first = None
         meta = {
             "step": info.step,
             "data_state": info.data_state,
             "model": self.config.model.to_dict(),
             "config": self.config.to_dict(),
+            "corpus": self.corpus,
         }
         self.checkpoints.save(info.step, info.state, meta)
         self.last_saved = info.step
+
+
+class CheckSaved(Hook):
+    """Every step: stop at once if an asynchronous checkpoint save has failed, naming the last complete one."""
+
+    def __init__(self, checkpoints, run_dir):
+        super().__init__()
+        self.checkpoints, self.run_dir = checkpoints, run_dir
+
+    def __call__(self, info: StepInfo) -> None:
+        try:
+            self.checkpoints.check()
+        except CheckpointFailed as e:
+            latest = self.checkpoints.latest_step()
+            kept = "no checkpoint is complete" if latest is None else f"the last complete checkpoint is step {latest}"
+            raise TrainingStopped(f"{e}; stopped after step {info.step}; {kept} in {self.run_dir}") from None
 
 
 class CheckFinite(Hook):

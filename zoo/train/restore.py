@@ -56,12 +56,14 @@ def load_params(run_dir: str | Path, config: Config, step: int, mesh: Mesh | Non
 
 
 def load_run(run_dir: str | Path, step: int | None = None, mesh: Mesh | None = None) -> Trained:
-    """Checkpoint `step` (default: the latest) of a run directory with its config and tokenizer; the params
-    restored onto `mesh` (default: one device)."""
-    config = load_run_config(run_dir)
+    """Checkpoint `step` (default: the latest) of a run directory with the config it was trained with (its own,
+    saved with it: a run resumed with another recipe has several) and the run's tokenizer; the params restored
+    onto `mesh` (default: one device)."""
+    load_run_config(run_dir)  # a clear error for a directory that is not a run
     steps = checkpoint_steps(run_dir)
     step = steps[-1] if step is None else step
     if step not in steps:
         raise UserError(f"no checkpoint of step {step} in {run_dir}; saved: {', '.join(map(str, steps))}")
+    config = Config.from_dict(Checkpoints(run_dir, read_only=True).meta(step)["config"])
     tokenizer = load_tokenizer(Path(run_dir) / "tokenizer")
     return Trained(config, load_params(run_dir, config, step, mesh), tokenizer, step)

@@ -75,6 +75,9 @@ class RunConfig(Replaceable):
     """Checkpoint every N steps; the last step is always saved."""
     keep: int = 3
     """Checkpoints kept on disk (the newest)."""
+    allow_recipe_change: bool = False
+    """Let a resumed run change its recipe (train.*, data.*, run.seed). false = refuse, naming the changed
+    field; true = resume, recording each change in <run.dir>/history.jsonl."""
     log_interval: int = 10
     """Steps between log lines when stdout is not a terminal (the progress bar updates every step)."""
     peak_flops: float | None = None

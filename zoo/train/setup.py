@@ -22,7 +22,7 @@ from zoo.flops import flops_per_step
 from zoo.model import count_params
 from zoo.sharding import batch_sharding, check_batch_size, data_parallelism, make_mesh
 from zoo.train import data as data_lib
-from zoo.train import data_setup
+from zoo.train import data_setup, run_files
 from zoo.train import init as init_lib
 from zoo.train import memory as memory_lib
 from zoo.train import metrics as metrics_lib
@@ -55,6 +55,10 @@ class Setup:
     job_peak_flops: float
     messages: tuple[str, ...]
     """What the run says about itself before training (model, data, MFU basis)."""
+    corpus: list[str] = dataclasses.field(default_factory=list)
+    """The training data's contents (data_setup.TrainingData.contents), saved with each checkpoint."""
+    recipe_changes: dict = dataclasses.field(default_factory=dict)
+    """A resumed run's recipe fields that differ from its checkpoint's (allowed by run.allow_recipe_change)."""
 
 
 def get_tokenizer(config: Config, corpus: data_lib.TrainTexts, saved: dict | None):
@@ -120,6 +124,7 @@ def prepare(config: Config, devices=None) -> Setup:
         except ValueError as e:
             raise UserError(f"run.export: {' '.join(str(e).split())}") from None
 
+    run_files.check_available(config.run_dir)
     latest = Checkpoints(config.run_dir, read_only=True).latest_step()
     saved = Checkpoints(config.run_dir, read_only=True).meta(latest) if latest is not None else None
 
@@ -167,6 +172,7 @@ def prepare(config: Config, devices=None) -> Setup:
     except (FileNotFoundError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{'data.sources' if config.data.sources else 'data.path'}: {e}") from None
     stream, val_rows = data.stream, data.val_rows
+    changes = run_files.check_recipe(config, saved, latest, data.contents)  # after the inputs' own errors
     try:
         if saved is not None:
             stream.restore(saved["data_state"])
@@ -211,6 +217,7 @@ def prepare(config: Config, devices=None) -> Setup:
     t0 = time.perf_counter()
     compiled = memory_lib.compile_step(prog, objective, tc.batch_size, mesh, np.int32)
     messages.append(f"compiled the train step in {time.perf_counter() - t0:.1f}s")
+    messages.append(run_files.check_space(config.run_dir, prog.abstract_state))
     if run.memory_check:
         messages.append(memory_lib.check_fits(memory_lib.StepMemory.of(compiled), config.replace(model=cfg), mesh))
     if start is not None and source is not None:
@@ -231,4 +238,6 @@ def prepare(config: Config, devices=None) -> Setup:
         flops,
         job_peak,
         tuple(messages),
+        data.contents,
+        changes,
     )
