@@ -245,6 +245,9 @@ def test_the_trainer_reports_a_bad_corpus_and_a_damaged_cache_in_one_line(tmp_pa
         prepare(config, devices=jax.devices("cpu")[:1])
     message = str(caught.value)
     assert message.startswith(f"data.path: {folder / 'bad.jsonl'}:101: not UTF-8") and "\n" not in message
+    # A BPE tokenizer reads the corpus first, while it trains: still the data's error, not data.tokenizer's.
+    with pytest.raises(UserError, match=rf"^data.path: {re.escape(str(folder / 'bad.jsonl'))}:101: not UTF-8"):
+        prepare(config.replace(data=config.data.replace(tokenizer="bpe", bpe_vocab_size=300)), jax.devices("cpu")[:1])
 
     (folder / "bad.jsonl").write_bytes(_jsonl(GOOD * 20))
     [(_, _, corpus)] = data_setup.open_sources(config.data, tk.ByteTokenizer(), progress=False)  # what prepare opens

@@ -42,6 +42,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
+
+
+class CorpusError(ValueError):
+    """A corpus file that cannot be read; the message names the file and the line (or row, or byte)."""
+
+
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 
 
@@ -161,7 +167,7 @@ def _read_jsonl(path: Path, text_field: str, progress) -> Iterator[str]:
                 yield from _record_text(path, n, offset, line, text_field)
             offset += len(line) + 1
     except _BadStream as e:
-        raise ValueError(
+        raise CorpusError(
             f"{path}: the compressed stream is corrupt or truncated after line {n} (byte {offset} of the "
             f"decompressed text): {e}"
         ) from None
@@ -174,19 +180,19 @@ def _record_text(path: Path, n: int, offset: int, line: bytes, text_field: str) 
         text = line[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
         text = "the decompressed text" if path.name.endswith((".gz", ".zst")) else "the file"
-        raise ValueError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {offset + bom + e.start} of {text})") from None
+        raise CorpusError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {offset + bom + e.start} of {text})") from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+        raise CorpusError(f"{path}:{n}: not JSON ({e.msg})") from None
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-        raise ValueError(f"{path}:{n}: expected a JSON object with a string field {text_field!r}")
+        raise CorpusError(f"{path}:{n}: expected a JSON object with a string field {text_field!r}")
     value = record[text_field]
     if not value.isascii():  # a "\ud800" escape decodes to a lone surrogate, which no UTF-8 encoder takes
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(f"{path}:{n}: {text_field!r} holds a lone surrogate ({e.reason})") from None
+            raise CorpusError(f"{path}:{n}: {text_field!r} holds a lone surrogate ({e.reason})") from None
     if value:
         yield value
 
@@ -196,21 +202,21 @@ def _read_parquet(path: Path, text_field: str, progress) -> Iterator[str]:
         import pyarrow
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError(f'{path}: reading Parquet needs pyarrow: pip install -e ".[parquet]"') from None
+        raise CorpusError(f'{path}: reading Parquet needs pyarrow: pip install -e ".[parquet]"') from None
     row = 0
     try:
         file = pq.ParquetFile(path)
         if text_field not in file.schema_arrow.names:
-            raise ValueError(f"{path}: no column {text_field!r} (columns: {', '.join(file.schema_arrow.names)})")
+            raise CorpusError(f"{path}: no column {text_field!r} (columns: {', '.join(file.schema_arrow.names)})")
         for batch in file.iter_batches(columns=[text_field], batch_size=1024):
             for text in batch.column(0).to_pylist():
                 row += 1
                 if not isinstance(text, str):
-                    raise ValueError(f"{path}: row {row}: {text_field!r} holds {text!r}, not a string")
+                    raise CorpusError(f"{path}: row {row}: {text_field!r} holds {text!r}, not a string")
                 if text:
                     yield text
     except pyarrow.ArrowException as e:  # a truncated or corrupt file
-        raise ValueError(f"{path}: unreadable Parquet after row {row} ({' '.join(str(e).split())})") from None
+        raise CorpusError(f"{path}: unreadable Parquet after row {row} ({' '.join(str(e).split())})") from None
     if progress is not None:
         progress.update(path.stat().st_size)
 
@@ -225,7 +231,7 @@ def _read_text(path: Path, progress, in_folder: bool) -> Iterator[str]:
         if in_folder and b"\0" in data[:8000]:  # git's test for a binary file: skipped in a folder walk
             return
         line = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise CorpusError(f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
     if text:
         yield text
 

@@ -28,6 +28,7 @@ from zoo.train import memory as memory_lib
 from zoo.train import metrics as metrics_lib
 from zoo.train.checkpoint import Checkpoints, model_mismatch
 from zoo.train.config import Config, UserError
+from zoo.train.data_sources import CorpusError
 from zoo.train.objectives import make_objective, sentinels_needed
 from zoo.train.state import Programs, process_rows, programs
 from zoo.train.tokenizer import load_tokenizer, make_tokenizer, model_vocab_size
@@ -80,6 +81,8 @@ def get_tokenizer(config: Config, corpus: data_lib.TrainTexts, saved: dict | Non
         return make_tokenizer(
             data.tokenizer, train_texts=corpus.train, vocab_size=data.bpe_vocab_size, num_sentinels=num_sentinels
         )
+    except CorpusError as e:  # read while training a BPE tokenizer: the data's fault, not the tokenizer's
+        raise UserError(f"{'data.sources' if data.sources else 'data.path'}: {e}") from None
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"data.tokenizer: {e}") from None
 
