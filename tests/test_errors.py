@@ -1,5 +1,7 @@
 """Bad input gets a ValueError that names the field (and the allowed values or a close match)."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -141,3 +143,31 @@ def test_errors_say_where_each_value_came_from():
         r"get_config\('llama-tiny'\) overrides\)",
     ):
         get_config("llama-tiny", num_heads=3, d_model=192)
+
+
+def test_cross_section_errors_say_where_each_value_came_from():
+    """A check between sections (the recipe against the model) names both fields and where each was set;
+    document masking on an encoder-decoder was silently ignored before."""
+    from zoo.train.config import UserError, resolve
+
+    with pytest.raises(
+        UserError,
+        match=r"^train.document_masking=true applies to decoder-only models .* set it false "
+        r"\(train.document_masking from the command line; model.architecture from t5-tiny \(preset or default\)\)$",
+    ):
+        resolve("t5-tiny", ["train.document_masking=true"])
+    with pytest.raises(
+        UserError, match=r"exceeds model.max_seq_len=256 \(train.seq_len from the command line; model.max_seq_len from"
+    ):
+        resolve("t5-tiny", ["train.seq_len=100000"])
+    assert resolve("llama-tiny", ["train.document_masking=true"]).train.document_masking
+
+
+def test_the_console_script_names_itself_in_its_errors(monkeypatch, capsys):
+    from zoo.commands import train
+
+    for argv0, prog in (("/venv/bin/zoo-train", "zoo-train"), ("train.py", "train.py")):
+        monkeypatch.setattr(sys, "argv", [argv0])
+        assert train(["train.learnig_rate=1e-3"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{prog}: error: ") and "Did you mean: train.learning_rate" in err, err

@@ -118,6 +118,11 @@ def _export(config: Config, export_run: Callable | None) -> None:
         raise UserError(f"run.export: {e}") from None
 
 
+def _prog() -> str:
+    """The command's name in its messages: zoo-train when run as the console script, else train.py."""
+    return "zoo-train" if Path(sys.argv[0]).name == "zoo-train" else "train.py"
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -145,16 +150,16 @@ def main(argv: list[str] | None = None, export_run: Callable | None = None) -> i
         try:
             train(config)
         except (TrainingStopped, CheckpointFailed) as e:
-            print(f"train.py: stopped: {_one_line(e)}", file=sys.stderr)
+            print(f"{_prog()}: stopped: {_one_line(e)}", file=sys.stderr)
             return 1
         except TrainingInterrupted as e:
-            print(f"train.py: {_one_line(e)}", file=sys.stderr)
+            print(f"{_prog()}: {_one_line(e)}", file=sys.stderr)
             return e.exit_status
         _export(config, export_run)
     except UserError as e:
-        print(f"train.py: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{_prog()}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("train.py: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        print(f"{_prog()}: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
     return 0

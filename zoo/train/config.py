@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ class Config:
                 raise TypeError(f"Config.{section}: expected a {cls.__name__}, got {getattr(self, section)!r}")
         if self.train.seq_len > self.model.max_seq_len:
             raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}")
+        if self.train.document_masking and self.model.is_encoder_decoder:
+            raise ValueError(
+                "train.document_masking=true applies to decoder-only models (causal LM rows packed from documents); "
+                "model.architecture=encoder_decoder trains on span corruption, one input per row: set it false"
+            )
 
     @property
     def run_dir(self) -> Path:
@@ -170,7 +176,13 @@ def _config(name: str, parsed: dict, sections: dict, source: str, origin: str = 
         explicit = frozenset(f"{s}.{k}" for s, values in parsed.items() for k in values)
         return Config(name, **sections, explicit=explicit, origin=origin)
     except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
+        raise UserError(f"{e} ({_origins(str(e), parsed, name, source)})") from None
+
+
+def _origins(message: str, parsed: dict, name: str, source: str) -> str:
+    """Where the fields a cross-section error names got their values: `source` or the preset (its defaults)."""
+    keys = dict.fromkeys(re.findall(rf"\b({'|'.join(SECTIONS)})\.(\w+)", message))
+    return "; ".join(f"{s}.{f} from {source if f in parsed[s] else f'{name} (preset or default)'}" for s, f in keys)
 
 
 def _section(section: str, values: dict, source: str, base: dict | None = None, base_source: str = ""):
