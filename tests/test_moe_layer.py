@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zoo.config import ModelConfig
-from zoo.layers.moe import MoeMlp, MoeSpec
+from zoo.layers.moe import MoeMlp
 from zoo.sharding import LOGICAL_RULES, batch_sharding, make_mesh, param_shardings, use_mesh
 
 D_MODEL, NUM_EXPERTS = 8, 4
@@ -37,14 +37,35 @@ def make_cfg(activations=("silu", "linear"), mlp_bias=False):
     )
 
 
+MOE_FIELDS = (
+    "num_experts",
+    "experts_per_token",
+    "d_expert",
+    "router",
+    "router_renormalize",
+    "router_bias",
+    "router_jitter",
+    "shared_expert_d_ff",
+    "shared_expert_gate",
+    "capacity_factor",
+    "eval_capacity_factor",
+)
+
+
 def make_spec(**kw):
-    return MoeSpec(**{"num_experts": NUM_EXPERTS, "experts_per_token": 2, "d_expert": 6, **kw})
+    """The MoE knobs under test, as a ModelConfig (its other fields: make_cfg's)."""
+    return make_cfg().replace(**{"num_experts": NUM_EXPERTS, "experts_per_token": 2, "d_expert": 6, **kw})
+
+
+def moe(cfg, spec):
+    """cfg (activations, bias, dtype) with spec's MoE knobs."""
+    return cfg.replace(**{name: getattr(spec, name) for name in MOE_FIELDS})
 
 
 def random_params(cfg, spec, seed=0, scale=0.5):
     """Every parameter redrawn N(0, scale^2), biases too (they initialise at zero), so each one matters."""
     x = jnp.zeros((1, 2, D_MODEL))
-    shapes = nn.meta.unbox(MoeMlp(cfg, spec).init(jax.random.key(0), x))["params"]
+    shapes = nn.meta.unbox(MoeMlp(moe(cfg, spec)).init(jax.random.key(0), x))["params"]
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda p: rng.normal(0.0, scale, p.shape).astype(np.float32), shapes)
 
@@ -55,7 +76,7 @@ def inputs(batch=2, length=7, seed=1):
 
 def apply(cfg, spec, params, x, mask=None, deterministic=True, rngs=None):
     """(output, {statistic: value}) from one apply."""
-    module = MoeMlp(cfg, spec, deterministic=deterministic)
+    module = MoeMlp(moe(cfg, spec), deterministic=deterministic)
     out, state = module.apply({"params": params}, jnp.asarray(x), mask, rngs=rngs, mutable=["intermediates"])
     return np.asarray(out), {name: np.asarray(v[0]) for name, v in state["intermediates"].items()}
 
@@ -79,7 +100,7 @@ def naive_route(logits, spec):
     probs = softmax(logits)
     experts = top_k(probs, k)
     weights = probs[experts]
-    return experts, weights / weights.sum() if spec.renormalize else weights
+    return experts, weights / weights.sum() if spec.router_renormalize else weights
 
 
 def naive_mlp(p, cfg, v, pick=lambda a: a):
@@ -124,8 +145,10 @@ def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=
                 taken[e] += kept[t, j]
         for t in range(length):
             v = x[b, t].astype(np.float64)
-            if spec.shared_d_ff:
-                gate = 1.0 / (1.0 + np.exp(-(v @ params["shared_gate"]["kernel"][:, 0]))) if spec.shared_gate else 1.0
+            if spec.shared_expert_d_ff:
+                gate = 1.0
+                if spec.shared_expert_gate:
+                    gate = 1.0 / (1.0 + np.exp(-(v @ params["shared_gate"]["kernel"][:, 0])))
                 out[b, t] += gate * naive_mlp(params["shared"], cfg, v)
             if not real[b, t]:
                 continue
@@ -139,15 +162,15 @@ def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=
 # ------------------------------------------------------------------------------------------------ dropless
 DROPLESS_CASES = {
     "softmax_topk": (dict(), {}),
-    "softmax_topk_renormalized": (dict(renormalize=True), {}),
+    "softmax_topk_renormalized": (dict(router_renormalize=True), {}),
     "topk_softmax": (dict(router="topk_softmax"), {}),
     "k1": (dict(experts_per_token=1), {}),
     "k_all_experts": (dict(experts_per_token=NUM_EXPERTS), {}),
     "not_gated_with_bias": (dict(), dict(activations=("gelu_tanh",), mlp_bias=True)),
     "relu_k1": (dict(experts_per_token=1, router="topk_softmax"), dict(activations=("relu",))),
     "router_bias": (dict(router_bias=True), {}),
-    "shared_expert": (dict(shared_d_ff=5), {}),
-    "shared_expert_gated": (dict(shared_d_ff=5, shared_gate=True), {}),
+    "shared_expert": (dict(shared_expert_d_ff=5), {}),
+    "shared_expert_gated": (dict(shared_expert_d_ff=5, shared_expert_gate=True), {}),
 }
 
 
@@ -165,18 +188,21 @@ def test_dropless_matches_per_token_reference(case):
 # Each pair differs in one router detail; on these inputs the outputs must differ by far more than the
 # tolerance, so the reference comparisons above catch that detail being wrong.
 DIFFERENT = {
-    "renormalize": (dict(renormalize=False), dict(renormalize=True)),
+    "renormalize": (dict(router_renormalize=False), dict(router_renormalize=True)),
     "softmax_before_or_after_top_k": (dict(router="softmax_topk"), dict(router="topk_softmax")),
     "top_k": (dict(experts_per_token=1), dict(experts_per_token=2)),
-    "shared_gate": (dict(shared_d_ff=5, shared_gate=True), dict(shared_d_ff=5, shared_gate=False)),
+    "shared_gate": (
+        dict(shared_expert_d_ff=5, shared_expert_gate=True),
+        dict(shared_expert_d_ff=5, shared_expert_gate=False),
+    ),
     "router_bias": (dict(router_bias=True), dict(router_bias=False)),
 }
 
 
 def only_what_it_uses(params, spec):
     """Parameters drawn for a spec with every optional part, less those `spec` lacks."""
-    kept = {name: p for name, p in params.items() if name != "shared_gate" or spec.shared_gate}
-    kept = {name: p for name, p in kept.items() if name != "shared" or spec.shared_d_ff}
+    kept = {name: p for name, p in params.items() if name != "shared_gate" or spec.shared_expert_gate}
+    kept = {name: p for name, p in kept.items() if name != "shared" or spec.shared_expert_d_ff}
     kept["router"] = {name: p for name, p in params["router"].items() if name == "kernel" or spec.router_bias}
     return kept
 
@@ -184,7 +210,7 @@ def only_what_it_uses(params, spec):
 @pytest.mark.parametrize("detail", DIFFERENT)
 def test_each_router_detail_changes_the_output(detail):
     cfg, x = make_cfg(), inputs()
-    params = random_params(cfg, make_spec(router_bias=True, shared_d_ff=5, shared_gate=True))
+    params = random_params(cfg, make_spec(router_bias=True, shared_expert_d_ff=5, shared_expert_gate=True))
     a, b = (make_spec(**kw) for kw in DIFFERENT[detail])
     out_a, out_b = (apply(cfg, spec, only_what_it_uses(params, spec), x)[0] for spec in (a, b))
     assert np.max(np.abs(out_a - out_b)) > 0.05
@@ -193,7 +219,7 @@ def test_each_router_detail_changes_the_output(detail):
 def test_topk_softmax_equals_renormalized_softmax_topk():
     cfg = make_cfg()
     params, x = random_params(cfg, make_spec()), inputs()
-    renormalized = apply(cfg, make_spec(renormalize=True), params, x)[0]
+    renormalized = apply(cfg, make_spec(router_renormalize=True), params, x)[0]
     np.testing.assert_allclose(apply(cfg, make_spec(router="topk_softmax"), params, x)[0], renormalized, **TOL)
 
 
@@ -255,11 +281,11 @@ def test_capacity_with_padding_and_k1():
 
 def test_a_large_capacity_factor_drops_nothing_and_equals_dropless():
     cfg = make_cfg(mlp_bias=True)
-    spec = make_spec(eval_capacity_factor=NUM_EXPERTS / 2, shared_d_ff=5)  # C = T: room for every token
+    spec = make_spec(eval_capacity_factor=NUM_EXPERTS / 2, shared_expert_d_ff=5)  # C = T: room for every token
     params, x = random_params(cfg, spec), inputs()
     out, stats = apply(cfg, spec, params, x)
     assert stats["dropped_fraction"] == 0.0
-    np.testing.assert_allclose(out, apply(cfg, make_spec(shared_d_ff=5), params, x)[0], **TOL)
+    np.testing.assert_allclose(out, apply(cfg, make_spec(shared_expert_d_ff=5), params, x)[0], **TOL)
 
 
 def test_training_and_evaluation_use_their_own_capacity_factor():
@@ -330,14 +356,14 @@ def test_load_balancing_loss_is_k_under_uniform_routing(k):
 def test_jitted_gradients_are_finite_and_agree_between_ragged_dot_and_capacity():
     cfg, x = make_cfg(), jnp.asarray(inputs())
     dropless, capacity = (
-        make_spec(shared_d_ff=5, shared_gate=True),
-        make_spec(shared_d_ff=5, shared_gate=True, eval_capacity_factor=NUM_EXPERTS / 2),
+        make_spec(shared_expert_d_ff=5, shared_expert_gate=True),
+        make_spec(shared_expert_d_ff=5, shared_expert_gate=True, eval_capacity_factor=NUM_EXPERTS / 2),
     )
     params = random_params(cfg, dropless)
 
     def loss(spec):
         def value(p):
-            out, state = MoeMlp(cfg, spec).apply({"params": p}, x, mutable=["intermediates"])
+            out, state = MoeMlp(moe(cfg, spec)).apply({"params": p}, x, mutable=["intermediates"])
             lb = state["intermediates"]["load_balancing_loss"][0]
             return jnp.sum(jnp.sin(out)) + lb + state["intermediates"]["router_z_loss"][0]
 
@@ -353,7 +379,7 @@ def test_jitted_gradients_are_finite_and_agree_between_ragged_dot_and_capacity()
 
 @pytest.mark.parametrize("factor", [None, 1.0])
 def test_bfloat16_compute_follows_float32(factor):
-    spec = make_spec(eval_capacity_factor=factor, shared_d_ff=5)
+    spec = make_spec(eval_capacity_factor=factor, shared_expert_d_ff=5)
     params, x = random_params(make_cfg(), spec), inputs()
     full = apply(make_cfg(), spec, params, x)[0]
     half = apply(make_cfg().replace(dtype="bfloat16"), spec, params, x)[0]
@@ -362,7 +388,7 @@ def test_bfloat16_compute_follows_float32(factor):
 
 
 def test_jitter_moves_only_the_router_input():
-    cfg, spec = make_cfg(), make_spec(jitter=0.5, router_bias=True)
+    cfg, spec = make_cfg(), make_spec(router_jitter=0.5, router_bias=True)
     params, x = random_params(cfg, spec), inputs()
     rngs = {"dropout": jax.random.key(3)}
     clean = apply(cfg, spec, params, x)[0]  # deterministic: no noise and no rng needed
@@ -381,9 +407,9 @@ def test_jitter_moves_only_the_router_input():
 def test_sharded_apply_matches_single_device(factor):
     """Under a mesh, with an "expert" rule added ahead of the others (the expert axis takes tensor, which
     `mlp` would otherwise take), the logical constraints apply and the result is unchanged."""
-    cfg, spec = make_cfg(), make_spec(eval_capacity_factor=factor, shared_d_ff=4)
+    cfg, spec = make_cfg(), make_spec(eval_capacity_factor=factor, shared_expert_d_ff=4)
     cpus = jax.devices("cpu")
-    module, x = MoeMlp(cfg, spec), jnp.asarray(inputs(batch=4, length=8))
+    module, x = MoeMlp(moe(cfg, spec)), jnp.asarray(inputs(batch=4, length=8))
     rules = (("expert", "tensor"), *LOGICAL_RULES)
     mesh = make_mesh(2, 2, 2, devices=cpus)
     abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
@@ -401,13 +427,18 @@ def test_sharded_apply_matches_single_device(factor):
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(router="sigmoid"), "router must be one of"),
-        (dict(experts_per_token=5), "experts_per_token 5 must be in 1..num_experts=4"),
-        (dict(renormalize=True, router="topk_softmax"), "renormalize applies to router='softmax_topk'"),
-        (dict(shared_gate=True), "shared_gate needs a shared expert"),
-        (dict(capacity_factor=0.0), "capacity_factor must be positive or None"),
+        (dict(router="sigmoid"), "ModelConfig.router: got 'sigmoid'; allowed: softmax_topk, topk_softmax"),
+        (dict(experts_per_token=5), "ModelConfig.experts_per_token: must be in 1..num_experts=4, got 5"),
+        (
+            dict(router_renormalize=True, router="topk_softmax"),
+            "ModelConfig.router_renormalize: only applies with num_experts > 0 and router: softmax_topk",
+        ),
+        (dict(shared_expert_gate=True), "ModelConfig.shared_expert_gate: only applies with shared_expert_d_ff > 0"),
+        (dict(capacity_factor=0.0), "ModelConfig.capacity_factor: must be > 0, or null for dropless"),
+        (dict(num_experts=0), "ModelConfig.d_expert: only applies with num_experts > 0; here num_experts: 0"),
+        (dict(moe_pattern=("dense",)), "ModelConfig.moe_pattern: .* with at least one moe"),
     ],
 )
-def test_spec_rejects_what_it_cannot_compute(kw, message):
+def test_config_rejects_what_it_cannot_compute(kw, message):
     with pytest.raises(ValueError, match=message):
         make_spec(**kw)

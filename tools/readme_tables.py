@@ -58,6 +58,20 @@ PAPERS = {
     "squared ReLU: So 2021",
     "mlp_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
     "parallel_layers": "GPT-J (Wang & Komatsuzaki 2021); PaLM (Chowdhery 2022)",
+    "num_experts": "Shazeer 2017; GShard (Lepikhin 2020); Switch (Fedus 2021)",
+    "experts_per_token": "top-2: Shazeer 2017, GShard; top-1: Switch (Fedus 2021)",
+    "d_expert": "fine-grained experts: DeepSeekMoE (Dai 2024), OLMoE (Muennighoff 2024)",
+    "moe_pattern": "every other layer: GShard (Lepikhin 2020), Switch (Fedus 2021)",
+    "router": "softmax then top-k: Shazeer 2017, Switch; top-k then softmax: Mixtral (Jiang 2024)",
+    "router_renormalize": "Qwen-MoE, OLMoE (norm_topk_prob)",
+    "router_bias": "",
+    "router_jitter": "Switch (Fedus 2021, §2.4)",
+    "shared_expert_d_ff": "DeepSeekMoE (Dai 2024); Qwen1.5-MoE (Qwen Team 2024)",
+    "shared_expert_gate": "Qwen1.5-MoE (Qwen Team 2024)",
+    "capacity_factor": "GShard (Lepikhin 2020); Switch (Fedus 2021); dropless: MegaBlocks (Gale 2022)",
+    "eval_capacity_factor": "Switch (Fedus 2021); ST-MoE (Zoph 2022)",
+    "load_balancing_multiplier": "Switch (Fedus 2021, eq. 4)",
+    "router_z_loss_multiplier": "ST-MoE (Zoph 2022, eq. 5)",
     "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",
     "attention_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
     "attention_out_bias": "q/k/v bias without an output bias: Qwen2 (Yang 2024), Qwen2.5 (Qwen Team 2024)",
@@ -132,6 +146,7 @@ DERIVED = {
     "num_decoder_layers": "num_layers",
     "attention_out_bias": "attention_bias",
     "embedding_dim": "d_model",
+    "d_expert": "d_ff",
 }
 
 

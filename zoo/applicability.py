@@ -80,6 +80,29 @@ RULES: dict[str, tuple[Rule, ...]] = {
             lambda c: c.rope_scaling == "llama3",
             "rope_scaling: llama3",
         ),
+        Rule(
+            (
+                "experts_per_token",
+                "d_expert",
+                "moe_pattern",
+                "router",
+                "router_bias",
+                "router_jitter",
+                "shared_expert_d_ff",
+                "capacity_factor",
+                "eval_capacity_factor",
+                "load_balancing_multiplier",
+                "router_z_loss_multiplier",
+            ),
+            lambda c: c.num_experts > 0,
+            "num_experts > 0",
+        ),
+        Rule(
+            ("router_renormalize",),
+            lambda c: c.num_experts > 0 and c.router == "softmax_topk",
+            "num_experts > 0 and router: softmax_topk",
+        ),
+        Rule(("shared_expert_gate",), lambda c: c.shared_expert_d_ff > 0, "shared_expert_d_ff > 0"),
         Rule(("lm_head_bias",), lambda c: not c.tie_word_embeddings, "tie_word_embeddings: false"),
         # zoo/layers/init.py: t5 never reads init_std; xavier and fan_in read it for relative tables only.
         Rule(

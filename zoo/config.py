@@ -8,6 +8,7 @@ error names the field and the values it accepts. The allowed values and the chec
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from zoo import applicability
 from zoo.config_checks import derivations, validate
@@ -21,6 +22,9 @@ TRAINING_FIELDS = (
     "init_scheme",
     "init_std",
     "z_loss_multiplier",
+    "load_balancing_multiplier",
+    "router_z_loss_multiplier",
+    "router_jitter",
     "embedding_dropout",
     "attention_dropout",
     "residual_dropout",
@@ -83,6 +87,42 @@ class ModelConfig(Replaceable):
     """x + attn(norm(x)) + mlp(norm(x)) instead of the serial block (GPT-J, PaLM, GPT-NeoX, Cohere)."""
     parallel_shared_norm: bool = True
     """With parallel_layers: one norm feeds both branches (GPT-J, PaLM) or each has its own (NeoX)."""
+
+    # --- mixture of experts ----------------------------------------------------------------------
+    num_experts: int = 0
+    """Routed expert MLPs in each MoE layer (Shazeer 2017; GShard; Switch). 0 = a dense MLP in every layer."""
+    experts_per_token: int = 2
+    """k: the experts each token is sent to, the top k of the router's scores (Switch 1, Mixtral 2)."""
+    d_expert: int = DERIVED
+    """Hidden width of each routed expert (per branch when gated). None = d_ff."""
+    moe_pattern: tuple[str, ...] = ("moe",)
+    """Per-layer MLP kinds, cycled over the stack like attention_pattern: moe or dense. Switch: ("dense","moe")."""
+    router: str = "softmax_topk"
+    """softmax_topk: softmax over all experts, then the top k probabilities (Switch, Qwen-MoE, OLMoE);
+    topk_softmax: the top k logits, softmax over those (Mixtral's reference, mistralai/mistral-src
+    one_file_ref.py MoeLayer.forward). Runs in float32 (Switch §2.4, selective precision)."""
+    router_renormalize: bool = False
+    """softmax_topk: divide the k chosen probabilities by their sum (transformers' norm_topk_prob in the
+    Qwen-MoE and OLMoE routers; topk_softmax always sums to one)."""
+    router_bias: bool = False
+    """A learned bias on the router logits."""
+    router_jitter: float = 0.0
+    """Switch's multiplicative noise: while training the router's input is x * U(1 - jitter, 1 + jitter)."""
+    shared_expert_d_ff: int = 0
+    """Hidden width of a dense MLP every token also goes through beside its routed experts (Qwen2-MoE's
+    shared expert; DeepSeekMoE's shared experts). 0 = none."""
+    shared_expert_gate: bool = False
+    """Qwen2-MoE: the shared expert's output is scaled by sigmoid(x w), w: [d_model, 1]."""
+    capacity_factor: float | None = None
+    """Training: null = dropless (every token reaches its k experts); else each expert takes at most
+    ceil(T k / E * factor) of a sequence's T tokens and drops the rest (GShard, Switch)."""
+    eval_capacity_factor: float | None = None
+    """The same when deterministic (evaluation, decoding); null = dropless (Switch evaluates at 2.0)."""
+    load_balancing_multiplier: float = 0.0
+    """Weight of the load-balancing loss, E * sum_e f_e P_e per MoE layer averaged over layers (Switch eq. 4;
+    Switch 1e-2, OLMoE 1e-2); read by the trainer."""
+    router_z_loss_multiplier: float = 0.0
+    """Weight of the router z-loss, mean logsumexp(router logits)^2 (ST-MoE eq. 5: 1e-3; OLMoE 1e-3)."""
 
     # --- attention ---------------------------------------------------------------------------
     attention_bias: bool = False
@@ -206,6 +246,7 @@ class ModelConfig(Replaceable):
         object.__setattr__(self, "_derived", unset)  # Replaceable.replace derives these again
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
         object.__setattr__(self, "attention_pattern", tuple(self.attention_pattern))
+        object.__setattr__(self, "moe_pattern", tuple(self.moe_pattern))
 
     # --- derived values ------------------------------------------------------------------------------
     @property
@@ -217,10 +258,20 @@ class ModelConfig(Replaceable):
         return len(self.mlp_activations) == 2
 
     @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
     def cycle_length(self) -> int:
-        return len(self.attention_pattern)
+        """Layers per scanned cycle: both patterns repeat whole within it."""
+        return math.lcm(len(self.attention_pattern), len(self.moe_pattern) if self.is_moe else 1)
+
+    def mlp_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
+        """The MLP of every layer, moe or dense: moe_pattern cycled over the stack (dense without experts)."""
+        n = self.num_layers if num_layers is None else num_layers
+        return tuple(self.moe_pattern[i % len(self.moe_pattern)] if self.is_moe else "dense" for i in range(n))
 
     def layer_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
         """The attention kind of every layer: the pattern cycled over the stack."""
         n = self.num_layers if num_layers is None else num_layers
-        return tuple(self.attention_pattern[i % self.cycle_length] for i in range(n))
+        return tuple(self.attention_pattern[i % len(self.attention_pattern)] for i in range(n))

@@ -21,11 +21,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
     "attention_impl": ("auto", "xla", "cudnn"),
+    "router": ("softmax_topk", "topk_softmax"),
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16"),
 }
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
 LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
+MLP_KINDS = ("moe", "dense")
 
 
 def derivations(c) -> dict:
@@ -36,6 +38,7 @@ def derivations(c) -> dict:
         "num_decoder_layers": c.num_layers,
         "attention_out_bias": c.attention_bias,
         "embedding_dim": c.d_model,
+        "d_expert": c.d_ff,
     }
 
 
@@ -80,18 +83,22 @@ def validate(c) -> None:
     for kind in c.attention_pattern:
         if kind not in LAYER_KINDS:
             fail(c, "attention_pattern", f"got {kind!r}; allowed: {', '.join(LAYER_KINDS)}")
-    if c.num_layers % len(c.attention_pattern):
-        fail(
-            c,
-            "attention_pattern",
-            f"its length {len(c.attention_pattern)} must divide "
-            f"num_layers={c.num_layers} (the stack scans over whole cycles)",
-        )
+    if not isinstance(c.num_experts, int) or isinstance(c.num_experts, bool) or c.num_experts < 0:
+        fail(c, "num_experts", f"must be an integer >= 0 (0 = dense), got {c.num_experts!r}")
+    if not c.moe_pattern or any(kind not in MLP_KINDS for kind in c.moe_pattern) or "moe" not in c.moe_pattern:
+        fail(c, "moe_pattern", f"got {tuple(c.moe_pattern)!r}; one or more of: moe, dense, with at least one moe")
     # Knobs the rest of the config makes meaningless (one table, shared with zoo.semantics), before the range
     # checks below: rope_fraction: 0.3 on an ALiBi model is a knob that does nothing, not a bad fraction.
     applicability.check(c, derivations(c))
-    if c.num_decoder_layers is not None and c.num_decoder_layers % len(c.attention_pattern):
-        fail(c, "attention_pattern", f"its length must divide num_decoder_layers={c.num_decoder_layers}")
+    for stack in ("num_layers", "num_decoder_layers"):
+        layers = getattr(c, stack)
+        if layers is None or layers % c.cycle_length == 0:
+            continue
+        field = "attention_pattern" if layers % len(c.attention_pattern) else "moe_pattern"
+        length = len(getattr(c, field))
+        both = f"; with both patterns a cycle is {c.cycle_length} layers" if c.cycle_length > length else ""
+        fail(c, field, f"its length {length} must divide {stack}={layers} (the stack scans over whole cycles{both})")
+    _check_experts(c)
     if any(k.startswith("local") for k in c.attention_pattern) and c.sliding_window_size is None:
         fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
 
@@ -140,3 +147,24 @@ def validate(c) -> None:
         fail(c, "parallel_layers", f"needs norm_position pre or double, got {c.norm_position!r}")
     if c.is_encoder_decoder and c.parallel_layers:
         fail(c, "parallel_layers", "is only implemented for decoder_only stacks")
+
+
+def _check_experts(c) -> None:
+    """The mixture-of-experts knobs' ranges (the applicability table has refused them on a dense config)."""
+    if not c.is_moe:
+        return
+    if not isinstance(c.experts_per_token, int) or not 1 <= c.experts_per_token <= c.num_experts:
+        fail(c, "experts_per_token", f"must be in 1..num_experts={c.num_experts}, got {c.experts_per_token!r}")
+    if c.d_expert is not None and (not isinstance(c.d_expert, int) or c.d_expert < 1):
+        fail(c, "d_expert", f"must be a positive integer or null (= d_ff), got {c.d_expert!r}")
+    if not isinstance(c.shared_expert_d_ff, int) or c.shared_expert_d_ff < 0:
+        fail(c, "shared_expert_d_ff", f"must be an integer >= 0 (0 = none), got {c.shared_expert_d_ff!r}")
+    if not 0.0 <= c.router_jitter < 1.0:
+        fail(c, "router_jitter", f"must be in [0, 1), got {c.router_jitter}")
+    for name in ("capacity_factor", "eval_capacity_factor"):
+        value = getattr(c, name)
+        if value is not None and not value > 0:
+            fail(c, name, f"must be > 0, or null for dropless routing, got {value}")
+    for name in ("load_balancing_multiplier", "router_z_loss_multiplier"):
+        if getattr(c, name) < 0:
+            fail(c, name, f"must be >= 0, got {getattr(c, name)}")

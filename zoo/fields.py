@@ -56,7 +56,9 @@ def defaults(cls: type) -> dict[str, Any]:
 
 def is_default(config, name: str) -> bool:
     """Whether field `name` of a dataclass instance still has its declared default."""
-    return getattr(config, name) == defaults(type(config)).get(name, dataclasses.MISSING)
+    value = getattr(config, name)
+    value = tuple(value) if isinstance(value, list) else value  # a pattern read from YAML or JSON is a list
+    return value == defaults(type(config)).get(name, dataclasses.MISSING)
 
 
 class Replaceable:

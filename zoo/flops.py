@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from zoo.config import ModelConfig
-from zoo.model import abstract_params, path_names
+from zoo.model import abstract_params, active_fraction, path_names
 
 
 def is_matmul_kernel(names: tuple[str, ...]) -> bool:
@@ -29,7 +29,8 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
     by where they are applied.
 
     {"encoder": ..., "decoder": ..., "cross_kv": ..., "head": ...}: "decoder" is the decoder stack's kernels
-    (the whole stack of a decoder-only model) minus the cross-attention key/value projections ("cross_kv",
+    (the whole stack of a decoder-only model; of an MoE layer, the router, the shared expert and k of the E
+    routed experts, what one token multiplies) minus the cross-attention key/value projections ("cross_kv",
     applied to encoder tokens); "head" is the output projection embedding_dim x vocab (tied or not), with
     OPT-350m's project_in/project_out when embedding_dim != d_model. Embedding lookups, norm gains, biases
     and Transformer-XL's position parameters are left out (see is_matmul_kernel).
@@ -41,6 +42,8 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
         if names[0] not in ("encoder", "decoder") or not is_matmul_kernel(names):
             continue
         size = int(np.prod(leaf.shape, dtype=np.int64))
+        if active_fraction(cfg, names) < 1:  # a token runs k of the E routed experts
+            size = size * cfg.experts_per_token // cfg.num_experts
         if "cross_attention" in names and names[-2] in ("key", "value"):
             out["cross_kv"] += size
         else:

@@ -216,10 +216,31 @@ def abstract_params(cfg: ModelConfig):
     return jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg)))["params"]
 
 
-def count_params(cfg: ModelConfig) -> int:
-    """Exact number of parameters, via jax.eval_shape: no memory used, works for 540B."""
-    leaves = jax.tree_util.tree_leaves(nn.meta.unbox(abstract_params(cfg)))
-    return int(sum(int(np.prod(leaf.shape, dtype=np.int64)) for leaf in leaves))
+ROUTED_EXPERT_WEIGHTS = ("wi", "wi_0", "wi_1", "wo")
+"""MoeMlp's stacked expert kernels and biases (its router and shared expert are used by every token)."""
+
+
+def active_fraction(cfg: ModelConfig, names: tuple[str, ...]) -> float:
+    """The share of the parameter at `names` (path_names) a token uses: k / E for a routed expert's weight
+    (each token runs k of the E experts), else 1."""
+    if len(names) >= 3 and names[-3] == "moe" and names[-2] in ROUTED_EXPERT_WEIGHTS:
+        return cfg.experts_per_token / cfg.num_experts
+    return 1.0
+
+
+def count_params(cfg: ModelConfig, active: bool = False) -> int:
+    """Exact number of parameters, via jax.eval_shape: no memory used, works for 540B. active=True: the
+    parameters one token uses, total - routed expert weights * (1 - k / E), embedding and output head included
+    (the convention of Mixtral's 12.9B, DBRX's 36B, OLMoE's 1.3B); = the total for a dense model."""
+    leaves = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]
+    total = 0
+    for path, leaf in leaves:
+        size = int(np.prod(leaf.shape, dtype=np.int64))
+        # Exact in integers: a routed weight's leading (or, scanned, second) axis is num_experts.
+        if active and active_fraction(cfg, path_names(path)) < 1:
+            size = size * cfg.experts_per_token // cfg.num_experts
+        total += size
+    return total
 
 
 def init_params(cfg: ModelConfig, rng) -> dict:

@@ -8,6 +8,7 @@ import flax.linen as nn
 from zoo.config import ModelConfig
 from zoo.layers.attention import Attention
 from zoo.layers.mlp import Mlp
+from zoo.layers.moe import MoeMlp
 from zoo.layers.norms import Norm
 
 
@@ -23,6 +24,8 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     kind: str = "global"
+    mlp_kind: str = "dense"
+    """dense: Mlp; moe: MoeMlp (this layer's moe_pattern entry)."""
     causal: bool = True
     has_cross: bool = False
     decode_len: int | None = None
@@ -50,7 +53,13 @@ class Block(nn.Module):
                 h, positions, cache_index=cache_index, rel_table=rel_table, kv_mask=self_mask, segment_ids=segment_ids
             )
 
-        mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
+        if self.mlp_kind == "moe":
+            moe = MoeMlp(cfg, deterministic=self.deterministic, name="moe")
+
+            def mlp(h):
+                return moe(h, self_mask)  # padding (an encoder's) takes no expert capacity
+        else:
+            mlp = Mlp(cfg, deterministic=self.deterministic, name="mlp")
         if cfg.parallel_layers:
             return self._parallel(x, attn, mlp)
         x = self._sublayer("attn", attn, x)

@@ -18,7 +18,6 @@ one-hot einsum over every expert 5.1 s (310 G), a per-expert gather loop with it
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import flax.linen as nn
@@ -31,76 +30,24 @@ from zoo.layers.dense import dense
 from zoo.layers.init import dtype_of, initializer
 from zoo.layers.mlp import ACTIVATION_FNS, Mlp
 
-ROUTERS = ("softmax_topk", "topk_softmax")
 
-
-@dataclasses.dataclass(frozen=True)
-class MoeSpec:
-    """The MoE knobs (ModelConfig builds one; the activations, bias and init are the config's MLP ones)."""
-
-    num_experts: int
-    experts_per_token: int
-    """k: experts each token is sent to (top-k of the router's scores)."""
-    d_expert: int
-    """Hidden size of each routed expert."""
-    router: str = "softmax_topk"
-    """softmax_topk: softmax over all experts, then the top k probabilities (Switch, Qwen-MoE, OLMoE);
-    topk_softmax: the top k logits, softmax over those (Mixtral's reference, mistralai/mistral-src
-    one_file_ref.py MoeLayer.forward; GPT-OSS). It equals softmax_topk with renormalize, computed another way."""
-    renormalize: bool = False
-    """softmax_topk only: divide the chosen probabilities by their sum (HF transformers' norm_topk_prob in
-    the Qwen-MoE and OLMoE routers; its Mixtral router always does)."""
-    router_bias: bool = False
-    """A learned bias on the router logits (GPT-OSS)."""
-    jitter: float = 0.0
-    """Switch's multiplicative noise: while training the router's input is x * U(1 - jitter, 1 + jitter)."""
-    shared_d_ff: int = 0
-    """Hidden size of a dense MLP every token also goes through (Qwen2-MoE's shared expert; 0 = none)."""
-    shared_gate: bool = False
-    """Qwen2-MoE: the shared expert's output is scaled by sigmoid(x w), w: [d_model, 1]."""
-    capacity_factor: float | None = None
-    """Training: None = dropless; else each expert takes C = ceil(T k / E * factor) assignments per sequence."""
-    eval_capacity_factor: float | None = None
-    """The same when deterministic (evaluation, decoding); None = dropless."""
-
-    def __post_init__(self):
-        problems = []
-        if self.router not in ROUTERS:
-            problems.append(f"router must be one of {ROUTERS}, got {self.router!r}")
-        if not 1 <= self.experts_per_token <= self.num_experts:
-            problems.append(f"experts_per_token {self.experts_per_token} must be in 1..num_experts={self.num_experts}")
-        if self.d_expert < 1 or self.shared_d_ff < 0:
-            problems.append(f"d_expert ({self.d_expert}) must be positive, shared_d_ff ({self.shared_d_ff}) >= 0")
-        if self.renormalize and self.router != "softmax_topk":
-            problems.append("renormalize applies to router='softmax_topk' only")
-        if self.shared_gate and not self.shared_d_ff:
-            problems.append("shared_gate needs a shared expert (shared_d_ff > 0)")
-        if not 0 <= self.jitter < 1:
-            problems.append(f"jitter must be in [0, 1), got {self.jitter}")
-        for name in ("capacity_factor", "eval_capacity_factor"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive or None (dropless), got {getattr(self, name)}")
-        if problems:
-            raise ValueError("MoeSpec: " + "; ".join(problems))
-
-
-def route(logits, spec: MoeSpec):
+def route(logits, cfg: ModelConfig):
     """logits: [..., E] float32 -> (weights [..., k] float32, experts [..., k] int32), best first.
     Equal scores go to the lower expert index (jax.lax.top_k's order)."""
-    k = spec.experts_per_token
-    if spec.router == "topk_softmax":
+    k = cfg.experts_per_token
+    if cfg.router == "topk_softmax":
         top_logits, experts = jax.lax.top_k(logits, k)
         return jax.nn.softmax(top_logits, axis=-1), experts
     weights, experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
-    if spec.renormalize:
+    if cfg.router_renormalize:
         weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
     return weights, experts
 
 
-def capacity(tokens: int, spec: MoeSpec, factor: float) -> int:
+def capacity(tokens: int, cfg: ModelConfig, factor: float) -> int:
     """Assignments one expert takes from a sequence of `tokens`: ceil(tokens k / E * factor), at most `tokens`
     (a token picks an expert once), so a large enough factor drops nothing."""
-    return min(tokens, math.ceil(tokens * spec.experts_per_token * factor / spec.num_experts))
+    return min(tokens, math.ceil(tokens * cfg.experts_per_token * factor / cfg.num_experts))
 
 
 def router_stats(logits, experts, real, kept) -> dict[str, jax.Array]:
@@ -173,33 +120,32 @@ class MoeMlp(nn.Module):
     already passes and splits per layer."""
 
     cfg: ModelConfig
-    spec: MoeSpec
     deterministic: bool = True
 
     @nn.compact
     def __call__(self, x, mask=None):
-        spec = self.spec
+        cfg = self.cfg
         batch, length, d_model = x.shape
         real = jnp.ones((batch, length), jnp.float32) if mask is None else mask.astype(jnp.float32)
         logits = self._router_logits(x)
-        weights, experts = route(logits, spec)
+        weights, experts = route(logits, cfg)
         weights = weights * real[..., None]
-        factor = spec.eval_capacity_factor if self.deterministic else spec.capacity_factor
+        factor = cfg.eval_capacity_factor if self.deterministic else cfg.capacity_factor
         if factor is None:
-            k = spec.experts_per_token
+            k = cfg.experts_per_token
             out = self._dropless(x.reshape(-1, d_model), weights.reshape(-1, k), experts.reshape(-1, k))
             out, kept = out.reshape(x.shape), jnp.ones(experts.shape, jnp.float32)
         else:
-            out, kept = self._with_capacity(x, weights, experts, real, capacity(length, spec, factor))
+            out, kept = self._with_capacity(x, weights, experts, real, capacity(length, cfg, factor))
         stats = router_stats(
-            logits.reshape(-1, spec.num_experts),
-            experts.reshape(-1, spec.experts_per_token),
+            logits.reshape(-1, cfg.num_experts),
+            experts.reshape(-1, cfg.experts_per_token),
             real.reshape(-1),
-            kept.reshape(-1, spec.experts_per_token),
+            kept.reshape(-1, cfg.experts_per_token),
         )
         for name, value in stats.items():
             self.sow("intermediates", name, value)
-        if spec.shared_d_ff:
+        if cfg.shared_expert_d_ff:
             out = out + self._shared(x)
         out = nn.with_logical_constraint(out, ("batch", "length", "embed"))
         return checkpoint_name(out, "mlp_out")
@@ -207,15 +153,15 @@ class MoeMlp(nn.Module):
     def _router_logits(self, x):
         """[B, T, E] float32."""
         h = x.astype(jnp.float32)
-        if self.spec.jitter and not self.deterministic:
-            eps = self.spec.jitter
+        if self.cfg.router_jitter and not self.deterministic:
+            eps = self.cfg.router_jitter
             h = h * jax.random.uniform(self.make_rng("dropout"), h.shape, minval=1.0 - eps, maxval=1.0 + eps)
         router = dense(
             self.cfg.replace(dtype="float32"),
-            features=self.spec.num_experts,
+            features=self.cfg.num_experts,
             axes=("embed", None),
             role="mlp_in",
-            use_bias=self.spec.router_bias,
+            use_bias=self.cfg.router_bias,
             name="router",
         )
         return router(h)
@@ -223,18 +169,18 @@ class MoeMlp(nn.Module):
     def _experts(self, h, matmul, bias_of):
         """The expert MLPs on rows h: matmul(h, kernel [E, in, out]) applies each row's expert's kernel and
         bias_of(bias [E, out]) gives each row's expert's bias. Gated as in Mlp when mlp_activations has two."""
-        cfg, spec = self.cfg, self.spec
-        num_experts, d_model = spec.num_experts, cfg.d_model
+        cfg = self.cfg
+        num_experts, d_model = cfg.num_experts, cfg.d_model
         branches = []
         for i, act in enumerate(cfg.mlp_activations):
             name = f"wi_{i}" if cfg.is_gated else "wi"
-            shape = (num_experts, d_model, spec.d_expert)
+            shape = (num_experts, d_model, cfg.d_expert)
             kernel, bias = ExpertDense(cfg, shape, ("expert", "embed", "mlp"), "mlp_in", name=name)()
             z = matmul(h, kernel)
             branches.append(ACTIVATION_FNS[act](z if bias is None else z + bias_of(bias)))
         h = branches[0] * branches[1] if cfg.is_gated else branches[0]
         h = nn.Dropout(cfg.mlp_hidden_dropout, deterministic=self.deterministic)(h)
-        shape = (num_experts, spec.d_expert, d_model)
+        shape = (num_experts, cfg.d_expert, d_model)
         kernel, bias = ExpertDense(cfg, shape, ("expert", "mlp", "embed"), "mlp_out", name="wo")()
         out = matmul(h, kernel)
         return out if bias is None else out + bias_of(bias)
@@ -243,10 +189,10 @@ class MoeMlp(nn.Module):
         """x [N, d_model], weights [N, k], experts [N, k] -> [N, d_model]: the N k assignments sorted by
         expert, so each expert's rows are contiguous for ragged_dot; no row meets an expert it did not pick
         (on TPU: the CPU lowering is dense, see above)."""
-        k = self.spec.experts_per_token
+        k = self.cfg.experts_per_token
         flat_experts = experts.reshape(-1)
         order = jnp.argsort(flat_experts, stable=True)
-        group_sizes = jnp.bincount(flat_experts, length=self.spec.num_experts).astype(jnp.int32)
+        group_sizes = jnp.bincount(flat_experts, length=self.cfg.num_experts).astype(jnp.int32)
         sorted_experts = flat_experts[order]
         y = self._experts(
             x[order // k].astype(dtype_of(self.cfg.dtype)),
@@ -265,7 +211,7 @@ class MoeMlp(nn.Module):
         batch, length, k = experts.shape
         dtype = dtype_of(self.cfg.dtype)
         real_token = real.astype(jnp.int32)[..., None, None]
-        chosen = jax.nn.one_hot(experts, self.spec.num_experts, dtype=jnp.int32) * real_token  # [B, T, k, E]
+        chosen = jax.nn.one_hot(experts, self.cfg.num_experts, dtype=jnp.int32) * real_token  # [B, T, k, E]
         queue = chosen.transpose(0, 2, 1, 3).reshape(batch, k * length, -1)  # choice-major, then position
         position = jnp.cumsum(queue, axis=1).reshape(batch, k, length, -1).transpose(0, 2, 1, 3) - 1
         # one_hot is all-zero for a position >= capacity: the dropped assignments vanish here.
@@ -286,8 +232,8 @@ class MoeMlp(nn.Module):
         """The always-on dense expert; with shared_gate, Qwen2-MoE's sigmoid gate on its output (huggingface/
         transformers src/transformers/models/qwen2_moe/modeling_qwen2_moe.py, Qwen2MoeSparseMoeBlock.forward)."""
         cfg = self.cfg
-        out = Mlp(cfg.replace(d_ff=self.spec.shared_d_ff), deterministic=self.deterministic, name="shared")(x)
-        if not self.spec.shared_gate:
+        out = Mlp(cfg.replace(d_ff=self.cfg.shared_expert_d_ff), deterministic=self.deterministic, name="shared")(x)
+        if not self.cfg.shared_expert_gate:
             return out
         gate = dense(cfg, features=1, axes=("embed", None), role="mlp_in", use_bias=False, name="shared_gate")(x)
         return jax.nn.sigmoid(gate) * out

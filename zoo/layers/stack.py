@@ -1,6 +1,6 @@
-"""The layer stack: one block per `attention_pattern` entry (a Cycle), repeated num_layers / cycle_length
-times, then the optional final norm. The stack scans over repeats of the attention-pattern cycle (or unrolls
-them), so compile time stays flat as depth grows and interleaved local/global layers are pure data; the
+"""The layer stack: a Cycle of cycle_length blocks (attention_pattern and moe_pattern each repeat whole in it),
+repeated num_layers / cycle_length times, then the optional final norm. The stack scans over the cycles (or
+unrolls them), so compile time stays flat as depth grows and interleaved local/global layers are pure data; the
 remat policies choose what the backward pass recomputes."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ REMAT_POLICIES = {
 
 
 class Cycle(nn.Module):
-    """One pass over `attention_pattern`: a block per entry (e.g. Gemma 2's local then global layer)."""
+    """One pass over both patterns: a block per layer (e.g. Gemma 2's local then global layer; Switch's dense
+    then MoE layer)."""
 
     cfg: ModelConfig
     causal: bool = True
@@ -31,10 +32,12 @@ class Cycle(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask, segment_ids):
-        for j, kind in enumerate(self.cfg.attention_pattern):
+        kinds = zip(self.cfg.layer_kinds(self.cfg.cycle_length), self.cfg.mlp_kinds(self.cfg.cycle_length), strict=True)
+        for j, (kind, mlp_kind) in enumerate(kinds):
             block = Block(
                 self.cfg,
                 kind=kind,
+                mlp_kind=mlp_kind,
                 causal=self.causal,
                 has_cross=self.has_cross,
                 decode_len=self.decode_len,
@@ -54,7 +57,7 @@ class Cycle(nn.Module):
 
 
 class Stack(nn.Module):
-    """num_layers blocks (num_layers / len(attention_pattern) cycles), then the optional final norm."""
+    """num_layers blocks (num_layers / cycle_length cycles), then the optional final norm."""
 
     cfg: ModelConfig
     num_layers: int

@@ -143,6 +143,7 @@ class LogMetrics(Hook):
         m, dt = info.metrics, info.step_time_s
         row = {
             **{k: m[k] for k in ("loss", "nll", "accuracy", "z_loss", "lr", "grad_norm", "param_norm")},
+            **{k: v for k, v in m.items() if k.startswith("moe/")},  # router statistics (zoo/train/router_losses.py)
             "step_time_s": dt,
             "tokens_per_s": self.tokens_per_step / dt,
             "mfu": self.flops_per_step / dt / self.peak_flops,

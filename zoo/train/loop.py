@@ -227,7 +227,8 @@ def train_steps(
 
     def finished(step, metrics, data_state, state=None) -> StepInfo:
         nonlocal last_time
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        # Scalars, and the per-layer router statistics of an MoE model as lists.
+        values = {k: v.item() if v.size == 1 else v.tolist() for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
         info = StepInfo(step, values, now - last_time, data_state, state)
         last_time = now

@@ -26,6 +26,7 @@ import numpy as np
 from zoo.config import ModelConfig
 from zoo.recipe import TrainConfig
 from zoo.train.data import document_segments
+from zoo.train.router_losses import RouterLosses
 
 NOISE_DENSITY, MEAN_SPAN_LENGTH = 0.15, 3.0  # T5 (Raffel et al. 2020 §3.1.4)
 MIN_SENTINELS = 100  # T5's vocabulary reserves 100
@@ -206,6 +207,7 @@ class CausalLM:
     """Give the model segment ids and per-document positions (zoo.train.data.document_segments), so that
     no token attends across a document boundary (EOS) in a packed row."""
     eos_id: int = 1
+    router: RouterLosses = RouterLosses()
 
     @property
     def row_length(self) -> int:
@@ -225,8 +227,9 @@ class CausalLM:
 
     def loss(self, model, params, batch, rngs):
         masking = {k: batch[k] for k in ("positions", "segment_ids") if k in batch}
-        logits = model.apply({"params": params}, batch["inputs"], **masking, rngs=rngs)
-        return causal_lm_loss(logits, batch["targets"], label_smoothing=self.label_smoothing, z_loss=self.z_loss)
+        logits, layers = self.router.apply(model, {"params": params}, batch["inputs"], **masking, rngs=rngs)
+        loss, metrics = causal_lm_loss(logits, batch["targets"], None, self.label_smoothing, self.z_loss)
+        return self.router.add_to(loss, metrics, layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +244,7 @@ class SpanCorruption:
     seed: int
     label_smoothing: float = 0.0
     z_loss: float = 0.0
+    router: RouterLosses = RouterLosses()
 
     @property
     def lengths(self) -> tuple[int, int]:
@@ -286,10 +290,10 @@ class SpanCorruption:
         }
 
     def loss(self, model, params, batch, rngs):
-        logits = model.apply(
-            {"params": params}, batch["encoder_inputs"], batch["decoder_inputs"], batch["encoder_mask"], rngs=rngs
-        )
-        return encoder_decoder_loss(logits, batch["targets"], self.pad_id, self.label_smoothing, self.z_loss)
+        inputs = (batch["encoder_inputs"], batch["decoder_inputs"], batch["encoder_mask"])
+        logits, layers = self.router.apply(model, {"params": params}, *inputs, rngs=rngs)
+        loss, metrics = encoder_decoder_loss(logits, batch["targets"], self.pad_id, self.label_smoothing, self.z_loss)
+        return self.router.add_to(loss, metrics, layers)
 
 
 def sentinels_needed(seq_len: int) -> int:
@@ -303,6 +307,16 @@ def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
     if cfg.is_encoder_decoder:
         sentinels = tuple(tokenizer.sentinel_ids(sentinels_needed(tc.seq_len)))
         return SpanCorruption(
-            tc.seq_len, sentinels, tokenizer.eos_id, tokenizer.pad_id, seed, tc.label_smoothing, cfg.z_loss_multiplier
+            tc.seq_len,
+            sentinels,
+            tokenizer.eos_id,
+            tokenizer.pad_id,
+            seed,
+            tc.label_smoothing,
+            cfg.z_loss_multiplier,
+            RouterLosses.of(cfg),
         )
-    return CausalLM(tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier, tc.document_masking, tokenizer.eos_id)
+    router = RouterLosses.of(cfg)
+    return CausalLM(
+        tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier, tc.document_masking, tokenizer.eos_id, router
+    )

@@ -88,7 +88,8 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     tx, schedule = make_optimizer(tc, boxed, cfg.d_model)
     p_shardings = param_shardings(boxed, mesh)
     replicated = NamedSharding(mesh, P())
-    uses_dropout = max(getattr(cfg, name) for name in TRAINING_FIELDS if name.endswith("_dropout")) > 0
+    # Switch's router jitter draws from the dropout stream too.
+    uses_dropout = max(getattr(cfg, name) for name in TRAINING_FIELDS if name.endswith(("_dropout", "_jitter"))) > 0
     accum = tc.grad_accum_steps
 
     def init(key):

@@ -1,0 +1,100 @@
+"""The mixture-of-experts terms of the training loss, and what a run logs about its routers.
+
+Each MoE layer sows its router statistics (zoo.layers.moe.router_stats) in the "intermediates" collection. The
+objective applies the model with that collection mutable, averages each statistic over the MoE layers, and
+adds the two auxiliary losses to the language-model loss:
+
+    loss = lm loss + load_balancing_multiplier * mean_l LB_l + router_z_loss_multiplier * mean_l Z_l
+
+LB_l = E * sum_e f_e P_e (Switch, Fedus 2021, eq. 4) and Z_l = mean logsumexp(router logits)^2 (ST-MoE, Zoph
+2022, eq. 5), per layer and averaged over layers, as Switch's and ST-MoE's Mesh TensorFlow code sums one loss
+per layer and divides by the layer count. (HF transformers' load_balancing_loss_func instead pools the tokens of
+every layer before taking the product f * P; the two agree when every layer routes alike.)
+
+Logged each step (metrics.jsonl), averaged over MoE layers, then per layer in stack order (encoder first):
+  moe/load_balancing_loss, moe/router_z_loss   the two losses before their multipliers
+  moe/expert_load_max, moe/expert_load_min     the busiest and idlest expert's assignments over the mean (1 =
+                                               balanced; 0 = an expert no token chose)
+  moe/dropped_fraction                         assignments dropped by capacity (0 when dropless)
+  moe/router_entropy                           entropy of the softmax over all experts (nats)
+and the same names with the suffix _per_layer, one value per MoE layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+
+from zoo.model import path_names
+
+LOGGED = (
+    "load_balancing_loss",
+    "router_z_loss",
+    "expert_load_max",
+    "expert_load_min",
+    "dropped_fraction",
+    "router_entropy",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterLosses:
+    """What the objective does with the routers: nothing for a dense model (the model is applied as before)."""
+
+    moe: bool = False
+    load_balancing: float = 0.0
+    z_loss: float = 0.0
+
+    @classmethod
+    def of(cls, cfg) -> RouterLosses:
+        return cls(cfg.is_moe, cfg.load_balancing_multiplier, cfg.router_z_loss_multiplier)
+
+    def apply(self, model, variables, *args, **kwargs):
+        """model.apply(variables, *args, **kwargs) -> (logits, {statistic: [MoE layers] array}); {} when dense."""
+        if not self.moe:
+            return model.apply(variables, *args, **kwargs), {}
+        logits, state = model.apply(variables, *args, mutable=["intermediates"], **kwargs)
+        return logits, per_layer(state["intermediates"], model.cfg.cycle_length)
+
+    def add_to(self, loss, metrics: dict, layers: dict) -> tuple:
+        """The loss with the auxiliary terms added, and the metrics with the router statistics."""
+        if not layers:
+            return loss, metrics
+        means = {name: jnp.mean(values) for name, values in layers.items()}
+        aux = self.load_balancing * means["load_balancing_loss"] + self.z_loss * means["router_z_loss"]
+        metrics = {
+            **metrics,
+            "loss": metrics["loss"] + aux,
+            **{f"moe/{name}": means[name] for name in LOGGED},
+            **{f"moe/{name}_per_layer": layers[name] for name in LOGGED},
+        }
+        return loss + aux, metrics
+
+
+_LAYER = re.compile(r"^cycle_(\d+)$")
+
+
+def per_layer(intermediates, cycle_length: int) -> dict[str, jax.Array]:
+    """Each router statistic as a [MoE layers] array in stack order: encoder before decoder, then layer index.
+    A scanned stack's entries carry a leading [cycles] axis; an unrolled one has a cycle_i per cycle."""
+    entries: dict[str, list] = {}  # statistic -> [((stack, layer), value)]
+    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+        names = path_names(path)
+        if len(names) < 4 or names[-3] != "moe":  # stack/cycles|cycle_i/block_j/moe/stat/0
+            continue
+        stack, cycle, block, stat = names[0], names[1], names[2], names[-2]
+        j = int(block.removeprefix("block_"))
+        order = 0 if stack == "encoder" else 1
+        if (match := _LAYER.match(cycle)) is not None:
+            entries.setdefault(stat, []).append(((order, int(match[1]) * cycle_length + j), leaf))
+        else:
+            for c in range(leaf.shape[0]):
+                entries.setdefault(stat, []).append(((order, c * cycle_length + j), leaf[c]))
+    layers = {stat: [value for _, value in sorted(values, key=lambda e: e[0])] for stat, values in entries.items()}
+    loads = jnp.stack(layers.pop("tokens_per_expert"))  # [layers, E]
+    relative = loads / jnp.maximum(jnp.mean(loads, axis=-1, keepdims=True), 1e-9)
+    out = {stat: jnp.stack(values) for stat, values in layers.items()}
+    return {**out, "expert_load_max": jnp.max(relative, axis=-1), "expert_load_min": jnp.min(relative, axis=-1)}
