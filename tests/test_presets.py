@@ -39,6 +39,7 @@ command-r command-r-plus command-a command-r-plus-tiny command-a-tiny
 gpt-neox-20b pythia-70m pythia-160m pythia-410m pythia-1b pythia-1.4b pythia-2.8b pythia-6.9b pythia-12b pythia-tiny
 gpt-j-6b gptj-tiny gemma3-1b gemma3-4b gemma3-12b gemma3-27b gemma3-tiny nemotron-4-15b nemotron-4-340b nemotron-tiny
 gopher-44m gopher-117m gopher-417m gopher-1.4b gopher-7.1b gopher-280b chinchilla-70b gopher-tiny
+grok-1 grok-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -64,6 +65,7 @@ FAMILIES = (
     "gemma3",
     "nemotron",
     "gopher",
+    "grok",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -90,6 +92,7 @@ TINY_COUNTS = {
     "gemma3-tiny": 3_642_816,
     "nemotron-tiny": 3_019_264,
     "gopher-tiny": 3_543_296,
+    "grok-tiny": 1_345_664,
 }
 
 
@@ -174,6 +177,7 @@ TINY_REFERENCE = {
     "gemma3": "gemma3-12b",
     "nemotron": "nemotron-4-15b",
     "gopher": "gopher-44m",
+    "grok": "grok-1",
 }
 
 
@@ -449,7 +453,12 @@ def test_param_count_matches_published_computation(name):
 
     record = presets.published(name)
     expected = record.params if record is not None else TINY_COUNTS[name]
-    assert count_params(get_config(name)) == expected, record
+    cfg = get_config(name)
+    assert count_params(cfg) == expected, record
+    if cfg.is_moe and record is not None:  # every named MoE preset records its active count
+        assert record.active is not None and count_params(cfg, active=True) == record.active, record
+    elif record is not None:
+        assert record.active is None, "a dense model's active count is its total"
 
 
 PAPER_ONLY = [n for n in list_presets() if n.startswith(("gopher-", "chinchilla-")) and not n.endswith("-tiny")]

@@ -34,9 +34,15 @@ def preset_table() -> str:
     rows = ["| family | preset | published | our count | note |", "|---|---|---|---|---|"]
     for family in list_families():
         for name in family_presets(family):
-            record, params = published(name), count_params(get_config(name))
+            cfg = get_config(name)
+            record, params = published(name), count_params(cfg)
             label, note = (record.label, record.note) if record is not None else ("-", "our size")
-            rows.append(f"| {family} | `{name}` | {label} | {params:,} ({_short(params)}) | {note} |")
+            ours = f"{params:,} ({_short(params)})"
+            if cfg.is_moe:  # mixture of experts: the parameters one token uses, after the total
+                active = count_params(cfg, active=True)
+                ours += f"; active {active:,} ({_short(active)})"
+                label += f"; active {record.active_label}" if record is not None and record.active_label else ""
+            rows.append(f"| {family} | `{name}` | {label} | {ours} | {note} |")
     return "\n".join(rows)
 
 

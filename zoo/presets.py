@@ -86,10 +86,16 @@ class Published:
     """Where `params` and `label` come from."""
     note: str = ""
     """Why the label and the exact count differ, where they do."""
+    active: int | None = None
+    """Mixture of experts: the exact parameters one token uses, what zoo.count_params(active=True) must give."""
+    active_label: str = ""
+    """What the source prints for the active count ("12.9B")."""
 
     def __post_init__(self):
         if self.params < 1:
             fail(self, "params", f"must be a positive integer, got {self.params}")
+        if self.active is not None and not 1 <= self.active <= self.params:
+            fail(self, "active", f"must be a positive integer <= params, got {self.active}")
 
 
 def _published(values, where: str) -> Published | None:
