@@ -2,6 +2,7 @@
 and nothing else (no norm gains, biases, Transformer-XL u/v/W_r, relative-bias tables or embeddings),
 checked against hand counts."""
 
+from zoo.config import ModelConfig
 from zoo.flops import flops_per_step, matmul_params
 from zoo.model import count_params
 from zoo.presets import get_config
@@ -52,3 +53,29 @@ def test_llama2_7b_is_count_params_less_embeddings_and_norm_gains():
     t = 2048
     per_token = 6 * (n["decoder"] + n["head"]) + 12 * d * layers * t
     assert flops_per_step(cfg, batch_size=3, seq_len=t) == 3 * t * per_token
+
+
+def test_a_mixture_of_experts_counts_what_one_token_multiplies():
+    """Grok's tiny sibling (GeGLU experts, k = 2 of E = 4) with a gated shared expert: a token multiplies the
+    router, the shared expert and its gate, and k experts, so its matmul count is a dense model's with
+    d_ff = k * d_expert + shared_expert_d_ff, plus the router and the gate; count_params(active=True) drops the
+    same E - k experts from the total. Switch's dense-MoE interleave counts only its MoE layers' experts."""
+    cfg = get_config("grok-tiny").replace(shared_expert_d_ff=64, shared_expert_gate=True)
+    d, k, e, layers = cfg.d_model, cfg.experts_per_token, cfg.num_experts, cfg.num_layers
+    assert (k, e, cfg.d_expert, cfg.is_gated) == (2, 4, 384, True)
+    unset = ("experts_per_token", "d_expert", "shared_expert_d_ff", "shared_expert_gate", "load_balancing_multiplier")
+    defaults = {f: ModelConfig.__dataclass_fields__[f].default for f in (*unset, "router_z_loss_multiplier")}
+    dense = cfg.replace(num_experts=0, d_ff=k * cfg.d_expert + 64, **defaults)
+    routing = layers * (d * e + d)  # router [d, E] and the shared expert's gate [d, 1]
+    assert matmul_params(cfg)["decoder"] == matmul_params(dense)["decoder"] + routing
+    unused = layers * (e - k) * 3 * d * cfg.d_expert  # the experts a token skips
+    assert count_params(cfg, active=True) == count_params(cfg) - unused
+    assert flops_per_step(cfg, 2, 64) == flops_per_step(dense, 2, 64) + 6 * routing * 2 * 64
+
+    every_other = cfg.replace(
+        num_layers=4, moe_pattern=("dense", "moe"), shared_expert_d_ff=0, shared_expert_gate=False
+    )
+    moe_layers = 2
+    expected = 2 * 3 * d * cfg.d_ff + moe_layers * (d * e + k * 3 * d * cfg.d_expert)  # MLPs: 2 dense, 2 MoE
+    attention = 4 * (2 * d * cfg.num_heads * cfg.head_dim + 2 * d * cfg.num_kv_heads * cfg.head_dim)
+    assert matmul_params(every_other)["decoder"] == expected + attention
