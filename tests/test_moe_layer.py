@@ -442,3 +442,35 @@ def test_sharded_apply_matches_single_device(factor):
 def test_config_rejects_what_it_cannot_compute(kw, message):
     with pytest.raises(ValueError, match=message):
         make_spec(**kw)
+
+
+@pytest.mark.parametrize(
+    "preset, overrides, message",
+    [
+        (
+            "llama-tiny",
+            ["model.experts_per_token=3"],
+            "ModelConfig.experts_per_token: only applies with num_experts > 0; here num_experts: 0 "
+            "(model.experts_per_token=3 from the command line; model.num_experts=0 by default)",
+        ),
+        (
+            "grok-tiny",
+            ["model.experts_per_token=5"],
+            "ModelConfig.experts_per_token: must be in 1..num_experts=4, got 5 (model.experts_per_token=5 from the "
+            "command line; model.num_experts=4 from configs/grok.yaml preset 'grok-tiny')",
+        ),
+        (
+            "grok-tiny",
+            ["model.num_experts=0"],
+            "ModelConfig.load_balancing_multiplier: only applies with num_experts > 0; here num_experts: 0 "
+            "(model.load_balancing_multiplier=0.01 from configs/grok.yaml preset 'grok-tiny'; model.num_experts=0 "
+            "from the command line)",
+        ),
+    ],
+)
+def test_a_bad_moe_field_names_where_each_value_came_from(preset, overrides, message):
+    from zoo.train.config import UserError, resolve
+
+    with pytest.raises(UserError) as e:
+        resolve(preset, overrides)
+    assert str(e.value) == message
