@@ -49,7 +49,7 @@ def test_tiny_preset_compiles_for_a_v5e_slice():
     )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     text = out.stdout
-    assert "on v5e:2x2 (4 chips), mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in text, text
+    assert "on v5e:2x2 (4 chips), mesh {'data': 1, 'fsdp': 4, 'expert': 1, 'tensor': 1}" in text, text
     memory = re.search(
         r"per chip: arguments ([\d.]+) GiB, temporaries ([\d.]+) GiB, .* total ([\d.]+) GiB of "
         r"16.00 GiB HBM: fits",

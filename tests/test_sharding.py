@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from zoo.sharding import LOGICAL_RULES, batch_sharding, check_batch_size, make_mesh, param_shardings, use_mesh
+from zoo.sharding import (
+    LOGICAL_RULES,
+    batch_sharding,
+    check_batch_size,
+    data_parallelism,
+    logical_to_sharding,
+    make_mesh,
+    param_shardings,
+    use_mesh,
+)
 
 CPUS = jax.devices("cpu")  # explicit, so the tests also run on a machine with one accelerator
 
@@ -17,39 +26,44 @@ def test_eight_emulated_devices():
 
 
 @pytest.mark.parametrize(
-    "sizes, shape",
+    "sizes, expert, shape",
     [
-        ((-1, 1, 1), (8, 1, 1)),
-        ((2, 4, 1), (2, 4, 1)),
-        ((1, 4, 2), (1, 4, 2)),
-        ((-1, 4, 2), (1, 4, 2)),
-        ((2, -1, 2), (2, 2, 2)),
+        ((-1, 1, 1), 1, (8, 1, 1, 1)),
+        ((2, 4, 1), 1, (2, 4, 1, 1)),
+        ((1, 4, 2), 1, (1, 4, 1, 2)),
+        ((-1, 4, 2), 1, (1, 4, 1, 2)),
+        ((2, -1, 2), 1, (2, 2, 1, 2)),
+        ((1, 2, 1), 4, (1, 2, 4, 1)),
+        ((2, 1, 2), -1, (2, 1, 2, 2)),
     ],
 )
-def test_mesh_shapes(sizes, shape):
-    mesh = make_mesh(*sizes, devices=CPUS)
-    assert mesh.axis_names == ("data", "fsdp", "tensor")
+def test_mesh_shapes(sizes, expert, shape):
+    mesh = make_mesh(*sizes, expert=expert, devices=CPUS)
+    assert mesh.axis_names == ("data", "fsdp", "expert", "tensor")
     assert tuple(mesh.shape.values()) == shape
     assert len(set(mesh.devices.flat)) == 8
 
 
 def test_single_device_mesh():
     mesh = make_mesh(1, 1, 1, devices=CPUS[:1])
-    assert tuple(mesh.shape.values()) == (1, 1, 1)
+    assert tuple(mesh.shape.values()) == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize(
     "sizes, message",
     [
-        ((3, 1, 1), r"data=3, fsdp=1, tensor=1 needs 3 devices but there are 8"),
+        ((3, 1, 1), r"data=3, fsdp=1, expert=1, tensor=1 needs 3 devices but there are 8"),
         ((-1, 3, 1), r"'data' = -1 .* product 3 .* does not divide the 8 devices"),
         ((-1, -1, 1), r"\['data', 'fsdp'\] are all -1"),
         ((0, 1, 1), r"mesh axis 'data': size must be a positive integer or -1, got 0"),
+        ((-1, 1, 1, -1), r"\['data', 'expert'\] are all -1"),
+        ((1, 1, 1, 3), r"data=1, fsdp=1, expert=3, tensor=1 needs 3 devices but there are 8"),
     ],
 )
 def test_invalid_mesh(sizes, message):
+    data, fsdp, tensor, *expert = sizes
     with pytest.raises(ValueError, match=message):
-        make_mesh(*sizes, devices=CPUS)
+        make_mesh(data, fsdp, tensor, expert=expert[0] if expert else 1, devices=CPUS)
 
 
 class Tiny(nn.Module):
@@ -123,9 +137,34 @@ def test_batch_sharding_and_size_check():
     mesh = make_mesh(2, 4, 1, devices=CPUS)
     batch = jax.device_put(jnp.zeros((16, 8), jnp.int32), batch_sharding(mesh, 16))
     assert {s.data.shape for s in batch.addressable_shards} == {(2, 8)}  # 16 / (data 2 * fsdp 4)
-    with pytest.raises(ValueError, match=r"batch size 12 is not divisible by data \* fsdp = 2 \* 4 = 8"):
+    with pytest.raises(ValueError, match=r"batch size 12 is not divisible by data \* fsdp \* expert = 2 \* 4 \* 1 = 8"):
         batch_sharding(mesh, 12)
     check_batch_size(24, mesh)
+
+
+def test_expert_axis_splits_the_batch_and_the_experts():
+    """Outside a MoE layer the expert axis is data parallelism: the batch is split over data x fsdp x expert.
+    A stacked expert kernel (expert, embed, mlp) splits E over it; in the dispatched tokens (expert, batch, ...)
+    `expert` takes the expert axis and `batch` falls back to data x fsdp."""
+    mesh = make_mesh(2, 1, 1, expert=4, devices=CPUS)
+    assert data_parallelism(mesh) == 8
+    batch = jax.device_put(jnp.zeros((16, 8), jnp.int32), batch_sharding(mesh, 16))
+    assert {s.data.shape for s in batch.addressable_shards} == {(2, 8)}
+    with pytest.raises(ValueError, match=r"batch size 4 is not divisible by data \* fsdp \* expert = 2 \* 1 \* 4 = 8"):
+        check_batch_size(4, mesh)
+    mesh = make_mesh(1, 2, 2, expert=2, devices=CPUS)
+    assert logical_to_sharding(P("expert", "embed", "mlp"), (4, 8, 16), mesh).spec == P("expert", "fsdp", "tensor")
+    assert logical_to_sharding(P("layers", "expert", "mlp", "embed"), (2, 4, 16, 8), mesh).spec == P(
+        None, "expert", "tensor", "fsdp"
+    )
+    assert logical_to_sharding(P("batch", "length", "embed"), (8, 4, 8), mesh).spec == P(
+        ("data", "fsdp", "expert"), None, None
+    )
+    assert logical_to_sharding(P("expert", "batch", None, "embed"), (4, 8, 3, 8), mesh).spec == P(
+        "expert", ("data", "fsdp"), None, None
+    )
+    # Three experts do not split two ways: replicated along E (zoo/train/config.py refuses such a run).
+    assert logical_to_sharding(P("expert", "embed", "mlp"), (3, 8, 16), mesh).spec == P(None, "fsdp", "tensor")
 
 
 def test_rules_cover_the_model_vocabulary():
@@ -142,6 +181,7 @@ def test_rules_cover_the_model_vocabulary():
         "positions",
         "batch",
         "length",
+        "expert",
     } <= names
 
 

@@ -71,7 +71,7 @@ class Batch:
         arrays = (self.tokens, self.positions, self.encoder_tokens, self.encoder_mask)
         if mesh is None:
             return arrays
-        # Rows split over data x fsdp when they divide evenly (else every device holds the whole batch).
+        # Rows split over data x fsdp x expert when they divide evenly (else every device holds the whole batch).
         split = self.tokens.shape[0] % data_parallelism(mesh) == 0
         sharding = batch_sharding(mesh) if split else NamedSharding(mesh, PartitionSpec())
         return tuple(None if a is None else jax.device_put(a, sharding) for a in arrays)

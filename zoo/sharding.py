@@ -1,15 +1,19 @@
 """Device mesh and logical-axis rules for JAX SPMD (GSPMD, Xu et al. 2021).
 
 Layers name the axes of their params and key activations (``embed``, ``mlp``, ``heads`` ...) and never
-mention devices. This file owns the one table, LOGICAL_RULES, that maps those names onto a 3-D mesh:
+mention devices. This file owns the one table, LOGICAL_RULES, that maps those names onto a 4-D mesh:
 
   data    pure data parallelism: batch split, params replicated.
   fsdp    batch split *and* params split along `embed` (ZeRO-3 / fully sharded data parallel).
-  tensor  Megatron-style tensor parallelism: `mlp`, `heads`, `kv_heads`, `vocab` split.
+  expert  expert parallelism (GShard, Lepikhin 2020): a MoE layer's stacked expert kernels split along
+          `expert` (E), each device group holding E / expert whole experts; everywhere else it is one more
+          data-parallel axis (the batch is split over data x fsdp x expert), as in GShard and MaxText.
+  tensor  Megatron-style tensor parallelism: `mlp`, `heads`, `kv_heads`, `vocab` split (innermost: the
+          axis that talks most gets the nearest devices).
 
 Typical use::
 
-    mesh = make_mesh(data=-1, fsdp=4, tensor=2)
+    mesh = make_mesh(data=-1, fsdp=4, tensor=2)                 # expert=N as well for a MoE model
     abstract = jax.eval_shape(model.init, rng, tokens)          # nn.LogicallyPartitioned boxes
     shardings = param_shardings(abstract, mesh)                  # same tree, unboxed, of NamedSharding
     params = jax.jit(lambda r: nn.meta.unbox(model.init(r, tokens)), out_shardings=shardings)(rng)
@@ -29,12 +33,18 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "expert", "tensor")
+BATCH_AXES = ("data", "fsdp", "expert")
+"""The mesh axes a batch is split over, major to minor (batch_sharding and the `batch` rule agree)."""
 
 # Logical axis -> mesh axes, in priority order: a mesh axis is used at most once per array, so on an
 # activation (batch, length, embed) `batch` takes fsdp first and `embed` stays replicated, while on a
-# param (embed, mlp) `embed` gets fsdp.
+# param (embed, mlp) `embed` gets fsdp. `expert` comes first: in a MoE layer's dispatched tokens
+# (expert, batch, capacity, embed) it takes the expert axis, and `batch` then falls to its second rule,
+# data x fsdp (flax skips a rule whose mesh axes are taken and tries the next one for the same name).
 LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("expert", "expert"),
+    ("batch", BATCH_AXES),
     ("batch", ("data", "fsdp")),
     ("vocab", "tensor"),
     ("mlp", "tensor"),
@@ -59,10 +69,18 @@ def check_mesh_sizes(sizes: dict[str, int]) -> None:
         raise ValueError(f"mesh axes {free} are all -1; at most one axis may take the rest")
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ("data", "fsdp", "tensor") mesh over `devices` (default: all). One size may be -1: the rest."""
+def make_mesh(
+    data: int = -1,
+    fsdp: int = 1,
+    tensor: int = 1,
+    *,
+    expert: int = 1,
+    devices: Sequence[jax.Device] | None = None,
+) -> Mesh:
+    """A ("data", "fsdp", "expert", "tensor") mesh over `devices` (default: all). One size may be -1: the rest.
+    (`expert` comes after `tensor` in the arguments so that make_mesh(data, fsdp, tensor) keeps its meaning.)"""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
+    sizes = {"data": data, "fsdp": fsdp, "expert": expert, "tensor": tensor}
     check_mesh_sizes(sizes)
     free = [axis for axis, size in sizes.items() if size == -1]
     fixed = math.prod(size for size in sizes.values() if size != -1)
@@ -121,8 +139,8 @@ def param_shardings(abstract_params, mesh: Mesh, rules=LOGICAL_RULES):
 
 
 def data_parallelism(mesh: Mesh) -> int:
-    """Ways the batch is split: data * fsdp."""
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+    """Ways the batch is split: data * fsdp * expert."""
+    return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
@@ -130,17 +148,17 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     ways = data_parallelism(mesh)
     if batch_size % ways:
         raise ValueError(
-            f"batch size {batch_size} is not divisible by data * fsdp = "
-            f"{mesh.shape['data']} * {mesh.shape['fsdp']} = {ways}"
+            f"batch size {batch_size} is not divisible by {' * '.join(BATCH_AXES)} = "
+            f"{' * '.join(str(mesh.shape[a]) for a in BATCH_AXES)} = {ways}"
         )
 
 
 def batch_sharding(mesh: Mesh, batch_size: int | None = None) -> NamedSharding:
-    """Sharding of a (batch, ...) input array: batch split over data and fsdp, the rest replicated.
+    """Sharding of a (batch, ...) input array: batch split over data, fsdp and expert, the rest replicated.
     Pass the (micro-)batch size to check that it divides."""
     if batch_size is not None:
         check_batch_size(batch_size, mesh)
-    return NamedSharding(mesh, P(("data", "fsdp")))
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
 @contextlib.contextmanager

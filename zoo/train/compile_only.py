@@ -36,7 +36,7 @@ from zoo.sharding import MESH_AXES, make_mesh
 from zoo.train.config import Config, UserError
 from zoo.train.memory import GIB, StepMemory, compile_step, gib
 from zoo.train.objectives import make_objective, sentinels_needed
-from zoo.train.setup import check_micro_batch
+from zoo.train.setup import check_mesh_experts, check_micro_batch
 from zoo.train.state import programs
 from zoo.train.tokenizer import make_tokenizer
 
@@ -133,10 +133,10 @@ def slice_mesh(sizes, devices) -> Mesh:
     must split a physical axis), split physical axes (as MaxText does) or, failing that, take the chips in
     order. Assignment changes which links collectives use, not memory or FLOPs."""
     try:
-        return make_mesh(sizes.data, sizes.fsdp, sizes.tensor, devices=devices)
+        return make_mesh(sizes.data, sizes.fsdp, sizes.tensor, expert=sizes.expert, devices=devices)
     except NotImplementedError:
         pass
-    shape = {"data": sizes.data, "fsdp": sizes.fsdp, "tensor": sizes.tensor}
+    shape = {axis: getattr(sizes, axis) for axis in MESH_AXES}
     free = [a for a, n in shape.items() if n == -1]
     if free:
         shape[free[0]] = len(devices) // math.prod(n for n in shape.values() if n != -1)
@@ -188,6 +188,7 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
     except ValueError as e:
         raise UserError(f"invalid mesh for {topology} ({len(devices)} chips): {e}") from None
     check_micro_batch(tc.micro_batch_size, mesh)
+    check_mesh_experts(cfg, mesh)
     sentinels = sentinels_needed(tc.seq_len) if cfg.is_encoder_decoder else 0
     objective = make_objective(cfg, tc, make_tokenizer("byte", num_sentinels=sentinels), config.run.seed)
     compiled, seconds = _compile(cfg, tc, objective, mesh)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -29,6 +30,7 @@ from zoo import presets
 from zoo.config import ModelConfig
 from zoo.fields import Replaceable, defaults, field_names, parse, suggest, value_origins
 from zoo.recipe import TrainConfig
+from zoo.sharding import BATCH_AXES
 from zoo.train.sections import DataConfig, InitConfig, MeshConfig, RunConfig
 
 DEFAULT_PRESET = "llama-tiny"
@@ -77,6 +79,7 @@ class Config:
                 "train.document_masking=true applies to decoder-only models (causal LM rows packed from documents); "
                 "model.architecture=encoder_decoder trains on span corruption, one input per row: set it false"
             )
+        check_mesh(self.model, self.train, self.mesh)
 
     @property
     def run_dir(self) -> Path:
@@ -98,6 +101,38 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         return cls(
             d["preset"], **{s: SECTIONS[s].from_dict(d.get(s, {})) for s in SECTIONS}, origin=d.get("origin", "")
+        )
+
+
+def check_mesh(model: ModelConfig, train: TrainConfig, mesh: MeshConfig) -> None:
+    """ValueError naming the fields when the mesh does not fit the model or the batch. An axis of -1 is known
+    only once the devices are: the checks here use the sizes given, and zoo/train/setup.py checks the mesh
+    built (check_expert_axis, check_micro_batch)."""
+    if mesh.expert != -1:
+        check_expert_axis(model.num_experts, mesh.expert)
+    fixed = {f"mesh.{axis}": getattr(mesh, axis) for axis in BATCH_AXES if getattr(mesh, axis) not in (-1, 1)}
+    ways = math.prod(fixed.values())
+    if train.micro_batch_size % ways:
+        raise ValueError(
+            f"invalid mesh for a micro-batch of {train.micro_batch_size} sequences (train.batch_size="
+            f"{train.batch_size} / train.grad_accum_steps={train.grad_accum_steps}): not divisible by "
+            + " x ".join(f"{key}={size}" for key, size in fixed.items())
+            + (f" = {ways}" if len(fixed) > 1 else "")
+            + ", the ways the batch is split"
+        )
+
+
+def check_expert_axis(num_experts: int, expert: int) -> None:
+    """ValueError unless an expert axis of `expert` devices splits the model's experts into whole groups."""
+    if expert > 1 and num_experts == 0:
+        raise ValueError(
+            f"mesh.expert={expert} splits a MoE layer's experts, but model.num_experts=0 (a dense model) has "
+            "none: the axis would do nothing; set mesh.expert=1"
+        )
+    if num_experts % expert:
+        raise ValueError(
+            f"model.num_experts={num_experts} is not divisible by mesh.expert={expert}: each expert-parallel "
+            "group of devices holds num_experts / expert whole experts"
         )
 
 

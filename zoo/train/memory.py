@@ -22,7 +22,7 @@ import os
 import jax
 import numpy as np
 
-from zoo.sharding import use_mesh
+from zoo.sharding import data_parallelism, use_mesh
 from zoo.train.config import UserError
 
 GIB = 1024**3
@@ -133,7 +133,7 @@ def advice(need: StepMemory, limit: int, config, mesh) -> list[str]:
     if cfg.remat_policy in ("none", "save_dots"):
         out.append("model.remat_policy=full (or save_block_outputs: recompute activations in the backward pass)")
     room = limit - state - (need.outputs - need.aliased)
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    ways = data_parallelism(mesh)
     if need.temporaries > room > 0 and tc.micro_batch_size > ways:
         k = tc.grad_accum_steps * math.ceil(need.temporaries / room)
         while tc.batch_size % k or (tc.batch_size // k) % ways:

@@ -149,8 +149,8 @@ class RunConfig(Replaceable):
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig(Replaceable):
-    """Device mesh (zoo/sharding.py): batch split over data x fsdp, params over fsdp (embed) and tensor
-    (mlp, heads, vocab). One axis may be -1: all remaining devices."""
+    """Device mesh (zoo/sharding.py): batch split over data x fsdp x expert, params over fsdp (embed), expert
+    (a MoE layer's experts) and tensor (mlp, heads, vocab). One axis may be -1: all remaining devices."""
 
     data: int = -1
     """Pure data parallelism: params replicated."""
@@ -158,6 +158,10 @@ class MeshConfig(Replaceable):
     """Fully sharded data parallelism: params split along embed, batch split too."""
     tensor: int = 1
     """Tensor (Megatron) parallelism: mlp, heads and vocab split."""
+    expert: int = 1
+    """Expert parallelism (GShard): each MoE layer's model.num_experts experts split over `expert` groups of
+    devices, num_experts / expert whole experts each; outside the MoE layers the batch is split over it too,
+    as over data. Needs a MoE model (model.num_experts > 0) whose num_experts it divides."""
 
     def __post_init__(self):
         check_mesh_sizes(dataclasses.asdict(self))

@@ -27,7 +27,7 @@ from zoo.train import init as init_lib
 from zoo.train import memory as memory_lib
 from zoo.train import metrics as metrics_lib
 from zoo.train.checkpoint import Checkpoints, model_mismatch
-from zoo.train.config import Config, UserError
+from zoo.train.config import Config, UserError, check_expert_axis
 from zoo.train.data_sources import CorpusError
 from zoo.train.objectives import make_objective, sentinels_needed
 from zoo.train.state import Programs, process_rows, programs
@@ -110,15 +110,34 @@ def check_micro_batch(micro_batch_size: int, mesh) -> None:
         ) from None
 
 
+def build_mesh(config: Config, devices=None) -> Mesh:
+    """The run's mesh over `devices` (default: all); UserError if it cannot be built, or if its expert axis
+    (known only now when mesh.expert is -1) does not split model.num_experts into whole groups."""
+    try:
+        mesh = make_mesh(
+            config.mesh.data, config.mesh.fsdp, config.mesh.tensor, expert=config.mesh.expert, devices=devices
+        )
+    except ValueError as e:
+        raise UserError(f"invalid mesh: {e}") from None
+    check_mesh_experts(config.model, mesh)
+    return mesh
+
+
+def check_mesh_experts(cfg: ModelConfig, mesh: Mesh) -> None:
+    """UserError unless `mesh`'s expert axis splits cfg's experts into whole groups (config.py checks the size
+    given; this checks the size built, which differs when mesh.expert is -1)."""
+    try:
+        check_expert_axis(cfg.num_experts, mesh.shape["expert"])
+    except ValueError as e:
+        raise UserError(f"{e} (mesh {dict(mesh.shape)})") from None
+
+
 def prepare(config: Config, devices=None) -> Setup:
     """The Setup of `config` (see the module docstring); UserError for bad input, nothing written."""
     tc, run = config.train, config.run
     if run.wandb and importlib.util.find_spec("wandb") is None:
         raise UserError('run.wandb=true needs the wandb package: pip install -e ".[wandb]"')
-    try:
-        mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices)
-    except ValueError as e:
-        raise UserError(f"invalid mesh: {e}") from None
+    mesh = build_mesh(config, devices)
     check_micro_batch(tc.micro_batch_size, mesh)
     ways = data_parallelism(mesh)
     if run.export is not None:  # refused now rather than after training
@@ -181,7 +200,7 @@ def prepare(config: Config, devices=None) -> Setup:
             stream.restore(saved["data_state"])
     except ValueError as e:
         raise UserError(str(e)) from None
-    # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp).
+    # Evaluate in micro-batches; a small validation split gets smaller batches (a multiple of data x fsdp x expert).
     eval_batch = min(tc.micro_batch_size, len(val_rows) // ways * ways)
     val_batches = (
         []
@@ -206,7 +225,7 @@ def prepare(config: Config, devices=None) -> Setup:
     if run.eval_interval >= 0 and not val_batches:
         messages.append(
             f"no evaluation: the validation split has {len(val_rows)} sequences of "
-            f"{objective.row_length} tokens, fewer than data x fsdp = {ways}"
+            f"{objective.row_length} tokens, fewer than data x fsdp x expert = {ways}"
         )
     messages.append(
         f"MFU: {flops / tc.batch_size / tc.seq_len / 1e6:.1f} MFLOPs/token (6N + attention, "
