@@ -107,3 +107,20 @@ def test_a_dense_model_is_applied_as_before():
     logits, layers = RouterLosses.of(cfg).apply(zoo.build(cfg), {"params": params}, TOKENS)
     assert layers == {}
     np.testing.assert_array_equal(logits, zoo.build(cfg).apply({"params": params}, TOKENS))
+
+
+def test_the_training_step_drops_by_the_training_capacity_and_evaluation_by_its_own():
+    """The trainer's step runs the model as training (a dropout rng) when capacity_factor differs from
+    eval_capacity_factor, though nothing else is random: 0.5 drops about half the assignments while training,
+    and evaluation (dropless here) drops none."""
+    from zoo.recipe import TrainConfig
+    from zoo.sharding import make_mesh
+    from zoo.train.state import programs
+
+    cfg = CFG.replace(capacity_factor=0.5)
+    tc = TrainConfig(batch_size=2, seq_len=12, total_steps=2, warmup_steps=1)
+    prog = programs(cfg, tc, CausalLM(seq_len=12, router=RouterLosses.of(cfg)), make_mesh(devices=jax.devices()[:1]))
+    batch = {"inputs": TOKENS, "targets": jnp.roll(TOKENS, -1, axis=1)}
+    _, metrics = prog.step(prog.init(0), batch)
+    assert 0.4 < float(metrics["moe/dropped_fraction"]) < 0.6
+    assert float(prog.evaluate(prog.init(0)["params"], batch)["moe/dropped_fraction"]) == 0.0

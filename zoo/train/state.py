@@ -88,8 +88,10 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
     tx, schedule = make_optimizer(tc, boxed, cfg.d_model)
     p_shardings = param_shardings(boxed, mesh)
     replicated = NamedSharding(mesh, P())
-    # Switch's router jitter draws from the dropout stream too.
-    uses_dropout = max(getattr(cfg, name) for name in TRAINING_FIELDS if name.endswith(("_dropout", "_jitter"))) > 0
+    # The model trains unlike it infers when it has a dropout rng (zoo.model: deterministic = no rng): with
+    # dropout, Switch's router jitter, or an MoE capacity factor for training (eval_capacity_factor is the other).
+    noisy = max(getattr(cfg, name) for name in TRAINING_FIELDS if name.endswith(("_dropout", "_jitter"))) > 0
+    uses_dropout = noisy or (cfg.is_moe and cfg.capacity_factor != cfg.eval_capacity_factor)
     accum = tc.grad_accum_steps
 
     def init(key):
