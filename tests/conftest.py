@@ -35,6 +35,8 @@ SLOW_FILES = {
     "test_hf_families_a.py",
     "test_hf_families_b.py",
     "test_hf_more.py",
+    "test_hf_moe.py",
+    "test_hf_dbrx.py",
     "test_multihost.py",
     "test_notebooks.py",
     "test_observability.py",

@@ -40,6 +40,9 @@ gpt-neox-20b pythia-70m pythia-160m pythia-410m pythia-1b pythia-1.4b pythia-2.8
 gpt-j-6b gptj-tiny gemma3-1b gemma3-4b gemma3-12b gemma3-27b gemma3-tiny nemotron-4-15b nemotron-4-340b nemotron-tiny
 gopher-44m gopher-117m gopher-417m gopher-1.4b gopher-7.1b gopher-280b chinchilla-70b gopher-tiny
 grok-1 grok-tiny
+mixtral-8x7b mixtral-8x22b mixtral-tiny olmoe-1b-7b olmoe-tiny
+qwen1.5-moe-a2.7b qwen2-57b-a14b qwen3-30b-a3b qwen3-235b-a22b qwen2-moe-tiny qwen3-moe-tiny
+dbrx dbrx-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -66,6 +69,10 @@ FAMILIES = (
     "nemotron",
     "gopher",
     "grok",
+    "mixtral",
+    "qwen_moe",
+    "olmoe",
+    "dbrx",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -93,6 +100,11 @@ TINY_COUNTS = {
     "nemotron-tiny": 3_019_264,
     "gopher-tiny": 3_543_296,
     "grok-tiny": 1_345_664,
+    "mixtral-tiny": 1_313_920,
+    "qwen2-moe-tiny": 1_316_304,
+    "qwen3-moe-tiny": 1_137_024,
+    "olmoe-tiny": 1_234_800,
+    "dbrx-tiny": 1_923_264,
 }
 
 
@@ -178,6 +190,11 @@ TINY_REFERENCE = {
     "nemotron": "nemotron-4-15b",
     "gopher": "gopher-44m",
     "grok": "grok-1",
+    "mixtral": "mixtral-8x7b",
+    "qwen2-moe": "qwen1.5-moe-a2.7b",
+    "qwen3-moe": "qwen3-30b-a3b",
+    "olmoe": "olmoe-1b-7b",
+    "dbrx": "dbrx",
 }
 
 

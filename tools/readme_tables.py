@@ -85,6 +85,7 @@ PAPERS = {
     "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025); "
     "per_head_untied: Command R+ (Cohere 2024)",
     "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
+    "clip_qkv": "DBRX (Databricks 2024)",
     "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",
     "sliding_window_size": "Child 2019; Beltagy 2020; Jiang 2023 (Mistral)",
     "position_embedding": "sinusoidal: Vaswani 2017; learned: Gehring 2017, Radford 2018; rope: Su 2021; "

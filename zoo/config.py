@@ -138,6 +138,10 @@ class ModelConfig(Replaceable):
     gain per head and dim: Command R+), or over the full projection before the head split (OLMo 2). Uses norm_type."""
     attn_logits_soft_cap: float | None = None
     """cap * tanh(scores / cap) on attention logits (Gemma 2). None = off."""
+    clip_qkv: float | None = None
+    """Clamp the q, k and v projections' outputs to [-c, c], before any QK-norm and RoPE (DBRX's
+    attn_config.clip_qkv: transformers models/dbrx/modeling_dbrx.py, DbrxAttention.forward clamps the fused Wqkv
+    output before the split). None = off."""
     attention_pattern: tuple[str, ...] = ("global",)
     """Per-layer attention kinds, cycled over the stack: global, local (sliding window), and *_nope
     variants that skip the position encoding (Command A's full-attention layers). Gemma 2:

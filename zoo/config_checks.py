@@ -126,7 +126,7 @@ def validate(c) -> None:
 
     if not isinstance(c.position_offset, int) or c.position_offset < 0:
         fail(c, "position_offset", f"must be an integer >= 0, got {c.position_offset!r}")
-    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale", "logits_scale"):
+    for name in ("attn_logits_soft_cap", "final_logits_soft_cap", "query_scale", "logits_scale", "clip_qkv"):
         value = getattr(c, name)
         if value is not None and not value > 0:
             fail(c, name, f"must be > 0 or null, got {value}")

@@ -5,7 +5,8 @@
 
 Families: gpt2, t5 (v1.0 relu/tied/rescaled and v1.1 gated-gelu/untied), llama (GQA, MQA, explicit head_dim,
 linear and llama3 RoPE scaling, biases; also Yi), gemma2, olmo2, mistral, qwen2 (Qwen2.5), qwen3, phi3 (fused
-qkv_proj / gate_up_proj), gpt_neox (GPT-NeoX, Pythia), gptj, gemma3_text (Gemma 3's text model), nemotron.
+qkv_proj / gate_up_proj), opt, bloom, falcon, cohere, cohere2, gpt_neox (GPT-NeoX, Pythia), gptj, gemma3_text
+(Gemma 3's text model), nemotron; mixtures of experts: mixtral, qwen2_moe, qwen3_moe, olmoe, dbrx.
 A family is data (`core.Family`), one module each (`zoo/hf/<model_type>.py`, listed in `families.FAMILIES`),
 holding:
   * `renames`: HF config field <-> ModelConfig field, copied as is (with HF's default when absent);

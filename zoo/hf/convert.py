@@ -66,6 +66,9 @@ class _Names:
     def __init__(self, ckpt: Checkpoint, prefix: str):
         self.ckpt, self.prefix = ckpt, prefix
 
+    def has(self, name: str) -> bool:
+        return name in self.ckpt or (name.startswith(self.prefix) and name[len(self.prefix) :] in self.ckpt)
+
     def get(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if name not in self.ckpt and name.startswith(self.prefix) and name[len(self.prefix) :] in self.ckpt:
             name = name[len(self.prefix) :]
@@ -110,7 +113,7 @@ def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
     for stack, num_layers, rules in spec.stacks:
         cycles = num_layers // k
         for rule in rules:
-            for j in range(k):  # block j of cycle c is HF layer c * k + j
+            for j in range(k) if rule.blocks is None else sorted(rule.blocks):  # block j of cycle c: HF layer c k + j
                 where = f"{stack}/cycles/block_{j}/" if cfg.scan_layers else f"{stack}/cycle_0/block_{j}/"
                 read = reader(rule, where, cfg.scan_layers)
                 layers = (read(c * k + j) for c in range(cycles))
@@ -151,7 +154,8 @@ def load(path: str | Path, **overrides) -> tuple[ModelConfig, dict]:
     cfg = cfg.replace(**overrides)
     ckpt = Checkpoint(Path(path))
     names = _Names(ckpt, family.prefix)
-    params = _read_params(cfg, family.weights(cfg), names)
+    spec = family.read_weights(cfg, names.has) if family.read_weights else family.weights(cfg)
+    params = _read_params(cfg, spec, names)
     unused = [n for n in ckpt.unused() if not any(re.search(p, n) for p in family.ignored)]
     if unused:
         raise ValueError(
@@ -202,7 +206,7 @@ def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> li
     k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
         for rule in rules:
-            for j in range(k):
+            for j in range(k) if rule.blocks is None else sorted(rule.blocks):
                 for c in range(num_layers // k):
                     if scanned:
                         stacked = [_get(params, f"{stack}/cycles/block_{j}/{p}") for p in rule.zoo]

@@ -20,6 +20,9 @@ class Rule(NamedTuple):
     zoo: tuple[str, ...]
     to_zoo: Callable
     to_hf: Callable
+    blocks: frozenset[int] | None = None
+    """A layer rule's positions j in the scanned cycle (block_j) it applies to; None = every block. Layers
+    whose MLP differs (moe_pattern: a dense MLP in some blocks, a mixture of experts in others)."""
 
 
 def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Callable]) -> Rule:
@@ -29,6 +32,11 @@ def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Calla
         return (x,) if isinstance(x, str) else tuple(x)
 
     return Rule(as_tuple(hf), as_tuple(zoo), *codec)
+
+
+def only_in_blocks(rules: list[Rule], blocks) -> list[Rule]:
+    """`rules` restricted to the cycle positions `blocks` (see Rule.blocks)."""
+    return [r._replace(blocks=frozenset(blocks)) for r in rules]
 
 
 # Codecs: (to_zoo, to_hf) pairs. torch Linear stores [out, in]; GPT-2's Conv1D and every zoo kernel [in, out].
@@ -215,6 +223,9 @@ class Family:
     prefix: str = ""  # base-model prefix of tensor names ("model.", "transformer.")
     ignored: tuple[str, ...] = ()  # regexes: buffers and tied copies checkpoints carry, HF ignores too
     presets: str = ""  # the configs/<presets>.yaml family whose recipe fine-tunes it ("": model_type)
+    # Checkpoints in more than one layout (transformers 5's fused experts): the rules that read the one a checkpoint
+    # holds, given has(name), whether it has that tensor. None: `weights`, which is also what `save` writes.
+    read_weights: Callable[[ModelConfig, Callable[[str], bool]], Weights] | None = None
 
     @property
     def preset_family(self) -> str:

@@ -10,6 +10,7 @@ from zoo.hf import (
     bloom,
     cohere,
     cohere2,
+    dbrx,
     falcon,
     gemma2,
     gemma3,
@@ -18,12 +19,16 @@ from zoo.hf import (
     gptj,
     llama,
     mistral,
+    mixtral,
     nemotron,
     olmo2,
+    olmoe,
     opt,
     phi3,
     qwen2,
+    qwen2_moe,
     qwen3,
+    qwen3_moe,
     t5,
 )
 from zoo.hf.core import Family
@@ -39,9 +44,13 @@ FAMILIES: dict[str, Family] = {
         llama.FAMILY,
         gemma2.FAMILY,
         olmo2.FAMILY,
+        olmoe.FAMILY,
         mistral.FAMILY,
+        mixtral.FAMILY,
         qwen2.FAMILY,
+        qwen2_moe.FAMILY,
         qwen3.FAMILY,
+        qwen3_moe.FAMILY,
         phi3.FAMILY,
         opt.FAMILY,
         bloom.FAMILY,
@@ -52,6 +61,7 @@ FAMILIES: dict[str, Family] = {
         gptj.FAMILY,
         gemma3.FAMILY,
         nemotron.FAMILY,
+        dbrx.FAMILY,
     )
 }
 

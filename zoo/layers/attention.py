@@ -1,4 +1,4 @@
-"""Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, soft-capping, sliding windows,
+"""Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, q/k/v clipping, soft-capping, sliding windows,
 positions (RoPE, relative bias, ALiBi, Transformer-XL), causal/bidirectional/cross, document masking
 (segment ids), and a KV cache whose local layers are ring buffers of `sliding_window_size` slots.
 
@@ -71,7 +71,7 @@ class Attention(nn.Module):
             use_bias=cfg.attention_bias,
             name="query",
         )(x)
-        q = self._qk_norm(q, name="query_norm", heads_axis="heads")
+        q = self._qk_norm(self._clip(q), name="query_norm", heads_axis="heads")
 
         decoding = self.decode_len is not None
         if self.cross:
@@ -158,7 +158,12 @@ class Attention(nn.Module):
         shape = (cfg.num_kv_heads, cfg.head_dim)
         k = dense(cfg, features=shape, axes=axes, role="k", use_bias=cfg.attention_bias, name="key")(x)
         v = dense(cfg, features=shape, axes=axes, role="v", use_bias=cfg.attention_bias, name="value")(x)
-        return k, v
+        return self._clip(k), self._clip(v)
+
+    def _clip(self, x):
+        """clip_qkv: a projection's output clamped to [-c, c] (DBRX), before QK-norm and RoPE."""
+        c = self.cfg.clip_qkv
+        return x if c is None else jnp.clip(x, -c, c)
 
     def _transformer_xl(self, q, k, q_pos, k_pos):
         """Dai 2019 §3.3's position terms with this layer's own W_r (a bias-free d_model -> heads x head_dim
