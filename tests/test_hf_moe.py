@@ -12,6 +12,7 @@ from safetensors import safe_open
 from test_hf import _hf_logits, _random_model, _roundtrip, _tokens, _zoo_logits, torch, transformers
 from test_hf_more import assert_refused
 
+import zoo
 from zoo import count_params, hf
 from zoo.hf import families
 from zoo.presets import family_presets, get_config, published
@@ -64,6 +65,30 @@ def test_mixtral_router_window_gqa(tmp_path):
     # The paper's router, a softmax over the k best logits, is the same function.
     paper = cfg.replace(router="topk_softmax", router_renormalize=False)
     np.testing.assert_allclose(_zoo_logits(paper, params, TOKENS), ref, atol=1e-4)
+
+
+def test_mixtral_greedy_generation_equals_hf_generate(tmp_path):
+    """zoo.generate through its KV cache (ring buffers for the window of 8) picks the tokens HF's generate picks:
+    30 new tokens past the window, 2 prompts, 4 experts with 2 per token."""
+    model = _hf_model(
+        "Mixtral",
+        hidden_size=32,
+        intermediate_size=24,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        sliding_window=8,
+    )
+    model.save_pretrained(tmp_path / "hf")
+    cfg, params = hf.load(tmp_path / "hf")
+    prompt = TOKENS[0][:, :6]
+    with torch.no_grad():
+        ref = model.generate(
+            torch.tensor(np.asarray(prompt)), max_new_tokens=30, do_sample=False, min_new_tokens=30, pad_token_id=0
+        ).numpy()
+    ours = np.asarray(zoo.generate(zoo.build(cfg), params, prompt, 30))
+    np.testing.assert_array_equal(ours, ref)
 
 
 # ---------------------------------------------------------------------------------------------- qwen2_moe
