@@ -50,6 +50,7 @@ MODEL_CASES = {
     "eval_capacity_factor": ({}, 2.0),
     "load_balancing_multiplier": ({}, 0.01),
     "router_z_loss_multiplier": ({}, 0.001),
+    "moe_matmul": ({}, "blocks"),
     "router_renormalize": (dict(num_experts=4, router="topk_softmax"), True),
     "shared_expert_gate": (dict(num_experts=4), True),
     "lm_head_bias": ({}, True),

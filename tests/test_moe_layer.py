@@ -49,6 +49,7 @@ MOE_FIELDS = (
     "shared_expert_gate",
     "capacity_factor",
     "eval_capacity_factor",
+    "moe_matmul",
 )
 
 
@@ -174,10 +175,12 @@ DROPLESS_CASES = {
 }
 
 
+@pytest.mark.parametrize("matmul", ["blocks", "ragged_dot"])
 @pytest.mark.parametrize("case", DROPLESS_CASES)
-def test_dropless_matches_per_token_reference(case):
+def test_dropless_matches_per_token_reference(case, matmul):
+    """Both grouped matmuls: ragged_dot (TPU, GPU) and the padded blocks (CPU's default)."""
     spec_kw, cfg_kw = DROPLESS_CASES[case]
-    cfg, spec = make_cfg(**cfg_kw), make_spec(**spec_kw)
+    cfg, spec = make_cfg(**cfg_kw), make_spec(**spec_kw, moe_matmul=matmul)
     params, x = random_params(cfg, spec), inputs()
     out, stats = apply(cfg, spec, params, x)
     np.testing.assert_allclose(out, naive_moe(params, x, cfg, spec)[0], **TOL)
@@ -223,8 +226,9 @@ def test_topk_softmax_equals_renormalized_softmax_topk():
     np.testing.assert_allclose(apply(cfg, make_spec(router="topk_softmax"), params, x)[0], renormalized, **TOL)
 
 
-def test_an_expert_without_tokens():
-    cfg, spec = make_cfg(), make_spec(router_bias=True)
+@pytest.mark.parametrize("matmul", ["blocks", "ragged_dot"])
+def test_an_expert_without_tokens(matmul):
+    cfg, spec = make_cfg(), make_spec(router_bias=True, moe_matmul=matmul)
     params, x = random_params(cfg, spec), inputs()
     params["router"]["bias"] = np.array([0.0, 0.0, -40.0, 0.0], np.float32)  # expert 2 is never in the top 2
     out, stats = apply(cfg, spec, params, x)
@@ -474,3 +478,20 @@ def test_a_bad_moe_field_names_where_each_value_came_from(preset, overrides, mes
     with pytest.raises(UserError) as e:
         resolve(preset, overrides)
     assert str(e.value) == message
+
+
+def test_padded_blocks_over_many_rows_equal_ragged_dot():
+    """Enough rows (2 x 256 tokens, k = 2: 1024) for blocks of 128 over 4 experts, one of them empty and one
+    taking most rows; forward and gradients agree."""
+    spec = make_spec(router_bias=True, moe_matmul="blocks")
+    cfg, x = make_cfg(), jnp.asarray(inputs(length=256))
+    params = random_params(cfg, spec)
+    params["router"]["bias"] = np.array([3.0, 0.0, -40.0, 0.5], np.float32)
+
+    def run(matmul):
+        module = MoeMlp(moe(cfg, make_spec(router_bias=True, moe_matmul=matmul)))
+        return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(module.apply({"params": p}, x)))))(params)
+
+    (blocks, g_blocks), (ragged, g_ragged) = run("blocks"), run("ragged_dot")
+    np.testing.assert_allclose(blocks, ragged, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_blocks, g_ragged)

@@ -78,6 +78,7 @@ PAPERS = {
     "eval_capacity_factor": "Switch (Fedus 2021); ST-MoE (Zoph 2022)",
     "load_balancing_multiplier": "Switch (Fedus 2021, eq. 4)",
     "router_z_loss_multiplier": "ST-MoE (Zoph 2022, eq. 5)",
+    "moe_matmul": "grouped matmul: MegaBlocks (Gale 2022)",
     "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",
     "attention_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
     "attention_out_bias": "q/k/v bias without an output bias: Qwen2 (Yang 2024), Qwen2.5 (Qwen Team 2024)",

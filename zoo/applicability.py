@@ -93,6 +93,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "eval_capacity_factor",
                 "load_balancing_multiplier",
                 "router_z_loss_multiplier",
+                "moe_matmul",
             ),
             lambda c: c.num_experts > 0,
             "num_experts > 0",

@@ -16,7 +16,7 @@ from zoo.fields import DERIVED, Replaceable
 
 # Fields that change how a model is computed, not what its parameters mean: a checkpoint saved with one
 # value loads with another (switch on bf16 compute or remat after a restart).
-RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl")
+RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl", "moe_matmul")
 # Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
 TRAINING_FIELDS = (
     "init_scheme",
@@ -236,6 +236,10 @@ class ModelConfig(Replaceable):
     attention_impl: str = "auto"
     """xla; cudnn (flash attention through jax.nn.dot_product_attention on GPU); auto = cudnn when on
     GPU in 16-bit with no soft-cap, else xla."""
+    moe_matmul: str = "auto"
+    """How dropless MoE layers multiply each expert's tokens: ragged_dot (jax.lax.ragged_dot, a grouped matmul on
+    TPU and GPU), blocks (tokens sorted by expert into blocks of one expert each, padded, then one batched matmul:
+    on CPU, where ragged_dot is lowered to a dense matmul over every expert); auto = blocks on CPU, else ragged_dot."""
 
     # ------------------------------------------------------------------------------------------------
     def __post_init__(self):

@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
     "attention_impl": ("auto", "xla", "cudnn"),
+    "moe_matmul": ("auto", "ragged_dot", "blocks"),
     "router": ("softmax_topk", "topk_softmax"),
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16"),
