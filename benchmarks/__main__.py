@@ -1,5 +1,6 @@
 """python -m benchmarks run [--quick] [--only NAME ...] [--device cpu|gpu] [--out PATH] [--no-results]
-python -m benchmarks report   (RESULTS.md again from benchmarks/results/*.json)"""
+python -m benchmarks report   (RESULTS.md again from benchmarks/results/*.json)
+python -m benchmarks merge RUN.json [--only NAME ...]   (a partial run's sections into results/cpu.json)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.report import HERE, write_results
+from benchmarks.report import HERE, merge, write_results
 from benchmarks.runner import NAMES, run_all
 
 
@@ -26,8 +27,15 @@ def main(argv=None) -> int:
     r.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/<device>[-quick].json)")
     r.add_argument("--no-results", action="store_true", help="do not regenerate benchmarks/RESULTS.md")
     sub.add_parser("report", help="regenerate RESULTS.md from benchmarks/results/cpu.json (+ gpu.json)")
+    m = sub.add_parser("merge", help="copy a run's sections into benchmarks/results/cpu.json, then rewrite RESULTS.md")
+    m.add_argument("run", type=Path, help="the JSON of a run (e.g. python -m benchmarks run --only moe --out RUN)")
+    m.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help="these sections (default: all it has)")
     args = parser.parse_args(argv)
     results = HERE / "results"
+    if args.cmd == "merge":
+        print("merged", ", ".join(merge(args.run, results / "cpu.json", args.only)))
+        print("wrote", write_results(results / "cpu.json", results / "gpu.json"))
+        return 0
     if args.cmd == "report":
         print(write_results(results / "cpu.json", results / "gpu.json"))
         return 0

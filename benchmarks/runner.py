@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import common
 
-NAMES = ("peaks", "train", "decode", "compile_time", "memory", "knobs", "profile")
+NAMES = ("peaks", "train", "decode", "compile_time", "memory", "knobs", "moe", "profile")
 
 
 def torch_available(device: str = "cpu") -> bool:
@@ -96,7 +96,7 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
     # MFU divides by the chip's datasheet bf16 peak on GPU, by the matmul peak measured here on CPU.
     peak = pk.get("matmul", {}).get("datasheet_peak_flops") or pk.get("matmul", {}).get("peak_flops", float("nan"))
     bandwidth = pk.get("bandwidth", {}).get("bytes_per_s", float("nan"))
-    from benchmarks import compile_time, decode, knobs, memory, profile, train
+    from benchmarks import compile_time, decode, knobs, memory, moe, profile, train
 
     section("train", lambda: train.run(quick, device, peak, torch_ok, log=log))
     section("decode", lambda: decode.run(quick, device, bandwidth, torch_ok, log=log))
@@ -105,6 +105,7 @@ def run_all(*, quick: bool = False, device: str = "cpu", only=None, out: Path | 
     section("memory", lambda: memory.run(quick, device, log=log))
     if device == "cpu":
         section("knobs", lambda: knobs.run(quick, device, log=log))
+        section("moe", lambda: moe.run(quick, device, peak, torch_ok, log=log))
         section("profile", lambda: profile.run(quick, device, log=log))
     res["loadavg_end"] = list(os.getloadavg())
     res["wall_s"] = time.perf_counter() - start

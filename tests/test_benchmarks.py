@@ -34,7 +34,7 @@ def quick(tmp_path_factory):
 def test_every_section_is_in_the_json(quick):
     res, _ = quick
     assert res["errors"] == {}
-    for name in ("peaks", "train", "decode", "compile_time", "memory", "knobs", "profile"):
+    for name in ("peaks", "train", "decode", "compile_time", "memory", "knobs", "moe", "profile"):
         assert name in res, name
     m = res["machine"]
     assert m["cpu_model"] and m["cores"] >= 1 and m["versions"]["jax"] and "benchmarks run --quick" in m["command"]
@@ -55,6 +55,22 @@ def test_train_and_decode_compare_against_hf(quick):
         assert s["ceiling_tokens_per_s"] > 0 and s["bytes_per_step"] > 0
 
 
+def test_moe_section(quick):
+    res, _ = quick
+    m = res["moe"]
+    assert {"zoo_dropless", "zoo_capacity_1.25", "zoo_dense"} <= set(m["tokens_per_s"])
+    assert m["router"]["dropless"]["dropped_fraction"] == 0.0
+    assert 0.0 <= m["router"]["capacity_1.25"]["dropped_fraction"] < 1.0
+    # zoo's CPU default (padded one-expert blocks) computes every assignment plus the padding, and far less than
+    # ragged_dot's CPU lowering would (every sorted row through every expert).
+    xla, model = m["xla_flops_per_step"]["dropless"], m["model_flops_per_step"]["dropless"]
+    assert model <= xla < m["model_flops_if_every_row_meets_every_expert"], (xla, model)
+    if res["torch"]:
+        assert {f"hf_{m['hf']['default']}", "hf_eager", "hf_dense"} <= set(m["tokens_per_s"]), m["hf"]
+        for loss in m["initial_loss"].values():  # the same weights on both sides, MoE and dense twin
+            assert abs(loss["zoo"] - loss["hf"]) < 1e-4, m["initial_loss"]
+
+
 def test_memory_profile_and_report(quick):
     res, stdout = quick
     mem = res["memory"]["policies"]
@@ -73,6 +89,7 @@ def test_memory_profile_and_report(quick):
         "## Compile time vs depth",
         "## Memory vs remat",
         "## Knob costs",
+        "## Mixture of experts",
         "## Where the time goes",
         "## Accelerator",
         "**Command**",
