@@ -37,6 +37,7 @@ SLOW_FILES = {
     "test_hf_more.py",
     "test_hf_moe.py",
     "test_hf_dbrx.py",
+    "test_hf_switch.py",
     "test_multihost.py",
     "test_notebooks.py",
     "test_observability.py",

@@ -43,6 +43,8 @@ grok-1 grok-tiny
 mixtral-8x7b mixtral-8x22b mixtral-tiny olmoe-1b-7b olmoe-tiny
 qwen1.5-moe-a2.7b qwen2-57b-a14b qwen3-30b-a3b qwen3-235b-a22b qwen2-moe-tiny qwen3-moe-tiny
 dbrx dbrx-tiny
+switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switch-base-256 switch-large-128
+switch-c-2048 switch-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -73,6 +75,7 @@ FAMILIES = (
     "qwen_moe",
     "olmoe",
     "dbrx",
+    "switch",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -105,6 +108,7 @@ TINY_COUNTS = {
     "qwen3-moe-tiny": 1_137_024,
     "olmoe-tiny": 1_234_800,
     "dbrx-tiny": 1_923_264,
+    "switch-tiny": 2_167_616,
 }
 
 
@@ -195,6 +199,7 @@ TINY_REFERENCE = {
     "qwen3-moe": "qwen3-30b-a3b",
     "olmoe": "olmoe-1b-7b",
     "dbrx": "dbrx",
+    "switch": "switch-base-8",
 }
 
 

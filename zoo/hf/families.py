@@ -29,6 +29,7 @@ from zoo.hf import (
     qwen2_moe,
     qwen3,
     qwen3_moe,
+    switch_transformers,
     t5,
 )
 from zoo.hf.core import Family
@@ -41,6 +42,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         gpt2.FAMILY,
         t5.FAMILY,
+        switch_transformers.FAMILY,
         llama.FAMILY,
         gemma2.FAMILY,
         olmo2.FAMILY,
