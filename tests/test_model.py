@@ -149,6 +149,19 @@ def test_bf16_compute_close_to_fp32(name):
     assert agree > 0.9, agree
 
 
+@pytest.mark.parametrize("name", ["llama-tiny", "mixtral-tiny"])
+def test_padding_positions_hide_their_keys_without_a_cache(name):
+    """Positions -1 (a left-padded row) hide those keys in a forward without the cache too, as they do with it:
+    the real tokens get the logits of the row alone (dropless experts: the padding takes no expert's room)."""
+    cfg, model, params, inputs = tiny(name)
+    tokens, pad = inputs[0][:1, :20], 5
+    padded = jnp.concatenate([jnp.full((1, pad), 7, tokens.dtype), tokens], axis=1)
+    positions = jnp.concatenate([jnp.full((1, pad), -1), jnp.arange(20)[None]], axis=1)
+    alone = model.apply({"params": params}, tokens)
+    got = model.apply({"params": params}, padded, positions=positions)[:, pad:]
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
 def cache_shapes(cfg, decode_len, batch=1):
     """Shapes of the KV cache a generation of `decode_len` tokens allocates (no memory used)."""
     model = zoo.build(cfg).clone(decode_len=decode_len)

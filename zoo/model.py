@@ -136,11 +136,17 @@ class DecoderOnly(_Transformer):
         self.decoder = self._stack(self.cfg.num_layers, causal=True)
 
     def __call__(self, tokens, positions=None, segment_ids=None):
+        # Given positions may mark padding (-1). Without a cache, attention's fused causal path sees only the
+        # token order, so the padding goes in as a key mask, as an encoder's does (it also keeps padding out of
+        # expert capacity). The cache masks by the positions it holds, and packed documents by segment.
+        padding = None
+        if positions is not None and segment_ids is None and self.decode_len is None:
+            padding = jnp.asarray(positions) >= 0
         positions, cache_index = self._positions(tokens, positions)
         if segment_ids is not None and segment_ids.shape != tokens.shape:
             raise ValueError(f"segment_ids must have the tokens' shape {tokens.shape}, got {segment_ids.shape}")
         x = self._embed(tokens, positions, decode_len=self.decode_len)
-        x = self.decoder(x, positions, cache_index=cache_index, segment_ids=segment_ids)
+        x = self.decoder(x, positions, cache_index=cache_index, encoder_mask=padding, segment_ids=segment_ids)
         return self._logits(x)
 
 
