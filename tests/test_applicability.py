@@ -42,6 +42,7 @@ MODEL_CASES = {
     "experts_per_token": ({}, 1),
     "d_expert": ({}, 32),
     "moe_pattern": ({}, ("dense", "moe")),
+    "dense_prefix_layers": ({}, 1),
     "router": ({}, "topk_softmax"),
     "router_bias": ({}, True),
     "router_jitter": ({}, 0.01),

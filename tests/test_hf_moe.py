@@ -120,23 +120,62 @@ def test_qwen2_moe_shared_expert_dense_layers_biases(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "fields, pattern, back",
+    "fields, prefix, pattern, back",
     [
-        ({"decoder_sparse_step": 2}, ("dense", "moe"), (2, [])),
-        ({"decoder_sparse_step": 3}, ("dense", "dense", "moe"), (3, [])),
-        ({"mlp_only_layers": [0]}, ("dense", "moe", "moe", "moe", "moe", "moe"), (1, [0])),  # no shorter period
-        ({"decoder_sparse_step": 2, "mlp_only_layers": [3]}, ("dense", "moe", "dense", "dense", "dense", "moe"), None),
+        ({"decoder_sparse_step": 2}, 0, ("dense", "moe"), (2, [])),
+        ({"decoder_sparse_step": 3}, 0, ("dense", "dense", "moe"), (3, [])),
+        ({"mlp_only_layers": [0]}, 1, ("moe",), (1, [0])),
+        ({"mlp_only_layers": [0, 1]}, 2, ("moe",), (1, [0, 1])),
+        ({"decoder_sparse_step": 2, "mlp_only_layers": [1]}, 2, ("dense", "moe"), (1, [0, 1, 2, 4])),
+        ({"mlp_only_layers": [1]}, 0, ("moe", "dense", "moe", "moe", "moe", "moe"), (1, [1])),  # no shorter period
+        (
+            {"decoder_sparse_step": 2, "mlp_only_layers": [3]},
+            0,
+            ("dense", "moe", "dense", "dense", "dense", "moe"),
+            None,
+        ),
     ],
 )
-def test_sparse_layers_as_moe_pattern(fields, pattern, back):
+def test_sparse_layers_as_moe_pattern(fields, prefix, pattern, back):
     """HF's rule (layer i has experts unless listed in mlp_only_layers or (i + 1) % decoder_sparse_step) over 6
-    layers as moe_pattern, and back: a step where the pattern is one, else the dense layers listed."""
+    layers as dense_prefix_layers and moe_pattern (the shortest pattern, after the shortest dense prefix that
+    allows it), and back: a step where the pattern is one, else the dense layers listed."""
     cfg = hf.config_from_hf({"model_type": "qwen2_moe", "num_hidden_layers": 6, **fields})
-    assert cfg.moe_pattern == pattern
+    assert (cfg.dense_prefix_layers, cfg.moe_pattern) == (prefix, pattern)
     saved = hf.config_to_hf(cfg, "qwen2_moe")
     if back is not None:
         assert (saved["decoder_sparse_step"], saved["mlp_only_layers"]) == back
-    assert hf.config_from_hf(saved).moe_pattern == pattern
+    again = hf.config_from_hf(saved)
+    assert (again.dense_prefix_layers, again.moe_pattern) == (prefix, pattern)
+
+
+def test_dense_prefix_layers_both_ways_scanned_and_unrolled(tmp_path):
+    """mlp_only_layers [0, 1] of 4 layers: dense_prefix_layers 2 and every later layer MoE, the prefix scanned as
+    a group of its own (prefix_cycles); HF -> zoo -> HF logits to 1e-4, and the unrolled layout loads equal."""
+    model = _hf_model(
+        "Qwen2Moe",
+        hidden_size=32,
+        intermediate_size=40,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=4,
+        num_experts=5,
+        num_experts_per_tok=2,
+        moe_intermediate_size=24,
+        shared_expert_intermediate_size=20,
+        mlp_only_layers=[0, 1],
+    )
+    cfg, params, ref = _roundtrip("qwen2_moe", model, TOKENS, tmp_path)
+    assert (cfg.dense_prefix_layers, cfg.moe_pattern, cfg.cycle_length) == (2, ("moe",), 1)
+    prefix, rest = params["decoder"]["prefix_cycles"]["block_0"], _block(params)
+    assert prefix["mlp"]["wi_0"]["kernel"].shape == (2, 32, 40) and "moe" not in prefix
+    assert rest["moe"]["wi_0"]["kernel"].shape == (2, 5, 32, 24) and "mlp" not in rest
+    cfg_unrolled, unrolled = hf.load(tmp_path / "zoo", scan_layers=False)
+    assert {"prefix_cycle_0", "prefix_cycle_1", "cycle_0", "cycle_1"} <= set(unrolled["decoder"])
+    assert np.abs(_zoo_logits(cfg_unrolled, unrolled, TOKENS) - ref).max() < 1e-4
+    hf.save(cfg_unrolled, unrolled, tmp_path / "unrolled")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "unrolled", attn_implementation="eager")
+    assert np.abs(_hf_logits(back.eval(), TOKENS) - ref).max() < 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- qwen3_moe

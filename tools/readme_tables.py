@@ -68,6 +68,7 @@ PAPERS = {
     "experts_per_token": "top-2: Shazeer 2017, GShard; top-1: Switch (Fedus 2021)",
     "d_expert": "fine-grained experts: DeepSeekMoE (Dai 2024), OLMoE (Muennighoff 2024)",
     "moe_pattern": "every other layer: GShard (Lepikhin 2020), Switch (Fedus 2021)",
+    "dense_prefix_layers": "DeepSeekMoE (Dai 2024, §5.1)",
     "router": "softmax then top-k: Shazeer 2017, Switch; top-k then softmax: Mixtral (Jiang 2024)",
     "router_renormalize": "Qwen-MoE, OLMoE (norm_topk_prob)",
     "router_bias": "",

@@ -85,6 +85,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "experts_per_token",
                 "d_expert",
                 "moe_pattern",
+                "dense_prefix_layers",
                 "router",
                 "router_bias",
                 "router_jitter",

@@ -97,6 +97,10 @@ class ModelConfig(Replaceable):
     """Hidden width of each routed expert (per branch when gated). None = d_ff."""
     moe_pattern: tuple[str, ...] = ("moe",)
     """Per-layer MLP kinds, cycled over the stack like attention_pattern: moe or dense. Switch: ("dense","moe")."""
+    dense_prefix_layers: int = 0
+    """The first N layers of each stack have the dense MLP whatever moe_pattern says, which governs the rest
+    (DeepSeekMoE 16B, Dai 2024, §5.1: its first layer stays dense, whose load balance converges slowest; HF's
+    first_k_dense_replace). A whole number of cycles; scanned apart from the others (params `prefix_cycles`)."""
     router: str = "softmax_topk"
     """softmax_topk: softmax over all experts, then the top k probabilities (Switch, Qwen-MoE, OLMoE);
     topk_softmax: the top k logits, softmax over those (Mixtral's reference, mistralai/mistral-src
@@ -275,9 +279,19 @@ class ModelConfig(Replaceable):
         return math.lcm(len(self.attention_pattern), len(self.moe_pattern) if self.is_moe else 1)
 
     def mlp_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
-        """The MLP of every layer, moe or dense: moe_pattern cycled over the stack (dense without experts)."""
+        """The MLP of every layer, moe or dense: dense_prefix_layers dense, then moe_pattern cycled over the stack
+        by layer index (dense without experts)."""
         n = self.num_layers if num_layers is None else num_layers
-        return tuple(self.moe_pattern[i % len(self.moe_pattern)] if self.is_moe else "dense" for i in range(n))
+        moe = self.is_moe
+        return tuple(
+            self.moe_pattern[i % len(self.moe_pattern)] if moe and i >= self.dense_prefix_layers else "dense"
+            for i in range(n)
+        )
+
+    def cycle_mlp_kinds(self) -> tuple[str, ...]:
+        """The MLP of each block of a scanned cycle past the dense prefix (every block of a prefix cycle is dense)."""
+        first = self.dense_prefix_layers
+        return self.mlp_kinds(first + self.cycle_length)[first:]
 
     def layer_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
         """The attention kind of every layer: the pattern cycled over the stack."""

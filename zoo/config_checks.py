@@ -160,6 +160,13 @@ def _check_experts(c) -> None:
         fail(c, "d_expert", f"must be a positive integer or null (= d_ff), got {c.d_expert!r}")
     if not isinstance(c.shared_expert_d_ff, int) or c.shared_expert_d_ff < 0:
         fail(c, "shared_expert_d_ff", f"must be an integer >= 0 (0 = none), got {c.shared_expert_d_ff!r}")
+    prefix = c.dense_prefix_layers
+    if not isinstance(prefix, int) or isinstance(prefix, bool) or prefix < 0 or prefix % c.cycle_length:
+        fail(c, "dense_prefix_layers", f"must be a multiple of the cycle, {c.cycle_length} layers, got {prefix!r}")
+    for stack in ("num_layers", "num_decoder_layers"):
+        layers = getattr(c, stack)
+        if layers is not None and prefix >= layers:
+            fail(c, "dense_prefix_layers", f"must leave MoE layers: it is {prefix}, {stack}={layers}")
     if not 0.0 <= c.router_jitter < 1.0:
         fail(c, "router_jitter", f"must be in [0, 1), got {c.router_jitter}")
     for name in ("capacity_factor", "eval_capacity_factor"):

@@ -3,6 +3,8 @@ and the output head; build() and the parameter pytree helpers (shapes, counts, l
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -266,32 +268,42 @@ def path_names(path) -> tuple[str, ...]:
     return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
+_UNROLLED = re.compile(r"^(.*cycle)_(\d+)$")  # cycle_3, prefix_cycle_0
+
+
 def stack_layers(params):
-    """Convert unrolled params (`cycle_0`, `cycle_1`, ...) to the scanned layout (`cycles`, leading axis)."""
+    """Convert unrolled params (`cycle_0`, `cycle_1`, ...; `prefix_cycle_0`, ...) to the scanned layout (`cycles`,
+    `prefix_cycles`: one leading axis each)."""
 
     def convert(tree):
         if not isinstance(tree, dict):
             return tree
-        names = sorted((k for k in tree if k.startswith("cycle_")), key=lambda k: int(k.split("_")[1]))
-        out = {k: convert(v) for k, v in tree.items() if not k.startswith("cycle_")}
-        if names:
-            out["cycles"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tree[k] for k in names])
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for key in tree:
+            if (match := _UNROLLED.match(key)) is not None:
+                groups.setdefault(match[1], []).append((int(match[2]), key))
+        out = {k: convert(v) for k, v in tree.items() if _UNROLLED.match(k) is None}
+        for group, keys in groups.items():
+            out[f"{group}s"] = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[tree[k] for _, k in sorted(keys)])
         return out
 
     return convert(params)
 
 
 def unstack_layers(params):
-    """Convert scanned params (`cycles` with a leading axis) to the unrolled layout (`cycle_i`)."""
+    """Convert scanned params (`cycles`, `prefix_cycles` with a leading axis) to the unrolled layout (`cycle_i`,
+    `prefix_cycle_i`)."""
 
     def convert(tree):
         if not isinstance(tree, dict):
             return tree
-        out = {k: convert(v) for k, v in tree.items() if k != "cycles"}
-        if "cycles" in tree:
-            n = jax.tree_util.tree_leaves(tree["cycles"])[0].shape[0]
-            for i in range(n):
-                out[f"cycle_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], tree["cycles"])
+        out = {}
+        for key, value in tree.items():
+            if key not in ("cycles", "prefix_cycles"):
+                out[key] = convert(value)
+                continue
+            for i in range(jax.tree_util.tree_leaves(value)[0].shape[0]):
+                out[f"{key[:-1]}_{i}"] = jax.tree_util.tree_map(lambda x, i=i: x[i], value)
         return out
 
     return convert(params)

@@ -23,6 +23,10 @@ def semantics(cfg: ModelConfig) -> dict[str, Any]:
     values = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     values["query_scale"] = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
     values["attention_pattern"] = cfg.layer_kinds()
+    if "moe_pattern" in values:  # layer by layer: one list of MLP kinds has several (prefix, pattern) spellings
+        kinds = cfg.mlp_kinds()
+        values["moe_pattern"] = kinds
+        values["dense_prefix_layers"] = kinds.index("moe")  # the dense layers before the first MoE one
     if "rope_local_theta" in values:
         values["rope_local_theta"] = cfg.rope_local_theta or cfg.rope_theta
     return values

@@ -87,6 +87,21 @@ def _decide_tying(cfg: ModelConfig, names: _Names, embed: str, head: str) -> Mod
     return cfg.replace(tie_word_embeddings=bool(tied))
 
 
+def _slots(cfg: ModelConfig, num_layers: int) -> list[tuple[str, int, str, list[int]]]:
+    """Where each layer of a stack of `num_layers` lives: (group, j, its MLP kind, HF layer indices), one entry
+    per block j of each group of cycles, the dense prefix's (`prefix_cycle`) then the rest's (`cycle`); cycle c
+    of a group holds the group's c-th index."""
+    k, prefix = cfg.cycle_length, cfg.dense_prefix_layers if cfg.is_moe else 0
+    slots = []
+    for group, first, layers, kinds in (
+        ("prefix_cycle", 0, prefix, ("dense",) * k),
+        ("cycle", prefix, num_layers - prefix, cfg.cycle_mlp_kinds()),
+    ):
+        for j in range(k if layers else 0):
+            slots.append((group, j, kinds[j], list(range(first + j, first + layers, k))))
+    return slots
+
+
 def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
     """The zoo param tree, one HF tensor read (and one zoo leaf on the device) at a time. Scanned: a stack's
     leaf [cycles, ...] is filled layer by layer into one preallocated host array; unrolled: one leaf per
@@ -109,28 +124,28 @@ def _read_params(cfg: ModelConfig, spec: Weights, names: _Names) -> dict:
     for rule in spec.top:
         for zoo, value in zip(rule.zoo, reader(rule, "", False)(None), strict=True):
             put(zoo, value)
-    k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
-        cycles = num_layers // k
-        for rule in rules:
-            for j in range(k) if rule.blocks is None else sorted(rule.blocks):  # block j of cycle c: HF layer c k + j
-                where = f"{stack}/cycles/block_{j}/" if cfg.scan_layers else f"{stack}/cycle_0/block_{j}/"
+        for group, j, kind, layers in _slots(cfg, num_layers):
+            for rule in rules:
+                if rule.mlp not in (None, kind):
+                    continue
+                where = f"{stack}/{group}s/block_{j}/" if cfg.scan_layers else f"{stack}/{group}_0/block_{j}/"
                 read = reader(rule, where, cfg.scan_layers)
-                layers = (read(c * k + j) for c in range(cycles))
                 if not cfg.scan_layers:
-                    for c, values in enumerate(layers):
-                        for zoo, value in zip(rule.zoo, values, strict=True):
-                            put(f"{stack}/cycle_{c}/block_{j}/{zoo}", value)
+                    for c, i in enumerate(layers):
+                        for zoo, value in zip(rule.zoo, read(i), strict=True):
+                            put(f"{stack}/{group}_{c}/block_{j}/{zoo}", value)
                     continue
                 buffers = None
-                for c, values in enumerate(layers):
+                for c, i in enumerate(layers):
+                    values = read(i)
                     if buffers is None:
-                        buffers = [np.empty((cycles, *np.shape(v)), dtype) for v in values]
+                        buffers = [np.empty((len(layers), *np.shape(v)), dtype) for v in values]
                     for buffer, value in zip(buffers, values, strict=True):
                         buffer[c] = value
-                assert buffers is not None  # a stack has at least one cycle
+                assert buffers is not None  # a group has at least one cycle
                 for zoo, buffer in zip(rule.zoo, buffers, strict=True):
-                    put(f"{stack}/cycles/block_{j}/{zoo}", buffer)
+                    put(f"{stack}/{group}s/block_{j}/{zoo}", buffer)
                 del buffers  # before the next leaf's: one host stack at a time
     return params
 
@@ -203,18 +218,19 @@ def _tensors(cfg: ModelConfig, spec: Weights, params: dict, scanned: bool) -> li
     for rule in spec.top:
         leaves = [_get(params, p) for p in rule.zoo]
         jobs.append((rule, {}, leaves, functools.partial(_leaves, leaves)))
-    k = cfg.cycle_length
     for stack, num_layers, rules in spec.stacks:
-        for rule in rules:
-            for j in range(k) if rule.blocks is None else sorted(rule.blocks):
-                for c in range(num_layers // k):
+        for group, j, kind, layers in _slots(cfg, num_layers):
+            for rule in rules:
+                if rule.mlp not in (None, kind):
+                    continue
+                for c, i in enumerate(layers):
                     if scanned:
-                        stacked = [_get(params, f"{stack}/cycles/block_{j}/{p}") for p in rule.zoo]
+                        stacked = [_get(params, f"{stack}/{group}s/block_{j}/{p}") for p in rule.zoo]
                         shapes = [jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in stacked]
-                        jobs.append((rule, {"i": c * k + j}, shapes, functools.partial(_leaves, stacked, c)))
+                        jobs.append((rule, {"i": i}, shapes, functools.partial(_leaves, stacked, c)))
                     else:
-                        leaves = [_get(params, f"{stack}/cycle_{c}/block_{j}/{p}") for p in rule.zoo]
-                        jobs.append((rule, {"i": c * k + j}, leaves, functools.partial(_leaves, leaves)))
+                        leaves = [_get(params, f"{stack}/{group}_{c}/block_{j}/{p}") for p in rule.zoo]
+                        jobs.append((rule, {"i": i}, leaves, functools.partial(_leaves, leaves)))
     tensors: list[Tensor] = []
     for rule, fmt, shapes, load in jobs:
         abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in shapes]

@@ -20,9 +20,9 @@ class Rule(NamedTuple):
     zoo: tuple[str, ...]
     to_zoo: Callable
     to_hf: Callable
-    blocks: frozenset[int] | None = None
-    """A layer rule's positions j in the scanned cycle (block_j) it applies to; None = every block. Layers
-    whose MLP differs (moe_pattern: a dense MLP in some blocks, a mixture of experts in others)."""
+    mlp: str | None = None
+    """A layer rule for one MLP kind only ("moe" or "dense": ModelConfig.mlp_kinds), where layers' MLPs differ
+    (moe_pattern, dense_prefix_layers); None = every layer."""
 
 
 def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Callable]) -> Rule:
@@ -34,9 +34,9 @@ def rule(hf: str | list[str], zoo: str | list[str], codec: tuple[Callable, Calla
     return Rule(as_tuple(hf), as_tuple(zoo), *codec)
 
 
-def only_in_blocks(rules: list[Rule], blocks) -> list[Rule]:
-    """`rules` restricted to the cycle positions `blocks` (see Rule.blocks)."""
-    return [r._replace(blocks=frozenset(blocks)) for r in rules]
+def only_with_mlp(rules: list[Rule], kind: str) -> list[Rule]:
+    """`rules` restricted to the layers whose MLP is `kind`, moe or dense (see Rule.mlp)."""
+    return [r._replace(mlp=kind) for r in rules]
 
 
 # Codecs: (to_zoo, to_hf) pairs. torch Linear stores [out, in]; GPT-2's Conv1D and every zoo kernel [in, out].

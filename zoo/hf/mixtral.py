@@ -29,7 +29,7 @@ import numpy as np
 
 from zoo.config import ModelConfig
 from zoo.hf import llama, mistral
-from zoo.hf.core import TRANSPOSE, Family, HFConfig, Rule, attention_rules, only_in_blocks, rule
+from zoo.hf.core import TRANSPOSE, Family, HFConfig, Rule, attention_rules, only_with_mlp, rule
 
 # What every transformers MoE family here fixes: a bias-free router, dropless routing (every token reaches its
 # k experts: HF drops nothing), softmax over all experts before the top k.
@@ -63,7 +63,7 @@ def expert_rules(cfg: ModelConfig, prefix: str, names: dict[str, str], fused: bo
         for zoo, hf in names.items():
             experts = [f"{prefix}.experts.{e}.{hf}.weight" for e in range(num_experts)]
             rules.append(rule(experts, f"moe/{zoo}/kernel", per_expert(num_experts)))
-    return only_in_blocks(rules, moe_blocks(cfg))
+    return only_with_mlp(rules, "moe")
 
 
 def _gate_up_to_zoo(w):
@@ -90,16 +90,11 @@ def moe_family(norms: dict[str, str], layer_rules, projections: Callable[[ModelC
     per_expert_layout, fused_layout = layout(False), layout(True)
 
     def read_weights(cfg: ModelConfig, has: Callable[[str], bool]):
-        first = min(moe_blocks(cfg))  # HF layer index of the first MoE layer
+        first = cfg.mlp_kinds().index("moe")  # HF layer index of the first MoE layer
         fused = has(f"{llama.LAYER.format(i=first)}.mlp.experts.gate_up_proj")
         return (fused_layout if fused else per_expert_layout).weights(cfg)
 
     return dataclasses.replace(per_expert_layout, read_weights=read_weights)
-
-
-def moe_blocks(cfg: ModelConfig) -> set[int]:
-    """The cycle positions j whose block has a mixture of experts (the rest have the dense MLP)."""
-    return {j for j, kind in enumerate(cfg.mlp_kinds(cfg.cycle_length)) if kind == "moe"}
 
 
 # ============================================================================================ configs

@@ -6,14 +6,15 @@ norm_topk_prob (false in both releases). Qwen3-MoE shares the layer placement.
 
 Which layers have experts: layer i does unless i is in mlp_only_layers or (i + 1) % decoder_sparse_step != 0;
 the others have a dense SwiGLU of width intermediate_size. That list becomes moe_pattern, its shortest repeating
-period (the whole list when it does not repeat, as with mlp_only_layers [0]: correct, but one long scanned cycle).
+period, after a dense prefix where one shortens it (mlp_only_layers [0, 1]: dense_prefix_layers 2, then every
+layer moe); the whole list when nothing repeats (correct, but one long scanned cycle).
 """
 
 from __future__ import annotations
 
 from zoo.config import ModelConfig
 from zoo.hf import llama, mixtral, qwen2
-from zoo.hf.core import TRANSPOSE, HFConfig, Rule, attention_rules, mlp_rules, only_in_blocks, rule
+from zoo.hf.core import TRANSPOSE, HFConfig, Rule, attention_rules, mlp_rules, only_with_mlp, rule
 
 _SWIGLU_NAMES = {"wi_0": "gate_proj", "wi_1": "up_proj", "wo": "down_proj"}
 MOE = f"{llama.LAYER}.mlp"  # HF prefix of a layer's MLP, dense or sparse
@@ -32,14 +33,27 @@ def sparse_layers_to_zoo(hf: HFConfig, layers: int) -> dict:
     kinds = ["dense" if i in dense or (i + 1) % step else "moe" for i in range(n)]
     if "moe" not in kinds:
         hf.fail("mlp_only_layers" if dense else "decoder_sparse_step", "leaves no layer with experts: a dense model")
-    period = next(p for p in range(1, n + 1) if n % p == 0 and all(k == kinds[i % p] for i, k in enumerate(kinds)))
-    return {"moe_pattern": tuple(kinds[:period])}
+    return dense_prefix_and_pattern(kinds)
+
+
+def dense_prefix_and_pattern(kinds: list[str]) -> dict:
+    """A per-layer list of MLP kinds as dense_prefix_layers and moe_pattern: the shortest pattern (cycled by layer
+    index) after a dense prefix of whole cycles, the shortest such prefix."""
+    n = len(kinds)
+    for period in range(1, n + 1):
+        for prefix in range(0, n, period):
+            if "moe" in kinds[:prefix]:
+                break
+            pattern = kinds[prefix : prefix + period]
+            if n % period == 0 and all(kind == pattern[i % period] for i, kind in enumerate(kinds) if i >= prefix):
+                return {"dense_prefix_layers": prefix, "moe_pattern": tuple(pattern)}
+    raise AssertionError("unreachable: the whole list is a pattern")
 
 
 def sparse_layers_to_hf(cfg: ModelConfig) -> dict:
     """moe_pattern -> decoder_sparse_step (a pattern of dense layers ending in one moe) or mlp_only_layers."""
     pattern = cfg.moe_pattern
-    if pattern == ("dense",) * (len(pattern) - 1) + ("moe",):
+    if pattern == ("dense",) * (len(pattern) - 1) + ("moe",) and not cfg.dense_prefix_layers:
         return {"decoder_sparse_step": len(pattern), "mlp_only_layers": []}
     dense = [i for i, kind in enumerate(cfg.mlp_kinds()) if kind == "dense"]
     return {"decoder_sparse_step": 1, "mlp_only_layers": dense}
@@ -58,9 +72,8 @@ def _to_hf(cfg: ModelConfig) -> dict:
 # ============================================================================================ weights
 def moe_mlp_rules(cfg: ModelConfig, fused: bool) -> list[Rule]:
     """The dense MLP in the blocks without experts; the router and experts (per expert or `fused`) in the others."""
-    dense = set(range(cfg.cycle_length)) - mixtral.moe_blocks(cfg)
     experts = mixtral.expert_rules(cfg, MOE, _SWIGLU_NAMES, fused)
-    return only_in_blocks(mlp_rules(cfg, MOE, _SWIGLU_NAMES), dense) + experts
+    return only_with_mlp(mlp_rules(cfg, MOE, _SWIGLU_NAMES), "dense") + experts
 
 
 def _projections(cfg: ModelConfig, fused: bool) -> list[Rule]:
@@ -70,7 +83,7 @@ def _projections(cfg: ModelConfig, fused: bool) -> list[Rule]:
     return (
         attention_rules(cfg, f"{llama.LAYER}.self_attn", "attention")
         + moe_mlp_rules(cfg, fused)
-        + only_in_blocks(shared, mixtral.moe_blocks(cfg))
+        + only_with_mlp(shared, "moe")
     )
 
 

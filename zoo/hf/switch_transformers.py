@@ -44,7 +44,7 @@ from zoo.hf.core import (
     hf_activation,
     mlp_rules,
     norm_rules,
-    only_in_blocks,
+    only_with_mlp,
     rule,
 )
 
@@ -110,7 +110,6 @@ def _sparse_to_hf(cfg: ModelConfig) -> dict:
 
 def _to_zoo(hf: HFConfig) -> dict:
     tied = hf.get("tie_word_embeddings", True) is not False
-    dropout = hf.get("dropout_rate", 0.1)
     return {
         # dense_act_fn is one ACT2FN name: SwitchTransformersDenseActDense has no gated form.
         "mlp_activations": (activation(hf, "dense_act_fn", "relu"),),
@@ -118,20 +117,12 @@ def _to_zoo(hf: HFConfig) -> dict:
         "scale_logits_by_inv_sqrt_d_model": tied,  # ForConditionalGeneration rescales exactly when tied
         "d_expert": hf.get("d_ff", 2048),  # one width: the dense MLPs' and each expert's
         **_sparse_to_zoo(hf),
-        **dict.fromkeys(
-            ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout"),
-            dropout,
-        ),
+        **t5.dropout_to_zoo(hf),
     }
 
 
 def _to_hf(cfg: ModelConfig) -> dict:
-    if cfg.scale_logits_by_inv_sqrt_d_model != cfg.tie_word_embeddings:
-        raise ValueError(
-            f"ModelConfig.scale_logits_by_inv_sqrt_d_model={cfg.scale_logits_by_inv_sqrt_d_model} with "
-            f"tie_word_embeddings={cfg.tie_word_embeddings} cannot be expressed as HF switch_transformers: it "
-            "rescales the decoder output exactly when the head is tied"
-        )
+    t5.check_rescale_when_tied(cfg, "switch_transformers")
     if cfg.d_expert != cfg.d_ff:
         raise ValueError(
             f"ModelConfig.d_expert={cfg.d_expert} cannot be expressed as HF switch_transformers: its experts and "
@@ -156,15 +147,14 @@ def _to_hf(cfg: ModelConfig) -> dict:
 # ============================================================================================ weights
 def _ff_rules(cfg: ModelConfig, prefix: str) -> list:
     """The MLP at `prefix` (HF `....layer.{ff}.mlp`): dense in the dense blocks, router + experts in the others."""
-    moe = mixtral.moe_blocks(cfg)
-    dense = only_in_blocks(mlp_rules(cfg, prefix, {"wi": "wi", "wo": "wo"}), set(range(cfg.cycle_length)) - moe)
+    dense = only_with_mlp(mlp_rules(cfg, prefix, {"wi": "wi", "wo": "wo"}), "dense")
     sparse = [rule(f"{prefix}.router.classifier.weight", "moe/router/kernel", TRANSPOSE)]
     if cfg.router_bias:
         sparse.append(rule(f"{prefix}.router.classifier.bias", "moe/router/bias", SAME))
     for name in ("wi", "wo"):
         experts = [f"{prefix}.experts.expert_{e}.{name}.weight" for e in range(cfg.num_experts)]
         sparse.append(rule(experts, f"moe/{name}/kernel", mixtral.per_expert(cfg.num_experts)))
-    return dense + only_in_blocks(sparse, moe)
+    return dense + only_with_mlp(sparse, "moe")
 
 
 def _one_input_embedding(shared, encoder, decoder):

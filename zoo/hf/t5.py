@@ -61,27 +61,35 @@ def _to_zoo(hf: HFConfig) -> dict:
     # transformers 4 rescaled the decoder output by d_model**-0.5 exactly when the head is tied (v1.0);
     # transformers 5 writes that choice as `scale_decoder_outputs`. Tying itself is decided by the checkpoint.
     tied = hf.get("tie_word_embeddings", True) is not False
-    dropout = hf.get("dropout_rate", 0.1)
     return {
         "mlp_activations": (act, "linear") if gated else (act,),
         "tie_word_embeddings": tied,
         "scale_logits_by_inv_sqrt_d_model": bool(hf.get("scale_decoder_outputs", tied)),
-        # HF's T5 applies dropout_rate at every Mesh TF site: embeddings, attention, sublayer outputs, the MLP's
-        # hidden activation (T5DenseActDense) and after each stack's final norm (T5Stack).
-        **dict.fromkeys(
-            ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout"),
-            dropout,
-        ),
+        **dropout_to_zoo(hf),
     }
 
 
-def _to_hf(cfg: ModelConfig) -> dict:
+def dropout_to_zoo(hf: HFConfig) -> dict:
+    """HF's T5 (and Switch) apply dropout_rate at every Mesh TF site: embeddings, attention, sublayer outputs, the
+    MLP's hidden activation (T5DenseActDense) and after each stack's final norm (T5Stack)."""
+    return dict.fromkeys(
+        ("embedding_dropout", "attention_dropout", "residual_dropout", "mlp_hidden_dropout", "final_norm_dropout"),
+        hf.get("dropout_rate", 0.1),
+    )
+
+
+def check_rescale_when_tied(cfg: ModelConfig, family: str) -> None:
+    """transformers 4.x's T5 and Switch rescale the decoder output by d_model**-0.5 exactly when the head is tied."""
     if cfg.scale_logits_by_inv_sqrt_d_model != cfg.tie_word_embeddings:
         raise ValueError(
             f"ModelConfig.scale_logits_by_inv_sqrt_d_model={cfg.scale_logits_by_inv_sqrt_d_model} with "
-            f"tie_word_embeddings={cfg.tie_word_embeddings} cannot be expressed as HF t5: transformers 4.x "
+            f"tie_word_embeddings={cfg.tie_word_embeddings} cannot be expressed as HF {family}: it "
             "rescales the decoder output exactly when the head is tied"
         )
+
+
+def _to_hf(cfg: ModelConfig) -> dict:
+    check_rescale_when_tied(cfg, "t5")
     first = cfg.mlp_activations[0]
     # "gated-gelu" is the tanh approximation, an ungated "gelu_new" too (see _to_zoo).
     proj = f"gated-{hf_activation(first, 'gelu')}" if cfg.is_gated else hf_activation(first, "gelu_new")

@@ -1,7 +1,8 @@
 """The layer stack: a Cycle of cycle_length blocks (attention_pattern and moe_pattern each repeat whole in it),
 repeated num_layers / cycle_length times, then the optional final norm. The stack scans over the cycles (or
 unrolls them), so compile time stays flat as depth grows and interleaved local/global layers are pure data; the
-remat policies choose what the backward pass recomputes."""
+remat policies choose what the backward pass recomputes. With dense_prefix_layers, the first cycles have the
+dense MLP in every block: a second group of cycles (`prefix_cycles`), run before the others."""
 
 from __future__ import annotations
 
@@ -29,10 +30,14 @@ class Cycle(nn.Module):
     has_cross: bool = False
     decode_len: int | None = None
     deterministic: bool = True
+    dense_prefix: bool = False
+    """A cycle of the dense prefix: the dense MLP in every block."""
 
     @nn.compact
     def __call__(self, x, positions, cache_index, rel_table, encoded, encoder_mask, segment_ids):
-        kinds = zip(self.cfg.layer_kinds(self.cfg.cycle_length), self.cfg.mlp_kinds(self.cfg.cycle_length), strict=True)
+        k = self.cfg.cycle_length
+        mlp_kinds = ("dense",) * k if self.dense_prefix else self.cfg.cycle_mlp_kinds()
+        kinds = zip(self.cfg.layer_kinds(k), mlp_kinds, strict=True)
         for j, (kind, mlp_kind) in enumerate(kinds):
             block = Block(
                 self.cfg,
@@ -79,33 +84,38 @@ class Stack(nn.Module):
         cycle = Cycle
         if cfg.remat_policy != "none":
             cycle = nn.remat(Cycle, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
-        num_cycles = self.num_layers // cfg.cycle_length
         # Positional: nn.scan broadcasts these by position (in_axes), one entry per argument.
         args = (positions, cache_index, rel_table, encoded, encoder_mask, segment_ids)
 
-        def make(cls, name):
+        def make(cls, name, dense_prefix):
             return cls(
                 cfg,
                 causal=self.causal,
                 has_cross=self.has_cross,
                 decode_len=self.decode_len,
                 deterministic=self.deterministic,
+                dense_prefix=dense_prefix,
                 name=name,
             )
 
-        if cfg.scan_layers:
-            scanned = nn.scan(
-                cycle,
-                variable_axes={"params": 0, "cache": 0, "intermediates": 0},
-                split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast,) * len(args),
-                length=num_cycles,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )
-            x, _ = make(scanned, "cycles")(x, *args)
-        else:
-            for i in range(num_cycles):
-                x, _ = make(cycle, f"cycle_{i}")(x, *args)
+        prefix = cfg.dense_prefix_layers if cfg.is_moe else 0
+        for group, layers in (("prefix_cycle", prefix), ("cycle", self.num_layers - prefix)):
+            num_cycles = layers // cfg.cycle_length
+            if not num_cycles:
+                continue
+            if cfg.scan_layers:
+                scanned = nn.scan(
+                    cycle,
+                    variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast,) * len(args),
+                    length=num_cycles,
+                    metadata_params={nn.PARTITION_NAME: "layers"},
+                )
+                x, _ = make(scanned, f"{group}s", group == "prefix_cycle")(x, *args)
+            else:
+                for i in range(num_cycles):
+                    x, _ = make(cycle, f"{group}_{i}", group == "prefix_cycle")(x, *args)
         if cfg.final_norm:
             x = Norm(cfg, name="final_norm")(x)
         return nn.Dropout(cfg.final_norm_dropout, deterministic=self.deterministic)(x)
