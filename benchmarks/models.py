@@ -22,8 +22,9 @@ SIZES = {
 }
 
 
-def _sized(cfg: ModelConfig, size: str, max_seq_len: int, **extra) -> ModelConfig:
-    d, layers, heads, kv, ff, vocab = SIZES[size]
+def sized(cfg: ModelConfig, shape: str | tuple, max_seq_len: int, **extra) -> ModelConfig:
+    """`cfg` at `shape`: a SIZES name or its (d_model, num_layers, num_heads, num_kv_heads, d_ff, vocab)."""
+    d, layers, heads, kv, ff, vocab = SIZES[shape] if isinstance(shape, str) else shape
     values = dict(
         vocab_size=vocab,
         d_model=d,
@@ -39,14 +40,14 @@ def _sized(cfg: ModelConfig, size: str, max_seq_len: int, **extra) -> ModelConfi
 
 def llama(size: str, max_seq_len: int = 2048, **extra) -> ModelConfig:
     """LLaMA: pre-RMSNorm, SwiGLU, RoPE, untied head, serial block."""
-    return _sized(zoo.get_config("llama-tiny"), size, max_seq_len, **extra)
+    return sized(zoo.get_config("llama-tiny"), size, max_seq_len, **extra)
 
 
 def gemma2(size: str, max_seq_len: int = 2048, window: int | None = None, **extra) -> ModelConfig:
     """Gemma 2: local/global alternation (window = half the context by default, as 4096 of 8192), attention
     and final-logit soft-caps, four norms per block, GeGLU, tied and scaled embeddings."""
     d, _, heads, *_ = SIZES[size]
-    return _sized(
+    return sized(
         zoo.get_config("gemma2-tiny"),
         size,
         max_seq_len,
@@ -58,7 +59,7 @@ def gemma2(size: str, max_seq_len: int = 2048, window: int | None = None, **extr
 
 def palm(size: str, max_seq_len: int = 2048, **extra) -> ModelConfig:
     """PaLM: parallel attention + MLP from one LayerNorm, multi-query attention, tied head, z-loss."""
-    return _sized(zoo.get_config("palm-tiny"), size, max_seq_len, **{"num_kv_heads": 1, **extra})
+    return sized(zoo.get_config("palm-tiny"), size, max_seq_len, **{"num_kv_heads": 1, **extra})
 
 
 # The accelerator plan's size; BENCH_GPU_SIZE=smoke runs that plan's code at a tiny size (on CPU, with

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ import numpy as np
 import optax
 
 import zoo
+from zoo.applicability import RULES
 from zoo.config import ModelConfig
 from zoo.fields import defaults
 from zoo.flops import flops_per_step
@@ -32,6 +34,7 @@ from zoo.train.objectives import causal_lm_loss
 from zoo.train.router_losses import RouterLosses
 
 from benchmarks.common import cores, interleave, paired_ratio, summary
+from benchmarks.models import sized
 from benchmarks.train import zoo_step
 
 SHAPE_FIELDS = ("d_model", "layers", "heads", "kv_heads", "d_expert", "experts", "k", "vocab")
@@ -42,41 +45,13 @@ SIZES = {
     "moe-27m": (256, 4, 8, 2, 896, 8, 2, 8192),
 }
 
-# Every MoE field of ModelConfig (zoo/applicability.py refuses them on a dense model): the dense twin resets them.
-MOE_FIELDS = (
-    "experts_per_token",
-    "d_expert",
-    "moe_pattern",
-    "router",
-    "router_renormalize",
-    "router_bias",
-    "router_jitter",
-    "shared_expert_d_ff",
-    "shared_expert_gate",
-    "capacity_factor",
-    "eval_capacity_factor",
-    "load_balancing_multiplier",
-    "router_z_loss_multiplier",
-)
-
 
 def mixtral(size: str, max_seq_len: int, **extra) -> ModelConfig:
     """mixtral-tiny's knobs (softmax-top-k router renormalised as HF's, SwiGLU experts, untied, RMSNorm, RoPE
     1e6) at one of SIZES; dropless."""
     d, layers, heads, kv, d_expert, experts, k, vocab = SIZES[size]
-    return zoo.get_config("mixtral-tiny").replace(
-        vocab_size=vocab,
-        d_model=d,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=kv,
-        head_dim=d // heads,
-        d_ff=d_expert,
-        num_experts=experts,
-        experts_per_token=k,
-        max_seq_len=max_seq_len,
-        **extra,
-    )
+    shape = {"d_ff": d_expert, "num_experts": experts, "experts_per_token": k, **extra}
+    return sized(zoo.get_config("mixtral-tiny"), (d, layers, heads, kv, d_expert, vocab), max_seq_len, **shape)
 
 
 def with_capacity(cfg: ModelConfig, factor: float) -> ModelConfig:
@@ -89,7 +64,13 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
     """The same model with a dense SwiGLU MLP of d_ff = k * d_expert: the MoE's active parameters, less the
     router (E x d_model a layer)."""
     base = defaults(ModelConfig)
-    return cfg.replace(num_experts=0, d_ff=cfg.experts_per_token * cfg.d_expert, **{f: base[f] for f in MOE_FIELDS})
+    values = {**cfg.to_dict(), "num_experts": 0, "d_ff": cfg.experts_per_token * cfg.d_expert}
+    # Back to its default, every field zoo/applicability.py's table makes meaningless without experts, in table
+    # order (a rule may read a field one above it reset: shared_expert_gate after shared_expert_d_ff).
+    for rule in RULES["ModelConfig"]:
+        if not rule.applies(SimpleNamespace(**values)):
+            values.update({name: base[name] for name in rule.fields})
+    return ModelConfig(**values)
 
 
 def expert_flops_per_step(cfg: ModelConfig, batch: int, seq: int) -> float:
