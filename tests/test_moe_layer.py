@@ -441,6 +441,12 @@ def test_sharded_apply_matches_single_device(factor):
         (dict(capacity_factor=0.0), "ModelConfig.capacity_factor: must be > 0, or null for dropless"),
         (dict(num_experts=0), "ModelConfig.d_expert: only applies with num_experts > 0; here num_experts: 0"),
         (dict(moe_pattern=("dense",)), "ModelConfig.moe_pattern: .* with at least one moe"),
+        (dict(dense_prefix_layers=1), "ModelConfig.dense_prefix_layers: must leave MoE layers: it is 1, num_layers=1"),
+        (
+            dict(dense_prefix_layers=1, num_layers=4, moe_pattern=("dense", "moe")),
+            "ModelConfig.dense_prefix_layers: must be a multiple of the cycle, 2 layers, got 1",
+        ),
+        (dict(dense_prefix_layers=-1), "ModelConfig.dense_prefix_layers: must be a multiple of the cycle, 1 layers"),
     ],
 )
 def test_config_rejects_what_it_cannot_compute(kw, message):
@@ -495,3 +501,25 @@ def test_padded_blocks_over_many_rows_equal_ragged_dot():
     (blocks, g_blocks), (ragged, g_ragged) = run("blocks"), run("ragged_dot")
     np.testing.assert_allclose(blocks, ragged, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g_blocks, g_ragged)
+
+
+@pytest.mark.parametrize(
+    "matmul, mesh_shape", [("ragged_dot", (8, 1, 1, 1)), ("blocks", (8, 1, 1, 1)), ("ragged_dot", (2, 1, 1, 4))]
+)
+def test_dropless_work_is_split_over_the_mesh(matmul, mesh_shape):
+    """Each device computes its share of the assignments, not the whole batch's: 8-way data parallelism (and data 2
+    x expert 4, whose devices each take the assignments to their 2 of 8 experts among 4 devices' tokens) compiles
+    to at most 1/8 of one device's FLOPs, plus a little for the shared router. GSPMD alone sorted the global batch
+    on every device (the same FLOPs per device as on one)."""
+    data, fsdp, tensor, expert = mesh_shape
+    cfg = make_cfg().replace(max_seq_len=64, **{"num_experts": 8, "experts_per_token": 2, "d_expert": 16})
+    module, x = MoeMlp(cfg.replace(moe_matmul=matmul)), jnp.ones((16, 64, D_MODEL))
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
+    params = nn.meta.unbox(abstract)
+    one = jax.jit(module.apply).lower(params, x).compile().cost_analysis()["flops"]
+    mesh = make_mesh(data, fsdp, tensor, expert=expert, devices=jax.devices("cpu"))
+    shardings = param_shardings(abstract, mesh)
+    with use_mesh(mesh):
+        lowered = jax.jit(module.apply, in_shardings=(shardings, batch_sharding(mesh, 16))).lower(params, x)
+        per_device = lowered.compile().cost_analysis()["flops"]
+    assert per_device < one / 8 * 1.1, (per_device, one)

@@ -3,15 +3,11 @@ sends each token to k of E expert MLPs and sums their outputs, weighted by its r
 
 Two ways to run the experts, both exact for the tokens they keep:
   dropless   (capacity_factor None) every assignment is computed: the (token, choice) pairs are sorted by
-             expert and each expert's contiguous rows go through one grouped matmul, jax.lax.ragged_dot (the
-             MegaBlocks formulation, Gale 2022), then unsorted and summed.
+             expert and each expert's contiguous rows go through one grouped matmul (zoo/layers/experts.py,
+             which also splits the work over a device mesh), then unsorted and summed.
   capacity   GShard's dispatch/combine einsums: each expert takes at most C assignments per sequence, the
              rest are dropped (their routed output is zero; the residual stream carries the token on).
 
-Which is cheaper depends on the backend: TPU runs ragged_dot as a grouped matmul, but on CPU jax lowers it to a
-masked dense matmul per expert (jax-ml/jax jax/_src/lax/lax.py, _ragged_dot_general_impl), E times the FLOPs needed;
-so on CPU the dropless path pads each expert's rows to whole blocks and multiplies the blocks instead
-(block_matmul; ModelConfig.moe_matmul chooses).
 Measured with jax 0.10.2 on a 2-core CPU (`nproc` = 2, shared with other jobs), jitted forward+backward, 4096
 tokens, d_model 512, d_expert 1024, E=8, k=2 (SwiGLU): ragged_dot 8.6 s (620 GFLOP by XLA's count), a dense
 one-hot einsum over every expert 5.1 s (310 G), a per-expert gather loop with its token lists fixed in advance
@@ -29,8 +25,9 @@ from jax.ad_checkpoint import checkpoint_name
 
 from zoo.config import ModelConfig
 from zoo.layers.dense import dense
+from zoo.layers.experts import expert_mlp, per_shard, sharded_dropless
 from zoo.layers.init import dtype_of, initializer
-from zoo.layers.mlp import ACTIVATION_FNS, Mlp
+from zoo.layers.mlp import Mlp
 
 
 def route(logits, cfg: ModelConfig):
@@ -82,39 +79,6 @@ def router_stats(logits, experts, real, kept) -> dict[str, jax.Array]:
     }
 
 
-def grouped_matmul_impl(cfg: ModelConfig) -> str:
-    """moe_matmul resolved: auto is blocks on CPU (where ragged_dot runs every row through every expert), else
-    ragged_dot."""
-    if cfg.moe_matmul != "auto":
-        return cfg.moe_matmul
-    return "blocks" if jax.default_backend() == "cpu" else "ragged_dot"
-
-
-def block_matmul(sorted_experts, group_sizes, num_experts: int):
-    """A grouped matmul for rows sorted by expert, as (h [M, in], kernel [E, in, out]) -> [M, out]: each
-    expert's rows are placed in whole blocks of `block` rows (its last block padded with zeros), every block
-    is multiplied by its own expert's kernel in one batched matmul, and the rows are read back. The MegaBlocks
-    layout (Gale 2022) with dense blocks: at most E (block - 1) padding rows, against ragged_dot's CPU lowering,
-    which multiplies all M rows by every kernel."""
-    rows = sorted_experts.shape[0]
-    block = max(8, min(128, 1 << max(0, (rows // (2 * num_experts)).bit_length() - 1)))  # ~ half a group
-    padded = -(-(rows + num_experts * (block - 1)) // block) * block  # a static bound on the padded rows
-    padded_sizes = -(-group_sizes // block) * block
-    padded_ends = jnp.cumsum(padded_sizes)
-    rank = jnp.arange(rows) - (jnp.cumsum(group_sizes) - group_sizes)[sorted_experts]
-    position = (padded_ends - padded_sizes)[sorted_experts] + rank  # each row's place in the padded layout
-    # Blocks past the last expert's hold only zeros; any kernel will do for them.
-    block_expert = jnp.searchsorted(padded_ends, jnp.arange(0, padded, block), side="right")
-    block_expert = jnp.minimum(block_expert, num_experts - 1)
-
-    def matmul(h, kernel):
-        blocks = jnp.zeros((padded, h.shape[1]), h.dtype).at[position].set(h).reshape(padded // block, block, -1)
-        out = jnp.einsum("bri,bio->bro", blocks, kernel[block_expert])
-        return out.reshape(padded, -1)[position]
-
-    return matmul
-
-
 def _per_expert(init):
     """An initialiser for stacked [E, fan_in, fan_out] kernels that draws each expert's kernel as the dense
     layer's would be drawn: the initialisers read fan-in from axis 0 of a 2-D shape (zoo.layers.init)."""
@@ -163,13 +127,16 @@ class MoeMlp(nn.Module):
         batch, length, d_model = x.shape
         real = jnp.ones((batch, length), jnp.float32) if mask is None else mask.astype(jnp.float32)
         logits = self._router_logits(x)
-        weights, experts = route(logits, cfg)
+        weights, experts = per_shard(lambda scores: route(scores, cfg), logits)
         weights = weights * real[..., None]
         factor = cfg.eval_capacity_factor if self.deterministic else cfg.capacity_factor
         if factor is None:
-            k = cfg.experts_per_token
-            out = self._dropless(x.reshape(-1, d_model), weights.reshape(-1, k), experts.reshape(-1, k))
-            out, kept = out.reshape(x.shape), jnp.ones(experts.shape, jnp.float32)
+            keep = None
+            if cfg.mlp_hidden_dropout and not self.deterministic:  # drawn in token order: the same on any mesh
+                shape = (*experts.shape, cfg.d_expert)
+                keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.mlp_hidden_dropout, shape)
+            out = sharded_dropless(cfg, x, weights, experts, self._expert_params(), keep)
+            kept = jnp.ones(experts.shape, jnp.float32)
         else:
             out, kept = self._with_capacity(x, weights, experts, real, capacity(length, cfg, factor))
         stats = router_stats(
@@ -201,42 +168,14 @@ class MoeMlp(nn.Module):
         )
         return router(h)
 
-    def _experts(self, h, matmul, bias_of):
-        """The expert MLPs on rows h: matmul(h, kernel [E, in, out]) applies each row's expert's kernel and
-        bias_of(bias [E, out]) gives each row's expert's bias. Gated as in Mlp when mlp_activations has two."""
+    def _expert_params(self) -> dict:
+        """{wi | wi_0, wi_1, wo: {kernel[, bias]}}: the E stacked expert kernels, in the compute dtype."""
         cfg = self.cfg
-        num_experts, d_model = cfg.num_experts, cfg.d_model
-        branches = []
-        for i, act in enumerate(cfg.mlp_activations):
-            name = f"wi_{i}" if cfg.is_gated else "wi"
-            shape = (num_experts, d_model, cfg.d_expert)
-            kernel, bias = ExpertDense(cfg, shape, ("expert", "embed", "mlp"), "mlp_in", name=name)()
-            z = matmul(h, kernel)
-            branches.append(ACTIVATION_FNS[act](z if bias is None else z + bias_of(bias)))
-        h = branches[0] * branches[1] if cfg.is_gated else branches[0]
-        h = nn.Dropout(cfg.mlp_hidden_dropout, deterministic=self.deterministic)(h)
-        shape = (num_experts, cfg.d_expert, d_model)
-        kernel, bias = ExpertDense(cfg, shape, ("expert", "mlp", "embed"), "mlp_out", name="wo")()
-        out = matmul(h, kernel)
-        return out if bias is None else out + bias_of(bias)
-
-    def _dropless(self, x, weights, experts):
-        """x [N, d_model], weights [N, k], experts [N, k] -> [N, d_model]: the N k assignments sorted by
-        expert, so each expert's rows are contiguous; no row meets an expert it did not pick."""
-        cfg, k = self.cfg, self.cfg.experts_per_token
-        flat_experts = experts.reshape(-1)
-        order = jnp.argsort(flat_experts, stable=True)
-        group_sizes = jnp.bincount(flat_experts, length=cfg.num_experts).astype(jnp.int32)
-        sorted_experts = flat_experts[order]
-        if grouped_matmul_impl(cfg) == "blocks":
-            matmul = block_matmul(sorted_experts, group_sizes, cfg.num_experts)
-        else:
-            matmul = lambda h, kernel: jax.lax.ragged_dot(h, kernel, group_sizes)  # noqa: E731
-        y = self._experts(
-            x[order // k].astype(dtype_of(cfg.dtype)), matmul=matmul, bias_of=lambda bias: bias[sorted_experts]
-        )
-        y = y[jnp.argsort(order)].reshape(x.shape[0], k, -1)
-        return jnp.einsum("nkd,nk->nd", y.astype(jnp.float32), weights).astype(y.dtype)
+        e, d, f = cfg.num_experts, cfg.d_model, cfg.d_expert
+        names = [f"wi_{i}" for i in range(len(cfg.mlp_activations))] if cfg.is_gated else ["wi"]
+        layers = {n: ExpertDense(cfg, (e, d, f), ("expert", "embed", "mlp"), "mlp_in", name=n)() for n in names}
+        layers["wo"] = ExpertDense(cfg, (e, f, d), ("expert", "mlp", "embed"), "mlp_out", name="wo")()
+        return {name: {"kernel": w, **({} if b is None else {"bias": b})} for name, (w, b) in layers.items()}
 
     def _with_capacity(self, x, weights, experts, real, expert_capacity):
         """GShard's dispatch and combine (Lepikhin 2020, Algorithm 1, less its random dispatch of second
@@ -256,10 +195,13 @@ class MoeMlp(nn.Module):
         combine = jnp.einsum("btkec,btk->btec", slot, weights)
         expert_in = jnp.einsum("btec,btd->ebcd", dispatch.astype(dtype), x.astype(dtype))
         expert_in = nn.with_logical_constraint(expert_in, ("expert", "batch", None, "embed"))
-        expert_out = self._experts(
+        expert_out = expert_mlp(
+            self.cfg,
             expert_in,
+            self._expert_params(),
             matmul=lambda h, kernel: jnp.einsum("ebcd,edf->ebcf", h, kernel),
             bias_of=lambda bias: bias[:, None, None, :],
+            dropout=nn.Dropout(self.cfg.mlp_hidden_dropout, deterministic=self.deterministic),
         )
         out = jnp.einsum("ebcd,btec->btd", expert_out.astype(jnp.float32), combine).astype(dtype)
         return out, jnp.sum(slot, axis=(-2, -1))
