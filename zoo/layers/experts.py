@@ -12,9 +12,11 @@ MoE MLP compiled to the same FLOPs per device as on one device, 1.64e9, behind a
 the computation runs in jax.shard_map, each device on its own sequences:
   expert axis  each device keeps E / n whole experts. The tokens of the devices along the expert axis are
                all-gathered, each device computes the assignments to its own experts, and a reduce-scatter
-               hands each device the sums for its own tokens (the "allgather" token dispatcher of Megatron-LM,
-               megatron/core/transformer/moe/token_dispatcher.py; an all-to-all dispatcher moves fewer bytes when
-               k n < E). An expert axis the batch is not split over needs no gather: the sums are all-reduced.
+               hands each device the sums for its own tokens (MoEAllGatherTokenDispatcher in NVIDIA/Megatron-LM
+               megatron/core/transformer/moe/token_dispatcher.py). An all-to-all dispatcher (GShard's) moves
+               about k / n of these bytes: not built yet, so a wide expert axis pays n / k times the traffic and holds
+               n devices' tokens per device. An
+               expert axis the batch is not split over needs no gather: the sums are all-reduced.
   tensor axis  each device holds a slice of every expert's hidden units; the output projection's partial sums
                are all-reduced (Megatron's row-parallel linear layer).
   fsdp         expert kernels split along `embed` are gathered whole for the layer, as FSDP does.
