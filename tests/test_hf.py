@@ -337,7 +337,7 @@ def test_transformers_4_configs():
     [
         (
             "llama",
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}},
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 4.0}},
             "rope_parameters.rope_type",
         ),
         ("llama", {"rope_theta": 1e4, "rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope_scaling.type"),

@@ -69,16 +69,26 @@ RULES: dict[str, tuple[Rule, ...]] = {
             lambda c: c.position_embedding == "rope" and "local" in c.attention_pattern,
             "position_embedding: rope and a local layer in attention_pattern",
         ),
-        Rule(("rope_scaling_factor",), lambda c: c.rope_scaling != "none", "rope_scaling: linear or llama3"),
+        Rule(("rope_scaling_factor",), lambda c: c.rope_scaling != "none", "rope_scaling: linear, llama3 or yarn"),
         Rule(
             ("rope_scaling_local",),
             lambda c: c.rope_scaling != "none" and "local" in c.attention_pattern,
-            "rope_scaling: linear or llama3 and a local layer in attention_pattern",
+            "rope_scaling: linear, llama3 or yarn and a local layer in attention_pattern",
         ),
         Rule(
-            ("rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"),
+            ("rope_low_freq_factor", "rope_high_freq_factor"),
             lambda c: c.rope_scaling == "llama3",
             "rope_scaling: llama3",
+        ),
+        Rule(
+            ("rope_original_max_len",),
+            lambda c: c.rope_scaling in ("llama3", "yarn"),
+            "rope_scaling: llama3 or yarn",
+        ),
+        Rule(
+            ("rope_yarn_beta_fast", "rope_yarn_beta_slow", "rope_yarn_truncate", "rope_attention_factor"),
+            lambda c: c.rope_scaling == "yarn",
+            "rope_scaling: yarn",
         ),
         Rule(
             (

@@ -167,7 +167,8 @@ class ModelConfig(Replaceable):
     rope_interleaved: bool = False
     """Rotate adjacent pairs (2i, 2i+1) (GPT-J, Cohere) instead of (i, i + rotary_dim/2) (GPT-NeoX, LLaMA)."""
     rope_scaling: str = "none"
-    """Context extension: linear (position interpolation, Chen 2023) or llama3 (Llama 3.1 frequency bands)."""
+    """Context extension: linear (position interpolation, Chen 2023), llama3 (Llama 3.1 frequency bands) or yarn
+    (Peng 2023: bands by rotations over the original context, and a temperature on the rotated dims)."""
     rope_scaling_factor: float = 1.0
     """Factor for rope_scaling."""
     rope_scaling_local: bool = True
@@ -177,7 +178,17 @@ class ModelConfig(Replaceable):
     rope_high_freq_factor: float = 4.0
     """llama3 scaling: wavelengths below original_len / high_freq_factor are untouched."""
     rope_original_max_len: int = 8192
-    """llama3 scaling: context the model was trained at before extension."""
+    """llama3 and yarn scaling: context the model was trained at before extension."""
+    rope_yarn_beta_fast: float = 32.0
+    """yarn: frequencies turning more than beta_fast times over the original context keep their value (Peng 2023
+    §3.2, alpha = 1 / beta: transformers' beta_fast 32)."""
+    rope_yarn_beta_slow: float = 1.0
+    """yarn: frequencies turning fewer than beta_slow times are divided by the factor; a linear ramp between."""
+    rope_yarn_truncate: bool = True
+    """yarn: round the ramp's ends outward to whole dimensions (transformers' truncate; false in GptOssConfig)."""
+    rope_attention_factor: float | None = None
+    """yarn: cos and sin, so the rotated dims of queries and keys, are multiplied by it; null = 0.1 ln(factor) + 1
+    (Peng 2023 §3.4: sqrt(1/t), the attention temperature)"""
     relative_num_buckets: int = 32
     """T5 relative bias: number of log-spaced distance buckets."""
     relative_max_distance: int = 128

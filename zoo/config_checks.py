@@ -16,7 +16,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm_position": ("pre", "post", "double", "output"),
     "norm_type": ("layernorm", "rmsnorm"),
     "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "transformer_xl", "none"),
-    "rope_scaling": ("none", "linear", "llama3"),
+    "rope_scaling": ("none", "linear", "llama3", "yarn"),
     "qk_norm": ("none", "per_head", "per_head_untied", "full"),
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
@@ -122,6 +122,12 @@ def validate(c) -> None:
         fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
     if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
         fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
+    if c.rope_scaling == "yarn" and not c.rope_yarn_beta_fast > c.rope_yarn_beta_slow > 0:
+        fail(c, "rope_yarn_beta_fast", "yarn scaling needs rope_yarn_beta_fast > rope_yarn_beta_slow > 0")
+    if c.rope_scaling == "yarn" and c.rope_attention_factor is not None and not c.rope_attention_factor > 0:
+        fail(c, "rope_attention_factor", f"must be > 0 or null (0.1 ln(factor) + 1), got {c.rope_attention_factor}")
+    if c.rope_scaling in ("llama3", "yarn") and not c.rope_original_max_len > 0:
+        fail(c, "rope_original_max_len", f"must be a positive length, got {c.rope_original_max_len}")
     if c.position_embedding in ("sinusoidal", "transformer_xl") and c.d_model % 2:
         fail(c, "d_model", f"{c.position_embedding} positions need an even d_model")
 

@@ -4,6 +4,7 @@ names, config field names and defaults, the RoPE config and the gated MLP (`llam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from zoo.hf.core import (
 )
 
 # ======================================================================================= RoPE and MLP
-_ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3"}
+_ROPE_TYPES = {"default": "none", "linear": "linear", "llama3": "llama3", "yarn": "yarn"}
 
 
 def rope_to_zoo(hf: HFConfig, partial: tuple[str, float, int] | None = None, theta: str = "rope_theta") -> dict:
@@ -62,6 +63,8 @@ def rope_params_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
     if kind not in _ROPE_TYPES:
         hf.fail(f"{field}.{key}", f"RoPE scaling {kind!r} is not in the zoo; supported: {', '.join(_ROPE_TYPES)}")
     out = {"rope_theta": float(params.get("rope_theta", 10000.0)), "rope_scaling": _ROPE_TYPES[kind]}
+    if kind == "yarn":
+        return {**out, **_yarn_to_zoo(hf, field, params)}
     if kind != "default":
         out["rope_scaling_factor"] = float(params["factor"])
     if kind == "llama3":
@@ -71,6 +74,33 @@ def rope_params_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
             rope_original_max_len=int(params["original_max_position_embeddings"]),
         )
     return out
+
+
+def _yarn_to_zoo(hf: HFConfig, field: str, params: dict) -> dict:
+    """YaRN's parameters as transformers' _compute_yarn_parameters reads them (src/transformers/
+    modeling_rope_utils.py): a missing factor is max_position_embeddings / original_max_position_embeddings;
+    the attention factor is attention_factor, else mscale / mscale_all_dim's ratio of yarn_get_mscale, else the
+    paper's 0.1 ln(factor) + 1 (null here); beta_fast and beta_slow default to 32 and 1 (also when 0)."""
+    original = params.get("original_max_position_embeddings") or hf.get("max_position_embeddings")
+    if not isinstance(original, int) or original < 1:
+        hf.fail(f"{field}.original_max_position_embeddings", "yarn needs the pretraining context length")
+    factor = params.get("factor") or hf.get("max_position_embeddings") / original
+    attention = params.get("attention_factor")
+    mscale, mscale_all_dim = params.get("mscale"), params.get("mscale_all_dim")
+    if attention is None and mscale and mscale_all_dim:
+
+        def get_mscale(m: float) -> float:
+            return 0.1 * m * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+        attention = get_mscale(mscale) / get_mscale(mscale_all_dim)
+    return {
+        "rope_scaling_factor": float(factor),
+        "rope_original_max_len": original,
+        "rope_yarn_beta_fast": float(params.get("beta_fast") or 32.0),
+        "rope_yarn_beta_slow": float(params.get("beta_slow") or 1.0),
+        "rope_yarn_truncate": bool(params.get("truncate", True)),
+        "rope_attention_factor": None if attention is None else float(attention),
+    }
 
 
 def rope_params_to_hf(cfg: ModelConfig) -> dict:
@@ -84,6 +114,14 @@ def rope_params_to_hf(cfg: ModelConfig) -> dict:
             low_freq_factor=cfg.rope_low_freq_factor,
             high_freq_factor=cfg.rope_high_freq_factor,
             original_max_position_embeddings=cfg.rope_original_max_len,
+        )
+    if kind == "yarn":
+        scaling.update(
+            original_max_position_embeddings=cfg.rope_original_max_len,
+            beta_fast=cfg.rope_yarn_beta_fast,
+            beta_slow=cfg.rope_yarn_beta_slow,
+            truncate=cfg.rope_yarn_truncate,
+            **({} if cfg.rope_attention_factor is None else {"attention_factor": cfg.rope_attention_factor}),
         )
     return scaling
 

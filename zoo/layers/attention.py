@@ -82,9 +82,11 @@ class Attention(nn.Module):
             k_pos = positions
         if use_positions and cfg.position_embedding == "rope":
             theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
-            inv_freq = pos_lib.rope_frequencies(cfg, theta, scaled=cfg.rope_scaling_local or not local)
-            q = pos_lib.apply_rope(q, positions, inv_freq, cfg.rope_interleaved)
-            k = pos_lib.apply_rope(k, positions, inv_freq, cfg.rope_interleaved)
+            scaled = cfg.rope_scaling_local or not local
+            inv_freq = pos_lib.rope_frequencies(cfg, theta, scaled=scaled)
+            scale = pos_lib.rope_attention_factor(cfg, scaled)
+            q = pos_lib.apply_rope(q, positions, inv_freq, cfg.rope_interleaved, scale)
+            k = pos_lib.apply_rope(k, positions, inv_freq, cfg.rope_interleaved, scale)
         if decoding and not self.cross:
             k, v, k_pos = self._update_cache(k, v, positions, cache_index)
 

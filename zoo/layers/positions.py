@@ -48,11 +48,43 @@ def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.
         inv_freq = np.where(
             wavelen > low_wavelen, inv_freq / factor, np.where(wavelen < high_wavelen, inv_freq, blended)
         )
+    elif scaling == "yarn":
+        inv_freq = _yarn_frequencies(cfg, inv_freq, theta, rotary_dim)
     return inv_freq.astype(np.float32)
 
 
-def apply_rope(x, positions, inv_freq, interleaved: bool = False):
-    """Rotates the first 2*len(inv_freq) dims of each head by position-dependent angles.
+def _yarn_frequencies(cfg: ModelConfig, inv_freq: np.ndarray, theta: float, rotary_dim: int) -> np.ndarray:
+    """YaRN's "NTK-by-parts" frequencies (Peng 2023 §3.2): dimension pairs that turn more than beta_fast times over
+    the original context keep their frequency, those turning fewer than beta_slow times are interpolated (divided
+    by the factor), a linear ramp in between; as huggingface/transformers src/transformers/modeling_rope_utils.py
+    _compute_yarn_parameters computes them (the ramp's ends rounded outward unless rope_yarn_truncate is false)."""
+
+    def dim_of(rotations: float) -> float:  # the (fractional) dimension index turning `rotations` times
+        return rotary_dim * math.log(cfg.rope_original_max_len / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = dim_of(cfg.rope_yarn_beta_fast), dim_of(cfg.rope_yarn_beta_slow)
+    if cfg.rope_yarn_truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rotary_dim - 1)
+    high = high + 0.001 if low == high else high  # transformers' guard against a zero-width ramp
+    ramp = np.clip((np.arange(rotary_dim // 2, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+    keep = 1.0 - ramp  # 1: extrapolate (the original frequency), 0: interpolate
+    return inv_freq / cfg.rope_scaling_factor * (1.0 - keep) + inv_freq * keep
+
+
+def rope_attention_factor(cfg: ModelConfig, scaled: bool = True) -> float:
+    """What YaRN multiplies cos and sin by (1 without yarn scaling): rope_attention_factor, by default
+    0.1 ln(factor) + 1 (Peng 2023 §3.4; transformers' yarn_get_mscale)."""
+    if not scaled or cfg.rope_scaling != "yarn":
+        return 1.0
+    if cfg.rope_attention_factor is not None:
+        return cfg.rope_attention_factor
+    return 0.1 * math.log(cfg.rope_scaling_factor) + 1.0 if cfg.rope_scaling_factor > 1 else 1.0
+
+
+def apply_rope(x, positions, inv_freq, interleaved: bool = False, scale: float = 1.0):
+    """Rotates the first 2*len(inv_freq) dims of each head by position-dependent angles (and multiplies them by
+    `scale`: YaRN's attention factor).
 
     x: [B, T, heads, head_dim]; positions: [B or 1, T] int. Pairs are (i, i + rotary_dim/2) ("rotate half"
     layout, as in HF transformers and GPT-NeoX), or (2i, 2i+1) when `interleaved` (GPT-J, Cohere); the
@@ -60,8 +92,8 @@ def apply_rope(x, positions, inv_freq, interleaved: bool = False):
     """
     rotary_dim = 2 * inv_freq.shape[0]
     angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, rot/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :] * scale
+    sin = jnp.sin(angles)[:, :, None, :] * scale
     rot, rest = x[..., :rotary_dim].astype(jnp.float32), x[..., rotary_dim:]
     if interleaved:
         x1, x2 = rot[..., 0::2], rot[..., 1::2]
