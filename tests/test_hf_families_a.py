@@ -159,7 +159,7 @@ def test_tiny_preset_through_its_hf_class(tmp_path, name):
             "gemma3_text",
             {
                 "rope_parameters": {
-                    "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1e6},
+                    "full_attention": {"rope_type": "longrope", "factor": 8.0, "rope_theta": 1e6},
                     "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
                 }
             },

@@ -209,7 +209,7 @@ def test_tiny_preset_through_its_hf_class(tmp_path, name):
         ("falcon", {"new_decoder_architecture": True, "num_ln_in_parallel_attn": 3}, "num_ln_in_parallel_attn"),
         (
             "cohere",
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}},
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 4.0}},
             "rope_parameters.rope_type",
         ),
         ("cohere2", {"num_hidden_layers": 2, "layer_types": ["sliding_attention", "chunked_attention"]}, "layer_types"),

@@ -126,7 +126,7 @@ def assert_tiny_preset_round_trips(tmp_path, name, model_type):
     [
         (
             "mistral",
-            {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}},
+            {"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e6, "factor": 4.0}},
             "rope_parameters.rope_type",
         ),
         ("mistral", {"sliding_window": 0}, "sliding_window"),
