@@ -58,6 +58,8 @@ MODEL_CASES = {
     "moe_matmul": ({}, "blocks"),
     "router_renormalize": (dict(num_experts=4, router="topk_softmax"), True),
     "shared_expert_gate": (dict(num_experts=4), True),
+    "mlp_glu_limit": (dict(mlp_activations=("gelu",)), 7.0),
+    "mlp_glu_linear_offset": (dict(mlp_activations=("relu",)), 1.0),
     "lm_head_bias": ({}, True),
     "init_std": (dict(init_scheme="t5"), 0.1),
 }

@@ -63,6 +63,8 @@ PAPERS = {
     "mlp_activations": "ReLU: Vaswani 2017; GELU: Hendrycks & Gimpel 2016; GLU variants: Shazeer 2020; "
     "squared ReLU: So 2021",
     "mlp_bias": "Vaswani 2017; dropped by T5, PaLM, LLaMA",
+    "mlp_glu_limit": "gpt-oss (OpenAI 2025)",
+    "mlp_glu_linear_offset": "gpt-oss (OpenAI 2025)",
     "parallel_layers": "GPT-J (Wang & Komatsuzaki 2021); PaLM (Chowdhery 2022)",
     "num_experts": "Shazeer 2017; GShard (Lepikhin 2020); Switch (Fedus 2021)",
     "experts_per_token": "top-2: Shazeer 2017, GShard; top-1: Switch (Fedus 2021)",
@@ -86,6 +88,7 @@ PAPERS = {
     "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
     "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025); "
     "per_head_untied: Command R+ (Cohere 2024)",
+    "attention_sinks": "learned sinks: gpt-oss (OpenAI 2025); sinks: Xiao 2023",
     "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
     "clip_qkv": "DBRX (Databricks 2024)",
     "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",

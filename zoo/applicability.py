@@ -115,6 +115,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
             "num_experts > 0 and router: softmax_topk",
         ),
         Rule(("shared_expert_gate",), lambda c: c.shared_expert_d_ff > 0, "shared_expert_d_ff > 0"),
+        Rule(("mlp_glu_limit", "mlp_glu_linear_offset"), lambda c: len(c.mlp_activations) == 2, "two mlp_activations"),
         Rule(("lm_head_bias",), lambda c: not c.tie_word_embeddings, "tie_word_embeddings: false"),
         # zoo/layers/init.py: t5 never reads init_std; xavier and fan_in read it for relative tables only.
         Rule(

@@ -81,6 +81,11 @@ class ModelConfig(Replaceable):
     mlp_activations: tuple[str, ...] = ("silu", "linear")
     """One entry: plain MLP act(x W1) W2. Two entries: GLU, act0(x W) * act1(x V) W2 (Shazeer 2020):
     ("relu","linear") ReGLU, ("gelu_tanh","linear") GeGLU, ("silu","linear") SwiGLU."""
+    mlp_glu_limit: float | None = None
+    """Gated MLPs: the gate branch clamped above at the limit and the linear branch to [-limit, limit] before
+    they meet (gpt-oss: 7; transformers models/gpt_oss/modeling_gpt_oss.py, GptOssExperts._apply_gate). None = off."""
+    mlp_glu_linear_offset: float = 0.0
+    """Gated MLPs: added to the linear branch, act0(gate) * (act1(linear) + offset) (gpt-oss: 1)."""
     mlp_bias: bool = False
     """Bias on the MLP's dense layers."""
     parallel_layers: bool = False
@@ -140,6 +145,9 @@ class ModelConfig(Replaceable):
     qk_norm: str = "none"
     """Normalise queries and keys (Dehghani 2023): per_head (Gemma 3), per_head_untied (per-head statistics, a
     gain per head and dim: Command R+), or over the full projection before the head split (OLMo 2). Uses norm_type."""
+    attention_sinks: bool = False
+    """A learned logit per head in every softmax's denominator, as a key that every query scores alike and whose
+    value is zero: a head may attend to nothing (gpt-oss; Xiao 2023's attention sinks, learned)."""
     attn_logits_soft_cap: float | None = None
     """cap * tanh(scores / cap) on attention logits (Gemma 2). None = off."""
     clip_qkv: float | None = None

@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16"),
 }
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "squared_relu", "linear")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "quick_gelu", "squared_relu", "linear")
 LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
 MLP_KINDS = ("moe", "dense")
 

@@ -150,9 +150,17 @@ HF_ACTIVATIONS = {
     "relu2": "squared_relu",
     "silu": "silu",
     "swish": "silu",
+    "quick_gelu": "quick_gelu",  # x sigmoid(1.702 x)
     "linear": "linear",
 }
-_ZOO_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "squared_relu": "relu2", "silu": "silu", "linear": "linear"}
+_ZOO_ACTIVATIONS = {
+    "gelu": "gelu",
+    "relu": "relu",
+    "squared_relu": "relu2",
+    "silu": "silu",
+    "quick_gelu": "quick_gelu",
+    "linear": "linear",
+}
 
 
 def activation(hf: HFConfig, field: str, default: str) -> str:

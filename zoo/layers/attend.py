@@ -1,8 +1,8 @@
 """What attention computes from q, k and v, with no parameters: scaled (soft-capped, biased) scores, masks from
 absolute positions, and softmax(scores) . v, through jax.nn.dot_product_attention (XLA or cuDNN) or an exact
-fallback when soft-capping or attention dropout sit inside the softmax; causal attention on the XLA path runs
-in query blocks that skip the masked upper triangle. zoo.layers.attention (projections, positions, KV cache)
-calls it."""
+fallback when soft-capping, attention dropout or attention sinks sit inside the softmax; causal attention on the
+XLA path runs in query blocks that skip the masked upper triangle. zoo.layers.attention (projections, positions,
+KV cache) calls it."""
 
 from __future__ import annotations
 
@@ -38,13 +38,26 @@ def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill):
 
 
 def attend(
-    q, k, v, *, scale, mask=None, bias=None, soft_cap=None, is_causal=False, window=None, impl="xla", dropout=None
+    q,
+    k,
+    v,
+    *,
+    scale,
+    mask=None,
+    bias=None,
+    soft_cap=None,
+    is_causal=False,
+    window=None,
+    impl="xla",
+    dropout=None,
+    sinks=None,
 ):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
 
     q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
     bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
-    positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities.
+    positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities. `sinks` [H]:
+    one more logit per head in each softmax, for a key whose value is zero (attention sinks).
     """
     blocks = causal_blocks(q.shape[1]) if impl == "xla" and is_causal and q.shape[1] == k.shape[1] else 1
     if blocks > 1:
@@ -60,8 +73,9 @@ def attend(
             window=window,
             impl=impl,
             dropout=dropout,
+            sinks=sinks,
         )
-    if soft_cap is None and dropout is None:
+    if soft_cap is None and dropout is None and sinks is None:
         return jax.nn.dot_product_attention(
             q,
             k,
@@ -73,10 +87,15 @@ def attend(
             local_window_size=window,
             implementation=impl,
         )
-    # Exact fallback: soft-capping or attention dropout sit inside the softmax, which the fused call hides.
+    # Exact fallback: soft-capping, attention dropout or sinks sit inside the softmax, which the fused call hides.
     b, t, h, d = q.shape
     logits = masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
+    if sinks is None:
+        probs = jax.nn.softmax(logits, axis=-1)
+    else:
+        kv = k.shape[2]
+        sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kv, h // kv, 1, 1), (*logits.shape[:-1], 1))
+        probs = jax.nn.softmax(jnp.concatenate([logits, sink], axis=-1), axis=-1)[..., :-1]
     if dropout is not None:
         probs = dropout(probs)
     out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
@@ -91,7 +110,7 @@ def causal_blocks(length: int) -> int:
     return length // max(128, length // 4)
 
 
-def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout):
+def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout, sinks):
     """Causal attention as `blocks` query blocks, each over the keys it can see: exactly attend()'s result."""
     t = q.shape[1]
     size = t // blocks
@@ -113,6 +132,7 @@ def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, drop
                 soft_cap=soft_cap,
                 impl=impl,
                 dropout=dropout,
+                sinks=sinks,
             )
         )
     return jnp.concatenate(outs, axis=1)

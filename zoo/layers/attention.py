@@ -135,6 +135,7 @@ class Attention(nn.Module):
             window=window if aligned else None,
             impl=resolve_impl(cfg),
             dropout=dropout,
+            sinks=self._sinks() if cfg.attention_sinks else None,
         )
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         out = dense(
@@ -147,6 +148,13 @@ class Attention(nn.Module):
             contract=(-2, -1),
         )(out)
         return checkpoint_name(out, "attention_out")
+
+    def _sinks(self):
+        """[heads] float32: each head's sink logit, drawn N(0, init_std) as transformers'
+        GptOssPreTrainedModel._init_weights draws them."""
+        cfg = self.cfg
+        init = nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("heads",))
+        return self.param("sinks", init, (cfg.num_heads,), dtype_of(cfg.param_dtype)).astype(jnp.float32)
 
     def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window):
         """The largest logit the softmax sees (what QK-norm and soft-capping bound): recomputed here, only

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from zoo.config import ModelConfig
-from zoo.layers.mlp import ACTIVATION_FNS
+from zoo.layers.mlp import hidden
 
 
 def grouped_matmul_impl(cfg: ModelConfig, platform: str | None = None) -> str:
@@ -73,14 +73,14 @@ def block_matmul(sorted_groups, group_sizes):
 
 def expert_mlp(cfg: ModelConfig, h, params: dict, matmul: Callable, bias_of: Callable, dropout: Callable, reduce=None):
     """The expert MLPs on rows h: matmul(h, kernel [E, in, out]) applies each row's expert's kernel, bias_of(bias
-    [E, out]) gives each row's expert's bias; gated as Mlp is when mlp_activations has two. params: {wi | wi_0,
+    [E, out]) gives each row's expert's bias; the hidden units as Mlp's (zoo.layers.mlp.hidden). params: {wi | wi_0,
     wi_1, wo: {kernel[, bias]}}. `reduce` sums the output projection's partial sums before its bias."""
-    branches = []
-    for i, act in enumerate(cfg.mlp_activations):
+    pre = []
+    for i in range(len(cfg.mlp_activations)):
         layer = params[f"wi_{i}" if cfg.is_gated else "wi"]
         z = matmul(h, layer["kernel"])
-        branches.append(ACTIVATION_FNS[act](z + bias_of(layer["bias"]) if "bias" in layer else z))
-    h = dropout(branches[0] * branches[1] if cfg.is_gated else branches[0])
+        pre.append(z + bias_of(layer["bias"]) if "bias" in layer else z)
+    h = dropout(hidden(cfg, pre))
     out = matmul(h, params["wo"]["kernel"])
     if reduce is not None:
         out = reduce(out)
