@@ -45,6 +45,7 @@ qwen1.5-moe-a2.7b qwen2-57b-a14b qwen3-30b-a3b qwen3-235b-a22b qwen2-moe-tiny qw
 dbrx dbrx-tiny
 switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switch-base-256 switch-large-128
 switch-xxl-128 switch-c-2048 switch-tiny
+gpt-oss-20b gpt-oss-120b gpt-oss-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -76,6 +77,7 @@ FAMILIES = (
     "olmoe",
     "dbrx",
     "switch",
+    "gpt_oss",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -109,6 +111,7 @@ TINY_COUNTS = {
     "olmoe-tiny": 1_234_800,
     "dbrx-tiny": 1_923_264,
     "switch-tiny": 2_167_616,
+    "gpt-oss-tiny": 1_524_400,
 }
 
 
@@ -200,6 +203,7 @@ TINY_REFERENCE = {
     "olmoe": "olmoe-1b-7b",
     "dbrx": "dbrx",
     "switch": "switch-base-8",
+    "gpt-oss": "gpt-oss-20b",
 }
 
 

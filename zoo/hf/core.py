@@ -176,17 +176,19 @@ def hf_activation(name: str, gelu_tanh: str = "gelu_pytorch_tanh") -> str:
     return gelu_tanh if name == "gelu_tanh" else _ZOO_ACTIVATIONS[name]
 
 
-def layer_types_to_zoo(hf: HFConfig, kinds_of: dict[str, str], slides: Callable[[int], bool], layers: int) -> dict:
+def layer_types_to_zoo(
+    hf: HFConfig, kinds_of: dict[str, str], slides: Callable[[int], bool], layers: int, window: int = 4096
+) -> dict:
     """HF `layer_types` (absent: layer i is sliding_attention when `slides(i)`) -> the shortest repeating
     attention_pattern (`kinds_of`: HF layer type -> zoo layer kind) and the window of its local layers;
-    `layers`: the class's default num_hidden_layers."""
+    `layers` and `window`: the class's default num_hidden_layers and sliding_window."""
     n = hf.get("num_hidden_layers", layers)
     types = hf.get("layer_types") or ["sliding_attention" if slides(i) else "full_attention" for i in range(n)]
     if len(types) != n or any(t not in kinds_of for t in types):
         hf.fail("layer_types", f"needs {n} entries from {', '.join(kinds_of)}")
     kinds = [kinds_of[t] for t in types]
     period = next(p for p in range(1, n + 1) if n % p == 0 and all(k == kinds[i % p] for i, k in enumerate(kinds)))
-    window = hf.get("sliding_window", 4096)
+    window = hf.get("sliding_window", window)
     if "local" in kinds and window is None:
         hf.fail("sliding_window", "is null but layer_types has sliding_attention layers")
     return {"attention_pattern": tuple(kinds[:period]), "sliding_window_size": window if "local" in kinds else None}

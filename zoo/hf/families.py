@@ -16,6 +16,7 @@ from zoo.hf import (
     gemma3,
     gpt2,
     gpt_neox,
+    gpt_oss,
     gptj,
     llama,
     mistral,
@@ -64,6 +65,7 @@ FAMILIES: dict[str, Family] = {
         gemma3.FAMILY,
         nemotron.FAMILY,
         dbrx.FAMILY,
+        gpt_oss.FAMILY,
     )
 }
 
