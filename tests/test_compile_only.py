@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.train.compile_only import CHIPS, chip_of
-from zoo.train.config import UserError
+from zoo.train.compile_only import CHIPS, chip_of, for_target
+from zoo.train.config import UserError, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBTPU_DIR = ROOT / ".venv" / "libtpu"
@@ -74,3 +74,15 @@ def test_unknown_chip_is_one_line_naming_the_flag():
         chip_of("v9:2x2")
     assert chip_of("v5litepod:4x4") == ("v5e", 16 * 1024**3, 197e12)
     assert set(CHIPS) == {"v4", "v5e", "v5p", "v6e"}
+
+
+def test_moe_matmul_auto_is_resolved_for_the_slice_not_the_host():
+    """jax.default_backend() is this host's cpu, where moe_matmul auto means blocks; a TPU slice's step takes
+    ragged_dot, as a run on the slice would (zoo/layers/experts.py grouped_matmul_impl)."""
+    moe = resolve("mixtral-tiny", []).model
+    assert moe.moe_matmul == "auto"
+    assert for_target(moe, "tpu").moe_matmul == "ragged_dot"
+    assert for_target(moe, "cpu").moe_matmul == "blocks"
+    assert for_target(moe.replace(moe_matmul="blocks"), "tpu").moe_matmul == "blocks"  # a choice is kept
+    dense = resolve("llama-tiny", []).model
+    assert for_target(dense, "tpu") is dense

@@ -1,7 +1,7 @@
 """Expert parallelism (zoo/sharding.py's `expert` mesh axis): a MoE model trained on 8 emulated CPU devices with
 its experts split over `expert` makes the same updates as on one device, for the dropless (ragged_dot) and the
 capacity (GShard dispatch) paths; a checkpoint moves between meshes; the expert kernels really are split; the
-mesh is validated against the model and the batch; --compile-only takes mesh.expert.
+mesh is validated against the model and the batch; --compile-only takes mesh.expert (and ragged_dot, as a TPU does).
 
 Speed: every run with the same (model, recipe, objective, mesh) reuses one compiled step (zoo.train.state.programs
 is cached), so the resume of (c) compiles nothing new; the runs are module fixtures shared by the tests.
@@ -182,7 +182,8 @@ def test_batch_not_divisible_by_data_fsdp_expert():
 @pytest.mark.slow
 def test_compile_only_takes_the_expert_axis():
     """train.py --compile-only on a v5e:2x2 slice (libtpu describes it, no TPU needed) with the experts split
-    2 ways and fsdp 2: the step compiles and fits."""
+    2 ways and fsdp 2: the step compiles and fits, its dropless experts through ragged_dot as on a TPU (moe_matmul
+    auto resolved for the slice, not for this CPU host: blocks)."""
     env = _libtpu_env()
     if env is None:
         pytest.skip("libtpu is not installed (see tests/test_compile_only.py)")
@@ -193,5 +194,6 @@ def test_compile_only_takes_the_expert_axis():
     )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "on v5e:2x2 (4 chips), mesh {'data': 1, 'fsdp': 2, 'expert': 2, 'tensor': 1}" in out.stdout, out.stdout
+    assert "MoE matmul ragged_dot" in out.stdout, out.stdout
     assert re.search(r"per chip: arguments [\d.]+ GiB, .* total [\d.]+ GiB of 16.00 GiB HBM: fits", out.stdout)
     assert re.search(r"FLOPs per chip per step: [\d.e+]+ compiled", out.stdout), out.stdout

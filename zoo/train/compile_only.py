@@ -7,6 +7,8 @@ With libtpu installed (`pip install -e ".[tpu]"`), `jax.experimental.topologies.
 the chips of a slice without owning one (MaxText's train_compile.py does the same), and XLA compiles the
 exact step train.py runs (zoo/train/state.py `programs`, the run's mesh, remat policy, dtypes, gradient
 accumulation) for a mesh over them. The vocabulary is the preset's (train.py would fit it to data.tokenizer).
+What the model resolves by backend is resolved for the slice, not for this host: jax.default_backend() is "cpu"
+here, so moe_matmul auto would pick CPU's blocks; for_target makes it what a TPU run takes, ragged_dot.
 
 Reported per chip: arguments, temporaries and the total of XLA's memory analysis (zoo/train/memory.py)
 against the chip's HBM, and the roofline step time = compiled FLOPs per chip / the chip's bf16 peak.
@@ -25,12 +27,15 @@ import importlib.util
 import math
 import os
 import time
+from typing import Literal
 
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
+from zoo.config import ModelConfig
 from zoo.flops import flops_per_step
+from zoo.layers.experts import grouped_matmul_impl
 from zoo.model import count_params
 from zoo.sharding import MESH_AXES, make_mesh
 from zoo.train.config import Config, UserError
@@ -66,6 +71,8 @@ class Report:
     peak_flops: float
     compile_s: float
     params: int
+    moe_matmul: str | None = None
+    """How the dropless MoE layers multiply (ragged_dot on TPU); None for a dense model."""
 
     @property
     def fits(self) -> bool:
@@ -79,7 +86,8 @@ class Report:
         m = self.memory
         return [
             f"compile-only: {self.preset} ({_count(self.params)} params) on {self.topology} "
-            f"({self.chips} chips), mesh {self.mesh}, compiled in {self.compile_s:.0f}s",
+            f"({self.chips} chips), mesh {self.mesh}, compiled in {self.compile_s:.0f}s"
+            + (f", MoE matmul {self.moe_matmul}" if self.moe_matmul else ""),
             f"per chip: arguments {gib(m.arguments)}, temporaries {gib(m.temporaries)}, outputs not reusing "
             f"donated buffers {gib(m.outputs - m.aliased)}, total {gib(m.total)} of {gib(self.hbm_bytes)} HBM: "
             + ("fits" if self.fits else "does NOT fit"),
@@ -126,6 +134,14 @@ def topology_devices(topology: str) -> list:
         raise UserError(
             f"--compile-only {topology}: libtpu cannot describe this slice: {' '.join(str(e).split())[:300]}"
         ) from None
+
+
+def for_target(cfg: ModelConfig, platform: str) -> ModelConfig:
+    """The model as a run on `platform` builds it: moe_matmul auto resolved for that backend (zoo/layers/experts.py
+    grouped_matmul_impl), not for this host's (a TPU slice's step takes ragged_dot, where the CPU's takes blocks)."""
+    if not cfg.is_moe:
+        return cfg
+    return cfg.replace(moe_matmul=grouped_matmul_impl(cfg, platform))
 
 
 def slice_mesh(sizes, devices) -> Mesh:
@@ -177,12 +193,12 @@ def step_flops(cfg, tc, objective, mesh) -> float:
     return tc.grad_accum_steps * total
 
 
-def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
+def compile_for(config: Config, topology: str, flops: bool | Literal["if_fits"] = True) -> Report:
     """Compile `config`'s train step for the TPU slice `topology`; the Report of what it needs (flops=False:
-    memory only, step_flops NaN)."""
+    memory only, step_flops NaN; "if_fits": the FLOPs' two more compiles only for a step that fits)."""
     gen, hbm, peak = chip_of(topology)
     devices = topology_devices(topology)
-    cfg, tc = config.model, config.train
+    cfg, tc = for_target(config.model, devices[0].platform), config.train
     try:
         mesh = slice_mesh(config.mesh, devices)
     except ValueError as e:
@@ -195,7 +211,8 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
     memory = StepMemory.of(compiled)
     if memory is None:
         raise UserError(f"the compiler gave no memory analysis of the step for {topology}")
-    compiled_flops = step_flops(cfg, tc, objective, mesh) if flops else math.nan
+    count = flops is True or (flops == "if_fits" and memory.total <= hbm)
+    compiled_flops = step_flops(cfg, tc, objective, mesh) if count else math.nan
     model = flops_per_step(cfg, tc.batch_size, tc.seq_len, objective.decoder_len) / len(devices)
     return Report(
         config.preset,
@@ -209,6 +226,7 @@ def compile_for(config: Config, topology: str, flops: bool = True) -> Report:
         peak,
         seconds,
         count_params(cfg),
+        cfg.moe_matmul if cfg.is_moe else None,
     )
 
 
