@@ -16,6 +16,8 @@ from zoo.sharding import make_mesh
 from zoo.train.sampling import generate_text
 from zoo.train.tokenizer import ByteTokenizer
 
+from conftest import init_params, jitted_apply
+
 # One per position scheme and cache kind: RoPE + GQA, local ring buffers + soft-caps (Gemma 2), learned
 # positions (GPT-2), ALiBi (BLOOM), Transformer-XL terms (Gopher), encoder-decoder with T5 buckets.
 PRESETS = ["llama-tiny", "gemma2-tiny", "gpt2-tiny", "bloom-tiny", "gopher-tiny", "t5-tiny"]
@@ -24,7 +26,7 @@ PRESETS = ["llama-tiny", "gemma2-tiny", "gpt2-tiny", "bloom-tiny", "gopher-tiny"
 @functools.cache
 def tiny(name):
     cfg = get_config(name)
-    return cfg, zoo.build(cfg), zoo.init_params(cfg, jax.random.key(0))
+    return cfg, zoo.build(cfg), init_params(cfg)
 
 
 def prompts(cfg, lengths, seed=1):
@@ -106,17 +108,18 @@ def test_positions_and_segment_ids_make_packed_documents_independent():
     """A row packing two documents (positions restarting at 0, segment ids 1 and 2) gives each token the
     logits it has when its document runs alone."""
     for name in ["llama-tiny", "gpt2-tiny", "bloom-tiny", "gemma2-tiny"]:
-        cfg, model, params = tiny(name)
+        cfg, _, params = tiny(name)
+        apply = jitted_apply(cfg)  # compiled: the op-by-op forward takes longer than the compile
         a, b = prompts(cfg, [7, 9], seed=3)
         packed = np.concatenate([a, b])[None]
         positions = np.concatenate([np.arange(7), np.arange(9)])[None]
         segments = np.concatenate([np.full(7, 1), np.full(9, 2)])[None]
-        out = model.apply(
+        out = apply(
             {"params": params}, jnp.asarray(packed), positions=jnp.asarray(positions), segment_ids=jnp.asarray(segments)
         )
-        alone = [model.apply({"params": params}, jnp.asarray(d)[None])[0] for d in (a, b)]
+        alone = [apply({"params": params}, jnp.asarray(d)[None])[0] for d in (a, b)]
         np.testing.assert_allclose(out[0], np.concatenate(alone), atol=2e-5, err_msg=name)
-        unmasked = model.apply({"params": params}, jnp.asarray(packed))
+        unmasked = apply({"params": params}, jnp.asarray(packed))
         assert np.abs(np.asarray(unmasked[0, 7:]) - np.asarray(alone[1])).max() > 1e-3, name
 
 
@@ -148,7 +151,7 @@ def test_generate_text_stop_strings_and_streaming():
     cfg, model, params = tiny("llama-tiny")
     tok = ByteTokenizer()
     cfg = cfg.replace(vocab_size=tok.vocab_size)
-    model, params = zoo.build(cfg), zoo.init_params(cfg, jax.random.key(0))
+    model, params = zoo.build(cfg), init_params(cfg)
     full = generate_text(model, params, tok, ["ab", "xyz1"], 30, temperature=0.0)
     stop = full[0][5:7]
     pieces = {0: [], 1: []}

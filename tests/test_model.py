@@ -14,6 +14,7 @@ from zoo.model import stack_layers, unstack_layers
 from zoo.presets import get_config
 
 from conftest import TINY_PRESETS as TINY
+from conftest import init_params, jitted_apply
 
 BATCH, LENGTH = 2, 48  # longer than the tiny sliding windows (32) and T5's tiny max distance (16)
 
@@ -23,7 +24,7 @@ def tiny(name):
     """(cfg, model, params, inputs) per preset, built once for the whole module."""
     cfg = get_config(name)
     model = zoo.build(cfg)
-    params = zoo.init_params(cfg, jax.random.key(0))
+    params = init_params(cfg)
     tokens = jax.random.randint(jax.random.key(1), (BATCH, LENGTH), 0, cfg.vocab_size)
     inputs = (
         (jax.random.randint(jax.random.key(2), (BATCH, 40), 0, cfg.vocab_size), tokens)
@@ -31,12 +32,6 @@ def tiny(name):
         else (tokens,)
     )
     return cfg, model, params, inputs
-
-
-@functools.cache
-def jitted_apply(cfg):
-    """One compiled forward per config, shared by every test that runs it."""
-    return jax.jit(zoo.build(cfg).apply)
 
 
 def forward(model, params, inputs):
@@ -157,8 +152,9 @@ def test_padding_positions_hide_their_keys_without_a_cache(name):
     tokens, pad = inputs[0][:1, :20], 5
     padded = jnp.concatenate([jnp.full((1, pad), 7, tokens.dtype), tokens], axis=1)
     positions = jnp.concatenate([jnp.full((1, pad), -1), jnp.arange(20)[None]], axis=1)
-    alone = model.apply({"params": params}, tokens)
-    got = model.apply({"params": params}, padded, positions=positions)[:, pad:]
+    apply = jitted_apply(cfg)  # compiled: the op-by-op forward takes longer than the compile
+    alone = apply({"params": params}, tokens)
+    got = apply({"params": params}, padded, positions=positions)[:, pad:]
     np.testing.assert_allclose(got, alone, atol=1e-5)
 
 
@@ -202,7 +198,7 @@ def test_local_layers_keep_a_ring_buffer_of_window_size():
 def test_dropout_only_with_a_dropout_rng():
     cfg, model, params, inputs = tiny("transformer-tiny")
     assert cfg.residual_dropout > 0
-    apply = jax.jit(model.apply)
+    apply = jitted_apply(cfg)  # the forward test_causality compiled
     a = apply({"params": params}, *inputs)
     b = apply({"params": params}, *inputs)
     np.testing.assert_array_equal(a, b)
