@@ -17,6 +17,7 @@ from zoo.train.config import UserError, resolve
 CLASSES = {"ModelConfig": ModelConfig, "TrainConfig": TrainConfig}
 BASE = dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, d_ff=64, max_seq_len=16)
 LOCAL = dict(attention_pattern=("local", "global"), sliding_window_size=4)
+LATENT = dict(kv_latent_dim=8, rope_head_dim=4)
 
 # field -> (the rest of a config under which it does nothing, a value that is neither its default nor null)
 MODEL_CASES = {
@@ -56,6 +57,12 @@ MODEL_CASES = {
     "load_balancing_multiplier": ({}, 0.01),
     "router_z_loss_multiplier": ({}, 0.001),
     "moe_matmul": ({}, "blocks"),
+    "router_weight_scale": ({}, 2.0),
+    "q_latent_dim": ({}, 8),
+    "rope_head_dim": ({}, 4),
+    "value_head_dim": ({}, 4),
+    "qk_norm": (LATENT, "per_head"),
+    "clip_qkv": (LATENT, 8.0),
     "router_renormalize": (dict(num_experts=4, router="topk_softmax"), True),
     "shared_expert_gate": (dict(num_experts=4), True),
     "mlp_glu_limit": (dict(mlp_activations=("gelu",)), 7.0),

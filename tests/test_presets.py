@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from zoo import presets
@@ -46,6 +47,7 @@ dbrx dbrx-tiny
 switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switch-base-256 switch-large-128
 switch-xxl-128 switch-c-2048 switch-tiny
 gpt-oss-20b gpt-oss-120b gpt-oss-tiny
+deepseek-v2-lite deepseek-v2-lite-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -78,6 +80,7 @@ FAMILIES = (
     "dbrx",
     "switch",
     "gpt_oss",
+    "deepseek",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -112,6 +115,7 @@ TINY_COUNTS = {
     "dbrx-tiny": 1_923_264,
     "switch-tiny": 2_167_616,
     "gpt-oss-tiny": 1_524_400,
+    "deepseek-v2-lite-tiny": 1_230_592,
 }
 
 
@@ -155,6 +159,10 @@ def test_presets_ship_as_package_data():
 # Fields a tiny preset may change relative to its family's reference preset; every other knob must match.
 SIZE_FIELDS = {
     "vocab_size",
+    "value_head_dim",
+    "kv_latent_dim",
+    "q_latent_dim",
+    "rope_head_dim",
     "d_model",
     "num_layers",
     "num_heads",
@@ -204,6 +212,7 @@ TINY_REFERENCE = {
     "dbrx": "dbrx",
     "switch": "switch-base-8",
     "gpt-oss": "gpt-oss-20b",
+    "deepseek-v2-lite": "deepseek-v2-lite",
 }
 
 
@@ -214,6 +223,9 @@ def test_tiny_preset_keeps_the_family_knobs(stem):
     assert preset_family(name) == family
     tiny, ref = get_config(name), get_config(TINY_REFERENCE[stem])
     differ = {f.name for f in dataclasses.fields(ModelConfig) if getattr(tiny, f.name) != getattr(ref, f.name)}
+    relative = [(c.query_scale or c.head_dim**-0.5) * c.head_dim**0.5 for c in (tiny, ref)]  # x 1/sqrt(head_dim)
+    if np.isclose(*relative, rtol=1e-12):  # DeepSeek's YaRN-scaled softmax, at each size's head_dim
+        differ.discard("query_scale")
     assert not differ - SIZE_FIELDS, f"{name} changes knobs of {TINY_REFERENCE[stem]}: {differ - SIZE_FIELDS}"
     # CPU-sized and byte-tokenizer friendly.
     assert tiny.vocab_size == 512 and tiny.max_seq_len <= 256 and 128 <= tiny.d_model <= 256

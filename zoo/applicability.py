@@ -59,10 +59,22 @@ RULES: dict[str, tuple[Rule, ...]] = {
         ),
         Rule(("position_offset",), lambda c: c.position_embedding == "learned", "position_embedding: learned"),
         Rule(
-            ("rope_theta", "rope_fraction", "rope_interleaved", "rope_scaling"),
+            ("rope_theta", "rope_interleaved", "rope_scaling"),
             lambda c: c.position_embedding == "rope",
             "position_embedding: rope",
         ),
+        # Latent attention rotates its own rope_head_dim dims, and has no per-head keys to normalise or clip.
+        Rule(
+            ("rope_fraction",),
+            lambda c: c.position_embedding == "rope" and c.kv_latent_dim == 0,
+            "position_embedding: rope and kv_latent_dim: 0",
+        ),
+        Rule(
+            ("q_latent_dim", "rope_head_dim", "value_head_dim"),
+            lambda c: c.kv_latent_dim > 0,
+            "kv_latent_dim > 0",
+        ),
+        Rule(("qk_norm", "clip_qkv"), lambda c: c.kv_latent_dim == 0, "kv_latent_dim: 0"),
         # *_nope layers skip RoPE, so only a "local" layer reads the local base and the local scaling switch.
         Rule(
             ("rope_local_theta",),
@@ -97,6 +109,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "moe_pattern",
                 "dense_prefix_layers",
                 "router",
+                "router_weight_scale",
                 "router_bias",
                 "router_jitter",
                 "shared_expert_d_ff",

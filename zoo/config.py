@@ -113,6 +113,9 @@ class ModelConfig(Replaceable):
     router_renormalize: bool = False
     """softmax_topk: divide the k chosen probabilities by their sum (transformers' norm_topk_prob in the
     Qwen-MoE and OLMoE routers; topk_softmax always sums to one)."""
+    router_weight_scale: float = 1.0
+    """The chosen experts' weights multiplied by this before they weight the experts' outputs (DeepSeek-V2's
+    routed_scaling_factor: 16 in DeepSeek-V2, 1 in V2-Lite)."""
     router_bias: bool = False
     """A learned bias on the router logits."""
     router_jitter: float = 0.0
@@ -148,6 +151,19 @@ class ModelConfig(Replaceable):
     attention_sinks: bool = False
     """A learned logit per head in every softmax's denominator, as a key that every query scores alike and whose
     value is zero: a head may attend to nothing (gpt-oss; Xiao 2023's attention sinks, learned)."""
+    kv_latent_dim: int = 0
+    """Multi-head latent attention (MLA; DeepSeek-V2, DeepSeek-AI 2024, §2.1): each token's keys and values are
+    projected up, per head, from one normed latent of this width, which with the shared RoPE key is all a KV
+    cache holds; decoding multiplies the queries into the latent space rather than expanding the cache. 0 = off."""
+    q_latent_dim: int = 0
+    """Latent attention: the queries through a normed bottleneck of this width (DeepSeek-V2 §2.1.2). 0 = one
+    projection."""
+    rope_head_dim: int = 0
+    """Latent attention: the last rope_head_dim dims of each query head carry RoPE and meet one RoPE key per token,
+    shared by all heads (the latent cannot carry positions); head_dim counts them. 0 with no positions."""
+    value_head_dim: int = DERIVED
+    """Latent attention: the width of each value head. None = head_dim (which latent attention's keys exceed by
+    rope_head_dim: DeepSeek-V2's 192-wide query/key heads read 128-wide values)."""
     attn_logits_soft_cap: float | None = None
     """cap * tanh(scores / cap) on attention logits (Gemma 2). None = off."""
     clip_qkv: float | None = None
@@ -296,6 +312,12 @@ class ModelConfig(Replaceable):
     def cycle_length(self) -> int:
         """Layers per scanned cycle: both patterns repeat whole within it."""
         return math.lcm(len(self.attention_pattern), len(self.moe_pattern) if self.is_moe else 1)
+
+    @property
+    def rotary_dim(self) -> int:
+        """The dims of a query or key head that RoPE rotates: rope_head_dim under latent attention, else the
+        rope_fraction of head_dim."""
+        return self.rope_head_dim if self.kv_latent_dim else int(self.head_dim * self.rope_fraction)
 
     def mlp_kinds(self, num_layers: int | None = None) -> tuple[str, ...]:
         """The MLP of every layer, moe or dense: dense_prefix_layers dense, then moe_pattern cycled over the stack

@@ -40,6 +40,7 @@ def derivations(c) -> dict:
         "attention_out_bias": c.attention_bias,
         "embedding_dim": c.d_model,
         "d_expert": c.d_ff,
+        "value_head_dim": c.head_dim or c.d_model // c.num_heads,
     }
 
 
@@ -54,7 +55,18 @@ def validate(c) -> None:
             fail(c, name, f"must be a positive integer, got {value!r}")
     if c.attention_out_bias is not None and not isinstance(c.attention_out_bias, bool):
         fail(c, "attention_out_bias", f"must be true, false or null (= attention_bias), got {c.attention_out_bias!r}")
-    for name in ("num_kv_heads", "head_dim", "num_decoder_layers", "sliding_window_size", "embedding_dim"):
+    for name in ("kv_latent_dim", "q_latent_dim", "rope_head_dim"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            fail(c, name, f"must be an integer >= 0 (0 = off), got {value!r}")
+    for name in (
+        "num_kv_heads",
+        "head_dim",
+        "num_decoder_layers",
+        "sliding_window_size",
+        "embedding_dim",
+        "value_head_dim",
+    ):
         value = getattr(c, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             fail(c, name, f"must be a positive integer or null, got {value!r}")
@@ -113,6 +125,8 @@ def validate(c) -> None:
             fail(c, "relative_num_buckets", "needs an even number >= 4 (half per direction in the encoder)")
         if c.relative_max_distance <= c.relative_num_buckets // 2:
             fail(c, "relative_max_distance", "must exceed the exact-distance buckets (relative_num_buckets / 2)")
+    if c.kv_latent_dim:
+        _check_latent(c, head_dim, kv)
     rotary = head_dim * c.rope_fraction
     if not 0.0 < c.rope_fraction <= 1.0 or rotary != int(rotary) or int(rotary) % 2:
         fail(c, "rope_fraction", f"must be in (0, 1] and rotate a whole, even number of the {head_dim} head dims")
@@ -156,6 +170,33 @@ def validate(c) -> None:
         fail(c, "parallel_layers", "is only implemented for decoder_only stacks")
 
 
+def _check_latent(c, head_dim: int, kv_heads: int) -> None:
+    """Latent attention's shapes (the applicability table has refused its fields, QK-norm and clipping without it)."""
+    if c.architecture != "decoder_only":
+        fail(c, "kv_latent_dim", "latent attention is for decoder_only stacks (no latent cross-attention)")
+    if kv_heads != c.num_heads:
+        fail(
+            c,
+            "num_kv_heads",
+            f"latent attention expands keys and values to every query head: "
+            f"must equal num_heads={c.num_heads} or be null",
+        )
+    if c.position_embedding not in ("rope", "none"):
+        fail(
+            c,
+            "position_embedding",
+            f"latent attention takes rope (a shared RoPE key) or none, got {c.position_embedding!r}",
+        )
+    rope = c.position_embedding == "rope"
+    if (c.rope_head_dim > 0) != rope or c.rope_head_dim % 2 or c.rope_head_dim >= head_dim:
+        fail(
+            c,
+            "rope_head_dim",
+            f"must be even, below head_dim={head_dim} (the rest of each head has no RoPE), and > 0 exactly with "
+            f"position_embedding rope; got {c.rope_head_dim} with {c.position_embedding}",
+        )
+
+
 def _check_experts(c) -> None:
     """The mixture-of-experts knobs' ranges (the applicability table has refused them on a dense config)."""
     if not c.is_moe:
@@ -173,6 +214,8 @@ def _check_experts(c) -> None:
         layers = getattr(c, stack)
         if layers is not None and prefix >= layers:
             fail(c, "dense_prefix_layers", f"must leave MoE layers: it is {prefix}, {stack}={layers}")
+    if not c.router_weight_scale > 0:
+        fail(c, "router_weight_scale", f"must be > 0, got {c.router_weight_scale}")
     if not 0.0 <= c.router_jitter < 1.0:
         fail(c, "router_jitter", f"must be in [0, 1), got {c.router_jitter}")
     for name in ("capacity_factor", "eval_capacity_factor"):

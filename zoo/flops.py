@@ -62,7 +62,8 @@ def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
 def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len: int | None = None) -> float:
     """Model FLOPs of one training step (forward + backward) on `batch_size` sequences.
 
-    Decoder-only, with T = seq_len, N = matmul params of the stack, V the vocab, d_attn = num_heads * head_dim:
+    Decoder-only, with T = seq_len, N = matmul params of the stack, V the vocab, d_attn = num_heads * (head_dim +
+    value_head_dim) / 2 (num_heads * head_dim but under latent attention, whose values are narrower):
 
         per token = 6 * (N + d_model * V) + 12 * d_attn * sum over layers of K_l
 
@@ -77,7 +78,7 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len:
         + 12 * d_attn * (S * sum_enc K_l(S) + T * sum_dec K_l(T) + T * L_dec * S)
     """
     n = matmul_params(cfg)
-    d_attn = cfg.num_heads * cfg.head_dim
+    d_attn = cfg.num_heads * (cfg.head_dim + cfg.value_head_dim) / 2
     if not cfg.is_encoder_decoder:
         t = seq_len
         per_seq = 6 * (n["decoder"] + n["head"]) * t + 12 * d_attn * t * _attended(cfg, cfg.num_layers, t)

@@ -52,6 +52,7 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("kv_heads", "tensor"),
     ("embed", "fsdp"),
     ("head_dim", None),
+    ("latent", None),  # latent attention's compressed keys and values (a few hundred wide), replicated
     ("layers", None),  # the scan axis: every device holds its slice of every layer
     ("length", None),
     ("relpos_buckets", None),

@@ -98,9 +98,9 @@ def moe_family(norms: dict[str, str], layer_rules, projections: Callable[[ModelC
 
 
 # ============================================================================================ configs
-def experts_to_zoo(hf: HFConfig, field: str, experts: int, per_token: int) -> dict:
-    """Checks HF `field` (the expert count, default `experts`) and num_experts_per_tok (default `per_token`), so
-    that a bad value is named by its HF field rather than by the ModelConfig field it becomes."""
+def experts_to_zoo(hf: HFConfig, field: str, experts: int, per_token: int | None) -> dict:
+    """Checks HF `field` (the expert count, default `experts`) and num_experts_per_tok (default `per_token`; None:
+    required), so that a bad value is named by its HF field rather than by the ModelConfig field it becomes."""
     num = hf.get(field, experts)
     if not isinstance(num, int) or isinstance(num, bool) or num < 1:
         hf.fail(field, "needs at least one expert (0 is a dense model: load it as its dense family)")

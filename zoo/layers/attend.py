@@ -54,8 +54,8 @@ def attend(
 ):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
 
-    q: [B, T, H, hd]; k, v: [B, S, KV, hd] with KV dividing H; mask: bool broadcastable to [B, 1, T, S];
-    bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
+    q: [B, T, H, hd]; k, v: [B, S, KV, hd] (v may be narrower) with KV dividing H; mask: bool broadcastable to
+    [B, 1, T, S]; bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
     positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities. `sinks` [H]:
     one more logit per head in each softmax, for a key whose value is zero (attention sinks).
     """
@@ -76,6 +76,11 @@ def attend(
             sinks=sinks,
         )
     if soft_cap is None and dropout is None and sinks is None:
+        # The fused call takes one head width for q, k and v: narrower values (latent attention's) are zero-padded
+        # to it, and the padding's zero outputs dropped.
+        width = v.shape[-1]
+        if width < q.shape[-1]:
+            v = jnp.pad(v, [(0, 0)] * 3 + [(0, q.shape[-1] - width)])
         return jax.nn.dot_product_attention(
             q,
             k,
@@ -86,9 +91,9 @@ def attend(
             is_causal=is_causal,
             local_window_size=window,
             implementation=impl,
-        )
+        )[..., :width]
     # Exact fallback: soft-capping, attention dropout or sinks sit inside the softmax, which the fused call hides.
-    b, t, h, d = q.shape
+    b, t, h, _ = q.shape
     logits = masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, jnp.finfo(jnp.float32).min)
     if sinks is None:
         probs = jax.nn.softmax(logits, axis=-1)
@@ -99,7 +104,7 @@ def attend(
     if dropout is not None:
         probs = dropout(probs)
     out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v)
-    return out.reshape(b, t, h, d)
+    return out.reshape(b, t, h, v.shape[-1])
 
 
 def causal_blocks(length: int) -> int:

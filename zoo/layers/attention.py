@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from zoo.config import ModelConfig
+from zoo.layers import latent as latent_lib
 from zoo.layers import positions as pos_lib
 from zoo.layers.attend import attend, masked_scores, position_mask
 from zoo.layers.dense import dense
@@ -23,7 +24,7 @@ from zoo.layers.init import dtype_of, initializer
 from zoo.layers.norms import Norm
 
 # position_mask (defined in zoo.layers.attend) listed: notebook 05 imports it from here.
-__all__ = ["Attention", "cache_size", "position_mask", "resolve_impl"]
+__all__ = ["Attention", "cache_size", "cache_width", "position_mask", "resolve_impl"]
 
 
 def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
@@ -32,6 +33,14 @@ def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
         assert cfg.sliding_window_size is not None  # ModelConfig requires it when the pattern has local layers
         return min(cfg.sliding_window_size, decode_len)
     return decode_len
+
+
+def cache_width(cfg: ModelConfig) -> int:
+    """Numbers a layer's KV cache holds per token: a key and a value per KV head, or under latent attention the
+    latent and the shared RoPE key (DeepSeek-V2, Table 1: (d_c + d_h^R) l per token over l layers)."""
+    if cfg.kv_latent_dim:
+        return cfg.kv_latent_dim + cfg.rope_head_dim
+    return 2 * cfg.num_kv_heads * cfg.head_dim
 
 
 def resolve_impl(cfg: ModelConfig) -> str:
@@ -63,32 +72,12 @@ class Attention(nn.Module):
         cfg = self.cfg
         local = self.kind.startswith("local")
         use_positions = not self.kind.endswith("_nope") and not self.cross
-        q = dense(
-            cfg,
-            features=(cfg.num_heads, cfg.head_dim),
-            axes=("embed", "heads", "head_dim"),
-            role="q",
-            use_bias=cfg.attention_bias,
-            name="query",
-        )(x)
-        q = self._qk_norm(self._clip(q), name="query_norm", heads_axis="heads")
-
+        rope = use_positions and cfg.position_embedding == "rope"
         decoding = self.decode_len is not None
-        if self.cross:
-            k, v, k_pos = self._cross_keys(kv_input)
+        if cfg.kv_latent_dim:
+            q, k, v, k_pos, value_up = self._latent(x, positions, cache_index, rope)
         else:
-            k, v = self._project_kv(x)
-            k = self._qk_norm(k, name="key_norm", heads_axis="kv_heads")
-            k_pos = positions
-        if use_positions and cfg.position_embedding == "rope":
-            theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
-            scaled = cfg.rope_scaling_local or not local
-            inv_freq = pos_lib.rope_frequencies(cfg, theta, scaled=scaled)
-            scale = pos_lib.rope_attention_factor(cfg, scaled)
-            q = pos_lib.apply_rope(q, positions, inv_freq, cfg.rope_interleaved, scale)
-            k = pos_lib.apply_rope(k, positions, inv_freq, cfg.rope_interleaved, scale)
-        if decoding and not self.cross:
-            k, v, k_pos = self._update_cache(k, v, positions, cache_index)
+            (q, k, v, k_pos), value_up = self._qkv(x, positions, cache_index, rope, kv_input), None
 
         window = None
         if local:
@@ -137,6 +126,8 @@ class Attention(nn.Module):
             dropout=dropout,
             sinks=self._sinks() if cfg.attention_sinks else None,
         )
+        if value_up is not None:
+            out = latent_lib.values_from_latent(cfg, value_up, out)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         out = dense(
             cfg,
@@ -148,6 +139,54 @@ class Attention(nn.Module):
             contract=(-2, -1),
         )(out)
         return checkpoint_name(out, "attention_out")
+
+    def _qkv(self, x, positions, cache_index, rope, kv_input):
+        """Queries, keys, values and the keys' positions (the cache's when decoding)."""
+        cfg = self.cfg
+        q = dense(
+            cfg,
+            features=(cfg.num_heads, cfg.head_dim),
+            axes=("embed", "heads", "head_dim"),
+            role="q",
+            use_bias=cfg.attention_bias,
+            name="query",
+        )(x)
+        q = self._qk_norm(self._clip(q), name="query_norm", heads_axis="heads")
+        if self.cross:
+            return q, *self._cross_keys(kv_input)
+        k, v = self._project_kv(x)
+        k = self._qk_norm(k, name="key_norm", heads_axis="kv_heads")
+        if rope:
+            q, k = self._rope(q, positions), self._rope(k, positions)
+        if self.decode_len is None:
+            return q, k, v, positions
+        return q, *self._update_cache(k, v, positions, cache_index)
+
+    def _latent(self, x, positions, cache_index, rope):
+        """Latent attention's queries, keys, values and key positions (zoo.layers.latent), and W_uv when the
+        values are still the latent (decoding: the cache is attended over without expanding it)."""
+        cfg = self.cfg
+        q = latent_lib.queries(cfg, x)
+        latent, rope_key = latent_lib.latent_keys(cfg, x)
+        if rope:
+            nope = cfg.head_dim - cfg.rope_head_dim
+            q = jnp.concatenate([q[..., :nope], self._rope(q[..., nope:], positions)], axis=-1)
+            rope_key = self._rope(rope_key, positions)
+        kernel = latent_lib.up_kernel(cfg)
+        if self.decode_len is None:
+            return q, *latent_lib.expand(cfg, kernel, latent, rope_key), positions, None
+        names, axes = ("cached_latent", "cached_rope_key"), ("batch", None, "length", "latent")
+        latent, rope_key, k_pos = self._update_cache(latent, rope_key, positions, cache_index, names, axes)
+        return *latent_lib.absorb(cfg, kernel, q, latent, rope_key), k_pos, kernel
+
+    def _rope(self, x, positions):
+        """x [B, T, heads, dims] with its first cfg.rotary_dim dims rotated by this layer's RoPE."""
+        cfg, local = self.cfg, self.kind.startswith("local")
+        theta = cfg.rope_local_theta if (local and cfg.rope_local_theta) else cfg.rope_theta
+        scaled = cfg.rope_scaling_local or not local
+        inv_freq = pos_lib.rope_frequencies(cfg, theta, scaled=scaled)
+        scale = pos_lib.rope_attention_factor(cfg, scaled)
+        return pos_lib.apply_rope(x, positions, inv_freq, cfg.rope_interleaved, scale)
 
     def _sinks(self):
         """[heads] float32: each head's sink logit, drawn N(0, init_std) as transformers'
@@ -223,7 +262,15 @@ class Attention(nn.Module):
                 self.put_variable("cache", "cross_value", v)
         return k, v, jnp.arange(k.shape[1])[None]
 
-    def _update_cache(self, k, v, positions, cache_index):
+    def _update_cache(
+        self,
+        k,
+        v,
+        positions,
+        cache_index,
+        names=("cached_key", "cached_value"),
+        axes=("batch", "kv_heads", "length", "head_dim"),
+    ):
         """Write the new keys (the i-th token ever written goes to slot i % size) and return what to attend
         over: the cache itself when the new keys fit without overwriting a slot an earlier query of the same
         call still needs (always for one decode step, and in global layers, whose cache holds every token);
@@ -231,13 +278,14 @@ class Attention(nn.Module):
 
         Keys and values are stored heads-major, [B, KV, slots, hd], the layout the attention matmuls read
         (batch and head dimensions first): stored as [B, slots, KV, hd], XLA copied each layer's whole cache
-        into that layout at every step (57% of decode op time on CPU, benchmarks/RESULTS.md)."""
+        into that layout at every step (57% of decode op time on CPU, benchmarks/RESULTS.md). Latent attention
+        stores its latent and shared RoPE key here as one key and one value head (`names`, logical `axes`)."""
         size = cache_size(self.cfg, self.kind, self.decode_len)
         batch, steps, kv_heads, head_dim = k.shape
         heads_major = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731  [B, T, KV, hd] <-> [B, KV, T, hd]
         shape = (batch, kv_heads, size, head_dim)
-        cached_k = self.variable("cache", "cached_key", jnp.zeros, shape, k.dtype)
-        cached_v = self.variable("cache", "cached_value", jnp.zeros, shape, v.dtype)
+        cached_k = self.variable("cache", names[0], jnp.zeros, shape, k.dtype)
+        cached_v = self.variable("cache", names[1], jnp.zeros, (*shape[:3], v.shape[-1]), v.dtype)
         cached_pos = self.variable("cache", "cached_positions", jnp.full, (batch, size), -1, jnp.int32)
         positions = jnp.broadcast_to(positions, (batch, steps)).astype(jnp.int32)
         old = (heads_major(cached_k.value), heads_major(cached_v.value), cached_pos.value)
@@ -250,9 +298,8 @@ class Attention(nn.Module):
             write = lambda buf, new, axis: buf.at[(slice(None),) * axis + (slots,)].set(  # noqa: E731
                 jax.lax.slice_in_dim(new, steps - writes, steps, axis=axis)
             )
-        cache_axes = ("batch", "kv_heads", "length", "head_dim")  # sharded like the keys it holds
-        cached_k.value = nn.with_logical_constraint(write(cached_k.value, heads_major(k), 2), cache_axes)
-        cached_v.value = nn.with_logical_constraint(write(cached_v.value, heads_major(v), 2), cache_axes)
+        cached_k.value = nn.with_logical_constraint(write(cached_k.value, heads_major(k), 2), axes)
+        cached_v.value = nn.with_logical_constraint(write(cached_v.value, heads_major(v), 2), axes)
         cached_pos.value = write(cached_pos.value, positions, 1)
         if steps == 1 or size == self.decode_len:
             return heads_major(cached_k.value), heads_major(cached_v.value), cached_pos.value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 
 from zoo.config import ModelConfig
@@ -32,3 +34,24 @@ def dense(
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, out_axes, rules=()),
         name=name,
     )
+
+
+class Kernel(nn.Module):
+    """A bare projection matrix [in, *out] with dense()'s initialiser (fan-in: the first dim), dtypes and logical
+    axes, for a caller that multiplies by it in more than one way. Returns it in the compute dtype."""
+
+    cfg: ModelConfig
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    role: str
+
+    @nn.compact
+    def __call__(self):
+        init = initializer(self.cfg, self.role)
+
+        def flat(key, shape, dtype):  # as DenseGeneral draws its kernels: flattened to [fan_in, fan_out]
+            return init(key, (shape[0], math.prod(shape[1:])), dtype).reshape(shape)
+
+        partitioned = nn.with_logical_partitioning(flat, self.axes)
+        kernel = self.param("kernel", partitioned, self.shape, dtype_of(self.cfg.param_dtype))
+        return kernel.astype(dtype_of(self.cfg.dtype))

@@ -31,16 +31,17 @@ from zoo.layers.mlp import Mlp
 
 
 def route(logits, cfg: ModelConfig):
-    """logits: [..., E] float32 -> (weights [..., k] float32, experts [..., k] int32), best first.
-    Equal scores go to the lower expert index (jax.lax.top_k's order)."""
+    """logits: [..., E] float32 -> (weights [..., k] float32, experts [..., k] int32), best first, the weights
+    times router_weight_scale. Equal scores go to the lower expert index (jax.lax.top_k's order)."""
     k = cfg.experts_per_token
     if cfg.router == "topk_softmax":
         top_logits, experts = jax.lax.top_k(logits, k)
-        return jax.nn.softmax(top_logits, axis=-1), experts
-    weights, experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
-    if cfg.router_renormalize:
-        weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
-    return weights, experts
+        weights = jax.nn.softmax(top_logits, axis=-1)
+    else:
+        weights, experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
+        if cfg.router_renormalize:
+            weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return weights * cfg.router_weight_scale if cfg.router_weight_scale != 1 else weights, experts
 
 
 def capacity(tokens: int, cfg: ModelConfig, factor: float) -> int:

@@ -31,7 +31,7 @@ def sinusoidal_table(positions, d_model: int):
 def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.ndarray:
     """Inverse frequencies of the rotated pairs (Su 2021), with optional context-extension scaling (none when
     not `scaled`: the local layers under rope_scaling_local false)."""
-    rotary_dim = int(cfg.head_dim * cfg.rope_fraction)
+    rotary_dim = cfg.rotary_dim
     inv_freq = 1.0 / theta ** (np.arange(0, rotary_dim, 2, dtype=np.float64) / rotary_dim)
     scaling = cfg.rope_scaling if scaled else "none"
     if scaling == "linear":
