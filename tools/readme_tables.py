@@ -73,6 +73,7 @@ PAPERS = {
     "dense_prefix_layers": "DeepSeekMoE (Dai 2024, §5.1)",
     "router": "softmax then top-k: Shazeer 2017, Switch; top-k then softmax: Mixtral (Jiang 2024)",
     "router_renormalize": "Qwen-MoE, OLMoE (norm_topk_prob)",
+    "router_weight_scale": "DeepSeek-V2 (DeepSeek-AI 2024, routed_scaling_factor)",
     "router_bias": "",
     "router_jitter": "Switch (Fedus 2021, §2.4)",
     "shared_expert_d_ff": "DeepSeekMoE (Dai 2024); Qwen1.5-MoE (Qwen Team 2024)",
@@ -88,6 +89,10 @@ PAPERS = {
     "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
     "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025); "
     "per_head_untied: Command R+ (Cohere 2024)",
+    "kv_latent_dim": "multi-head latent attention: DeepSeek-V2 (DeepSeek-AI 2024, §2.1)",
+    "q_latent_dim": "DeepSeek-V2 (DeepSeek-AI 2024, §2.1.2)",
+    "rope_head_dim": "decoupled RoPE: DeepSeek-V2 (DeepSeek-AI 2024, §2.1.3)",
+    "value_head_dim": "DeepSeek-V2 (DeepSeek-AI 2024)",
     "attention_sinks": "learned sinks: gpt-oss (OpenAI 2025); sinks: Xiao 2023",
     "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
     "clip_qkv": "DBRX (Databricks 2024)",
@@ -163,6 +168,7 @@ DERIVED = {
     "attention_out_bias": "attention_bias",
     "embedding_dim": "d_model",
     "d_expert": "d_ff",
+    "value_head_dim": "head_dim",
 }
 
 

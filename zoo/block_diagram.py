@@ -23,7 +23,9 @@ def activation(cfg: ModelConfig) -> str:
 
 
 def attention_kind(cfg: ModelConfig) -> str:
-    """MHA, GQA or MQA: as many key/value heads as query heads, fewer, or one."""
+    """MHA, GQA or MQA: as many key/value heads as query heads, fewer, or one; MLA: keys and values from a latent."""
+    if cfg.kv_latent_dim:
+        return "MLA"
     kv = cfg.num_kv_heads
     return "MHA" if kv == cfg.num_heads else "MQA" if kv == 1 else "GQA"
 
@@ -36,7 +38,9 @@ def _norm_label(cfg: ModelConfig) -> str:
 
 def _attention_label(cfg: ModelConfig, cross: bool = False) -> str:
     kind = attention_kind(cfg)
-    heads = f"{cfg.num_heads} heads" if kind == "MHA" else f"{cfg.num_heads} q / {cfg.num_kv_heads} kv heads"
+    heads = f"{cfg.num_heads} heads" if kind in ("MHA", "MLA") else f"{cfg.num_heads} q / {cfg.num_kv_heads} kv heads"
+    if kind == "MLA":
+        heads = f"latent {cfg.kv_latent_dim} + RoPE key {cfg.rope_head_dim}, {heads}"
     lines = ["Cross-attention" if cross else "Causal self-attention", f"{kind}: {heads} x {cfg.head_dim}"]
     if not cross:
         positions = {
