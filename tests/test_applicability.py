@@ -58,6 +58,8 @@ MODEL_CASES = {
     "router_z_loss_multiplier": ({}, 0.001),
     "moe_matmul": ({}, "blocks"),
     "router_weight_scale": ({}, 2.0),
+    "router_groups": ({}, 2),
+    "router_groups_per_token": (dict(num_experts=4), 2),
     "q_latent_dim": ({}, 8),
     "rope_head_dim": ({}, 4),
     "value_head_dim": ({}, 4),

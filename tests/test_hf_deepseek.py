@@ -88,6 +88,15 @@ def test_deepseek_v2_both_ways_and_each_detail_matters(tmp_path):
     assert np.abs(_zoo_logits(cfg_unrolled, unrolled, TOKENS) - ref).max() < 1e-4
 
 
+def test_deepseek_v2_group_limited_routing(tmp_path):
+    """DeepSeek-V2's group_limited_greedy: 8 experts in 4 groups, each token's 2 from its best group (with 2 groups
+    or more the top 2 would always lie in them); routing over every group instead changes the logits."""
+    model = _hf_deepseek_v2(n_routed_experts=8, topk_method="group_limited_greedy", n_group=4, topk_group=1)
+    cfg, params, ref = _roundtrip("deepseek_v2 (groups)", model, TOKENS, tmp_path)
+    assert (cfg.router_groups, cfg.router_groups_per_token) == (4, 1)
+    assert _differs(cfg, params, ref, router_groups=1, router_groups_per_token=1)
+
+
 def test_deepseek_v2_without_the_query_bottleneck(tmp_path):
     """V2-Lite's q_lora_rank null: one q_proj, the query_down/query_norm/query_up path absent."""
     cfg, params, _ = _roundtrip("deepseek_v2 (q_proj)", _hf_deepseek_v2(q_lora_rank=None), TOKENS, tmp_path)
@@ -108,10 +117,11 @@ def test_tiny_preset_through_its_hf_class(tmp_path):
     assert cfg.replace(**{f: getattr(preset, f) for f in untracked}) == preset.replace(scan_layers=True)
 
 
-def test_exact_total_and_active_counts_are_the_transformers_counts():
+@pytest.mark.parametrize("name", ["deepseek-v2-lite", "deepseek-v2"])
+def test_exact_total_and_active_counts_are_the_transformers_counts(name):
     """Total: numel of DeepseekV2ForCausalLM on the meta device == zoo.count_params == published; active: every
-    routed expert tensor scaled by k/E. Less the input embedding, DeepSeek's 2.4B (2.45B, truncated)."""
-    name = "deepseek-v2-lite"
+    routed expert tensor scaled by k/E. Less the input embedding, DeepSeek's labels: 2.4B (2.45B, truncated) and 21B
+    (20.85B; 21.38B with it)."""
     cfg = get_config(name)
     values = hf.config_to_hf(cfg, "deepseek_v2")
     config = transformers.AutoConfig.for_model(values.pop("model_type"), **values)
@@ -123,14 +133,18 @@ def test_exact_total_and_active_counts_are_the_transformers_counts():
     assert count_params(cfg) == total == published(name).params
     assert count_params(cfg, active=True) == active == published(name).active
     without_input_embedding = active - cfg.vocab_size * cfg.d_model
-    # 2,451,435,008: DeepSeek's "2.4B" truncates to one decimal (the count with the input embedding is 2.66B)
-    assert without_input_embedding // 10**8 / 10 == float(published(name).active_label.rstrip("B"))
+    label = float(published(name).active_label.rstrip("B"))
+    if name == "deepseek-v2-lite":  # 2,451,435,008: "2.4B" truncates to one decimal (with the embedding: 2.66B)
+        assert without_input_embedding // 10**8 / 10 == label
+    else:
+        assert round(without_input_embedding / 1e9) == round(active / 1e9) == label
 
 
 @pytest.mark.parametrize(
     "change, field",
     [
-        ({"topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3}, "topk_method"),
+        ({"topk_method": "noaux_tc"}, "topk_method"),
+        ({"topk_method": "group_limited_greedy", "n_group": None, "num_experts_per_tok": 6}, "n_group"),
         ({"rms_norm_eps": 1e-5}, "rms_norm_eps"),
         ({"num_key_value_heads": 2}, "num_key_value_heads"),
         ({"n_routed_experts": 4, "num_experts_per_tok": 5}, "num_experts_per_tok"),

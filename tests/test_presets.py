@@ -47,7 +47,7 @@ dbrx dbrx-tiny
 switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switch-base-256 switch-large-128
 switch-xxl-128 switch-c-2048 switch-tiny
 gpt-oss-20b gpt-oss-120b gpt-oss-tiny
-deepseek-v2-lite deepseek-v2-lite-tiny
+deepseek-v2-lite deepseek-v2 deepseek-v2-lite-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]

@@ -73,6 +73,8 @@ PAPERS = {
     "dense_prefix_layers": "DeepSeekMoE (Dai 2024, §5.1)",
     "router": "softmax then top-k: Shazeer 2017, Switch; top-k then softmax: Mixtral (Jiang 2024)",
     "router_renormalize": "Qwen-MoE, OLMoE (norm_topk_prob)",
+    "router_groups": "device-limited routing: DeepSeek-V2 (DeepSeek-AI 2024, §2.2.2)",
+    "router_groups_per_token": "DeepSeek-V2 (DeepSeek-AI 2024, §2.2.2)",
     "router_weight_scale": "DeepSeek-V2 (DeepSeek-AI 2024, routed_scaling_factor)",
     "router_bias": "",
     "router_jitter": "Switch (Fedus 2021, §2.4)",

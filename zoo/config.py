@@ -113,6 +113,12 @@ class ModelConfig(Replaceable):
     router_renormalize: bool = False
     """softmax_topk: divide the k chosen probabilities by their sum (transformers' norm_topk_prob in the
     Qwen-MoE and OLMoE routers; topk_softmax always sums to one)."""
+    router_groups: int = 1
+    """Group-limited routing (DeepSeek-V2 §2.2.2, device-limited routing; HF's n_group): the experts split into this
+    many groups of consecutive experts, and each token chooses among the router_groups_per_token groups whose best
+    expert scores highest. 1 = every expert."""
+    router_groups_per_token: int = 1
+    """With router_groups > 1: the groups each token may route to (HF's topk_group; DeepSeek-V2: 3 of 8)."""
     router_weight_scale: float = 1.0
     """The chosen experts' weights multiplied by this before they weight the experts' outputs (DeepSeek-V2's
     routed_scaling_factor: 16 in DeepSeek-V2, 1 in V2-Lite)."""

@@ -214,6 +214,20 @@ def _check_experts(c) -> None:
         layers = getattr(c, stack)
         if layers is not None and prefix >= layers:
             fail(c, "dense_prefix_layers", f"must leave MoE layers: it is {prefix}, {stack}={layers}")
+    groups, per_token = c.router_groups, c.router_groups_per_token
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or c.num_experts % groups:
+        fail(c, "router_groups", f"must be a positive divisor of num_experts={c.num_experts}, got {groups!r}")
+    if groups > 1 and (
+        not isinstance(per_token, int)
+        or not 1 <= per_token <= groups
+        or per_token * c.num_experts // groups < c.experts_per_token
+    ):
+        fail(
+            c,
+            "router_groups_per_token",
+            f"must be in 1..router_groups={groups} and leave at least experts_per_token={c.experts_per_token} experts "
+            f"({c.num_experts // groups} per group), got {per_token!r}",
+        )
     if not c.router_weight_scale > 0:
         fail(c, "router_weight_scale", f"must be > 0, got {c.router_weight_scale}")
     if not 0.0 <= c.router_jitter < 1.0:

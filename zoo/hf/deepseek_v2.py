@@ -10,8 +10,9 @@ with the class's default eps, 1e-6, which the zoo's one norm_eps must then be.
 
 MLP (DeepseekV2Moe): the first first_k_dense_replace layers a dense SwiGLU of intermediate_size, the others
 n_routed_experts experts of moe_intermediate_size beside n_shared_experts shared ones, one SwiGLU n_shared times as
-wide. The router (DeepseekV2TopkRouter, topk_method greedy): softmax over every expert in float32, the top k
-probabilities, never renormalised (the class ignores norm_topk_prob), times routed_scaling_factor. Weights: the
+wide. The router (DeepseekV2TopkRouter): softmax over every expert in float32, the top k probabilities (topk_method
+greedy; group_limited_greedy: among the topk_group of n_group groups whose best expert scores highest), never
+renormalised (the class ignores norm_topk_prob), times routed_scaling_factor. Weights: the
 per-expert layout of Qwen2-MoE (transformers' conversion mapping for deepseek_v2), or the fused one.
 """
 
@@ -85,12 +86,23 @@ def latent_to_hf(cfg: ModelConfig) -> dict:
     return out
 
 
+def groups_to_zoo(hf: HFConfig) -> dict:
+    """topk_method group_limited_greedy's n_group and topk_group; greedy ignores them (one group)."""
+    if hf.get("topk_method", "greedy") == "greedy":
+        return {"router_groups": 1}
+    for field in ("n_group", "topk_group"):
+        if not isinstance(hf.get(field), int) or isinstance(hf.get(field), bool) or hf.get(field) < 1:
+            hf.fail(field, "group-limited routing needs a positive integer")
+    return {"router_groups": hf.get("n_group"), "router_groups_per_token": hf.get("topk_group")}
+
+
 def _to_zoo(hf: HFConfig) -> dict:
     shared = hf.get("n_shared_experts", 2) or 0
     return {
         **llama.to_zoo(hf),
         **latent_to_zoo(hf),
         **mixtral.experts_to_zoo(hf, "n_routed_experts", 64, None),
+        **groups_to_zoo(hf),
         "shared_expert_d_ff": shared * hf.get("moe_intermediate_size", 1407),
     }
 
@@ -102,7 +114,10 @@ def _to_hf(cfg: ModelConfig) -> dict:
             f"ModelConfig.shared_expert_d_ff: {cfg.shared_expert_d_ff} cannot be expressed as deepseek_v2, whose "
             f"shared experts are n_shared_experts x d_expert={cfg.d_expert} wide"
         )
-    return {**latent_to_hf(cfg), "n_shared_experts": shared, "topk_method": "greedy"}
+    grouped = cfg.router_groups > 1
+    groups = {"n_group": cfg.router_groups, "topk_group": cfg.router_groups_per_token if grouped else 1}
+    method = "group_limited_greedy" if grouped else "greedy"
+    return {**latent_to_hf(cfg), "n_shared_experts": shared, "topk_method": method, **groups}
 
 
 # ============================================================================================ weights
@@ -180,7 +195,7 @@ FAMILY = mixtral.moe_family(
     presets="deepseek",
     renames=RENAMES,
     fixed=FIXED,
-    unsupported={"topk_method": ("greedy",), "mlp_bias": (False,)},
+    unsupported={"topk_method": ("greedy", "group_limited_greedy"), "mlp_bias": (False,)},
     to_zoo=_to_zoo,
     to_hf=_to_hf,
 )

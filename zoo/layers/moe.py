@@ -34,14 +34,25 @@ def route(logits, cfg: ModelConfig):
     """logits: [..., E] float32 -> (weights [..., k] float32, experts [..., k] int32), best first, the weights
     times router_weight_scale. Equal scores go to the lower expert index (jax.lax.top_k's order)."""
     k = cfg.experts_per_token
+    scores = logits if cfg.router == "topk_softmax" else jax.nn.softmax(logits, axis=-1)
+    top, experts = jax.lax.top_k(_within_groups(scores, cfg) if cfg.router_groups > 1 else scores, k)
     if cfg.router == "topk_softmax":
-        top_logits, experts = jax.lax.top_k(logits, k)
-        weights = jax.nn.softmax(top_logits, axis=-1)
+        weights = jax.nn.softmax(top, axis=-1)
     else:
-        weights, experts = jax.lax.top_k(jax.nn.softmax(logits, axis=-1), k)
+        weights = top
         if cfg.router_renormalize:
             weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
     return weights * cfg.router_weight_scale if cfg.router_weight_scale != 1 else weights, experts
+
+
+def _within_groups(scores, cfg: ModelConfig):
+    """scores [..., E] with every expert outside the token's router_groups_per_token best groups (a group scores as
+    its best expert) at -inf: DeepSeek-V2's group-limited greedy routing (transformers' DeepseekV2TopkRouter)."""
+    groups = cfg.router_groups
+    best = jnp.max(scores.reshape(*scores.shape[:-1], groups, -1), axis=-1)  # [..., groups]
+    _, kept = jax.lax.top_k(best, cfg.router_groups_per_token)
+    allowed = jnp.any(jax.nn.one_hot(kept, groups, dtype=jnp.bool_), axis=-2)  # [..., groups]
+    return jnp.where(jnp.repeat(allowed, cfg.num_experts // groups, axis=-1), scores, -jnp.inf)
 
 
 def capacity(tokens: int, cfg: ModelConfig, factor: float) -> int:
