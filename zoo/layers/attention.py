@@ -1,6 +1,7 @@
-"""Multi-head attention with every attention knob: MHA/GQA/MQA, QK-norm, q/k/v clipping, soft-capping, sliding windows,
-positions (RoPE, relative bias, ALiBi, Transformer-XL), causal/bidirectional/cross, document masking
-(segment ids), and a KV cache whose local layers are ring buffers of `sliding_window_size` slots.
+"""Multi-head attention with every attention knob: MHA/GQA/MQA, latent attention (zoo.layers.latent), QK-norm,
+q/k/v clipping, soft-capping, sliding windows, attention sinks, positions (RoPE, relative bias, ALiBi,
+Transformer-XL), causal/bidirectional/cross, document masking (segment ids), and a KV cache whose local layers are
+ring buffers of `sliding_window_size` slots.
 
 The cache stores each slot's absolute position per row (-1: empty or padding), so masks, relative biases
 and left-padded batches all follow from positions; a decode step writes its key in place and attends over

@@ -1,4 +1,5 @@
-"""The one linear layer every projection uses (attention q/k/v/o, the MLP, an untied output head)."""
+"""The one linear layer every projection uses (attention q/k/v/o, the MLP, an untied output head), and Kernel, the
+same matrix bare for a caller that multiplies by it in more than one way (latent attention's up-projection)."""
 
 from __future__ import annotations
 
