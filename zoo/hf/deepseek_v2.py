@@ -158,18 +158,11 @@ def _projections(cfg: ModelConfig, fused: bool) -> list[Rule]:
 
 
 # HF DeepseekV2Config's defaults (the class's docstring model, not a release: V2-Lite has 27 layers of 2048).
+# LLaMA's fields and defaults but the vocabulary; its num_key_value_heads and head_dim are latent_to_zoo's (HF sets
+# head_dim to the RoPE part).
 RENAMES = {
+    **{k: v for k, v in llama.LLAMA_LIKE_RENAMES.items() if k not in ("num_key_value_heads", "head_dim")},
     "vocab_size": ("vocab_size", 102400),
-    "hidden_size": ("d_model", 4096),
-    "intermediate_size": ("d_ff", 11008),
-    "num_hidden_layers": ("num_layers", 32),
-    "num_attention_heads": ("num_heads", 32),
-    "max_position_embeddings": ("max_seq_len", 2048),
-    "rms_norm_eps": ("norm_eps", 1e-6),
-    "attention_bias": ("attention_bias", False),
-    "tie_word_embeddings": ("tie_word_embeddings", False),
-    "attention_dropout": ("attention_dropout", 0.0),
-    "initializer_range": ("init_std", 0.02),
     "moe_intermediate_size": ("d_expert", 1407),
     "n_routed_experts": ("num_experts", 64),
     "num_experts_per_tok": ("experts_per_token", None),

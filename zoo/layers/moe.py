@@ -42,7 +42,7 @@ def route(logits, cfg: ModelConfig):
         weights = top
         if cfg.router_renormalize:
             weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
-    return weights * cfg.router_weight_scale if cfg.router_weight_scale != 1 else weights, experts
+    return weights * cfg.router_weight_scale, experts
 
 
 def _within_groups(scores, cfg: ModelConfig):
