@@ -60,6 +60,8 @@ MODEL_CASES = {
     "router_weight_scale": ({}, 2.0),
     "router_groups": ({}, 2),
     "router_groups_per_token": (dict(num_experts=4), 2),
+    "router_group_score_experts": (dict(num_experts=4), 2),
+    "router_balance_bias": ({}, True),
     "q_latent_dim": ({}, 8),
     "rope_head_dim": ({}, 4),
     "value_head_dim": ({}, 4),

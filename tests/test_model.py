@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.model import stack_layers, unstack_layers
+from zoo.model import is_buffer, path_names, stack_layers, unstack_layers
 from zoo.presets import get_config
 
 from conftest import TINY_PRESETS as TINY
@@ -135,6 +135,8 @@ def test_every_parameter_gets_a_gradient(name):
             # gradient is provably zero. The invariant is that it stays zero (up to rounding). Under RoPE
             # (Qwen2) the bias is rotated with its key's position, q.R(s)b varies with s, and it learns.
             assert norm < 1e-6, key
+        elif is_buffer(path_names(path)):
+            assert norm == 0, f"{key} is a buffer the trainer sets: no gradient reaches it"
         else:
             assert norm > 0, f"{key} gets no gradient"
 

@@ -43,6 +43,11 @@ MOE_FIELDS = (
     "d_expert",
     "router",
     "router_renormalize",
+    "router_balance_bias",
+    "router_groups",
+    "router_groups_per_token",
+    "router_group_score_experts",
+    "router_weight_scale",
     "router_bias",
     "router_jitter",
     "shared_expert_d_ff",
@@ -93,15 +98,25 @@ def top_k(scores, k):
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def naive_route(logits, spec):
+def naive_route(logits, spec, balance_bias=None, bias_weights=False):
+    """(experts, weights) of one token. balance_bias: added to the scores to choose (router_balance_bias); with
+    bias_weights (the mistake it must not make) to weight them as well."""
     k = spec.experts_per_token
     if spec.router == "topk_softmax":
         experts = top_k(logits, k)
         return experts, softmax(logits[experts])
-    probs = softmax(logits)
-    experts = top_k(probs, k)
-    weights = probs[experts]
-    return experts, weights / weights.sum() if spec.router_renormalize else weights
+    scores = 1.0 / (1.0 + np.exp(-logits)) if spec.router == "sigmoid_topk" else softmax(logits)
+    choice = scores + (0.0 if balance_bias is None else balance_bias)
+    if spec.router_groups > 1:
+        grouped = choice.reshape(spec.router_groups, -1)
+        group_scores = np.sort(grouped, axis=-1)[:, ::-1][:, : spec.router_group_score_experts].sum(-1)
+        allowed = np.zeros(spec.router_groups, bool)
+        allowed[top_k(group_scores, spec.router_groups_per_token)] = True
+        choice = np.where(np.repeat(allowed, spec.num_experts // spec.router_groups), choice, -np.inf)
+    experts = top_k(choice, k)
+    weights = (choice if bias_weights else scores)[experts]
+    weights = weights / weights.sum() if spec.router_renormalize else weights
+    return experts, weights * spec.router_weight_scale
 
 
 def naive_mlp(p, cfg, v, pick=lambda a: a):
@@ -120,7 +135,7 @@ def naive_logits(params, x):
     return x.astype(np.float64) @ router["kernel"] + router.get("bias", 0.0)
 
 
-def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=True):
+def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=True, bias_weights=False):
     """Token by token in float64. With a capacity factor, each sequence fills each expert's C slots in
     priority order (every first choice in sequence order, then every second choice ...; or token by token
     when first_choices_first is False) and drops the rest. Returns (output, kept assignments, all assignments)."""
@@ -132,7 +147,8 @@ def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=
     out = np.zeros((batch, length, D_MODEL))
     kept_total = 0
     for b in range(batch):
-        choices = [naive_route(logits[b, t], spec) for t in range(length)]
+        bias = params.get("balance_bias")
+        choices = [naive_route(logits[b, t], spec, bias, bias_weights) for t in range(length)]
         kept = np.ones((length, k), bool)
         if factor is not None:
             slots = min(length, math.ceil(length * k * factor / spec.num_experts))
@@ -172,6 +188,21 @@ DROPLESS_CASES = {
     "router_bias": (dict(router_bias=True), {}),
     "shared_expert": (dict(shared_expert_d_ff=5), {}),
     "shared_expert_gated": (dict(shared_expert_d_ff=5, shared_expert_gate=True), {}),
+    "sigmoid_topk": (dict(router="sigmoid_topk"), {}),
+    "sigmoid_renormalized_scaled": (dict(router="sigmoid_topk", router_renormalize=True, router_weight_scale=2.5), {}),
+    "balance_bias": (dict(router="sigmoid_topk", router_renormalize=True, router_balance_bias=True), {}),
+    "groups_scored_by_their_best": (dict(router_groups=2, router_groups_per_token=1, experts_per_token=1), {}),
+    "groups_scored_by_their_best_two": (
+        dict(
+            router="sigmoid_topk",
+            router_balance_bias=True,
+            router_groups=2,
+            router_groups_per_token=1,
+            router_group_score_experts=2,
+            experts_per_token=1,
+        ),
+        {},
+    ),
 }
 
 
@@ -188,6 +219,32 @@ def test_dropless_matches_per_token_reference(case, matmul):
     assert stats["tokens_per_expert"].sum() == x.shape[0] * x.shape[1] * spec.experts_per_token
 
 
+def test_the_balance_bias_chooses_experts_but_does_not_weight_them():
+    """DeepSeek-V3 §2.1.2: the bias enters the top k, not the gating weights. The reference that (wrongly) weights
+    with the biased scores is far from the layer, and a zero bias chooses other experts."""
+    cfg = make_cfg()
+    spec = make_spec(router="sigmoid_topk", router_renormalize=False, router_balance_bias=True)
+    params, x = random_params(cfg, spec), inputs()
+    out, stats = apply(cfg, spec, params, x)
+    np.testing.assert_allclose(out, naive_moe(params, x, cfg, spec)[0], **TOL)
+    assert np.max(np.abs(out - naive_moe(params, x, cfg, spec, bias_weights=True)[0])) > 0.05
+    _, unbiased = apply(cfg, spec, {**params, "balance_bias": np.zeros(NUM_EXPERTS, np.float32)}, x)
+    assert not np.array_equal(stats["tokens_per_expert"], unbiased["tokens_per_expert"])
+
+
+@pytest.mark.parametrize("best", [1, 2])
+def test_a_group_scores_the_sum_of_its_best_experts(best):
+    """8 sigmoid-scored experts in 4 groups, a token keeping 2 groups and 3 experts: the layer equals the reference
+    whose groups score their best `best` (DeepSeek-V2: 1, V3: 2), and not the one scoring the other way."""
+    cfg = make_cfg()
+    kw = dict(num_experts=8, experts_per_token=3, router="sigmoid_topk", router_groups=4, router_groups_per_token=2)
+    spec, other = make_spec(**kw, router_group_score_experts=best), make_spec(**kw, router_group_score_experts=3 - best)
+    params, x = random_params(cfg, spec), inputs(length=14)
+    out, _ = apply(cfg, spec, params, x)
+    np.testing.assert_allclose(out, naive_moe(params, x, cfg, spec)[0], **TOL)
+    assert np.max(np.abs(out - naive_moe(params, x, cfg, other)[0])) > 0.05
+
+
 # Each pair differs in one router detail; on these inputs the outputs must differ by far more than the
 # tolerance, so the reference comparisons above catch that detail being wrong.
 DIFFERENT = {
@@ -199,6 +256,7 @@ DIFFERENT = {
         dict(shared_expert_d_ff=5, shared_expert_gate=False),
     ),
     "router_bias": (dict(router_bias=True), dict(router_bias=False)),
+    "sigmoid_or_softmax": (dict(router="sigmoid_topk"), dict(router="softmax_topk")),
 }
 
 

@@ -47,7 +47,7 @@ dbrx dbrx-tiny
 switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switch-base-256 switch-large-128
 switch-xxl-128 switch-c-2048 switch-tiny
 gpt-oss-20b gpt-oss-120b gpt-oss-tiny
-deepseek-v2-lite deepseek-v2 deepseek-v2-lite-tiny
+deepseek-v2-lite deepseek-v2 deepseek-v2-lite-tiny deepseek-v3 deepseek-v3-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -81,6 +81,7 @@ FAMILIES = (
     "switch",
     "gpt_oss",
     "deepseek",
+    "deepseek_v3",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -116,6 +117,7 @@ TINY_COUNTS = {
     "switch-tiny": 2_167_616,
     "gpt-oss-tiny": 1_524_400,
     "deepseek-v2-lite-tiny": 1_230_592,
+    "deepseek-v3-tiny": 1_345_984,
 }
 
 
@@ -165,6 +167,7 @@ SIZE_FIELDS = {
     "rope_head_dim",
     "d_model",
     "num_layers",
+    "dense_prefix_layers",
     "num_heads",
     "num_kv_heads",
     "head_dim",
@@ -213,6 +216,7 @@ TINY_REFERENCE = {
     "switch": "switch-base-8",
     "gpt-oss": "gpt-oss-20b",
     "deepseek-v2-lite": "deepseek-v2-lite",
+    "deepseek-v3": "deepseek-v3",
 }
 
 

@@ -124,3 +124,34 @@ def test_the_training_step_drops_by_the_training_capacity_and_evaluation_by_its_
     _, metrics = prog.step(prog.init(0), batch)
     assert 0.4 < float(metrics["moe/dropped_fraction"]) < 0.6
     assert float(prog.evaluate(prog.init(0)["params"], batch)["moe/dropped_fraction"]) == 0.0
+
+
+def test_the_train_step_moves_each_balance_bias_by_the_sign_of_its_layers_load(params):
+    """DeepSeek-V3 §2.1.2 in the compiled step: after each update each MoE layer's bias is the old one plus rate *
+    sign(mean load - load), the loads those of the step's batch under the step's params; the optimizer leaves it
+    alone (two steps with weight decay and a nonzero bias: exact); it is not counted; the loads stay inside."""
+    from zoo.recipe import TrainConfig
+    from zoo.sharding import make_mesh
+    from zoo.train.router_losses import LOADS
+    from zoo.train.state import programs
+
+    cfg = CFG.replace(router="sigmoid_topk", router_balance_bias=True)
+    assert zoo.count_params(cfg) == zoo.count_params(CFG)
+    batch = {"inputs": TOKENS, "targets": jnp.roll(TOKENS, -1, axis=1)}
+    tc = TrainConfig(batch_size=2, seq_len=12, total_steps=2, warmup_steps=1, weight_decay=0.5, learning_rate=0.1)
+    prog = programs(cfg, tc, CausalLM(seq_len=12, router=RouterLosses.of(cfg)), make_mesh(devices=jax.devices()[:1]))
+
+    def biases(state):
+        blocks = state["params"]["decoder"]["cycles"]
+        return np.stack([np.asarray(blocks[f"block_{j}"]["moe"]["balance_bias"][0]) for j in (1, 2, 4, 5)])
+
+    state = prog.init(0)
+    for _ in range(2):
+        loads = np.stack([s["tokens_per_expert"][0] for s in layer_stats(state["params"], cfg)])  # [4 layers, E]
+        step = np.float32(tc.router_bias_update_rate) * np.sign(loads.mean(-1, keepdims=True) - loads)
+        expected = biases(state) + step
+        state, metrics = prog.step(state, batch)
+        assert LOADS not in metrics
+        np.testing.assert_array_equal(biases(state), expected.astype(np.float32))
+    assert np.abs(biases(state)).max() == np.float32(2 * tc.router_bias_update_rate)
+    assert LOADS not in prog.evaluate(state["params"], batch)

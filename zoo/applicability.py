@@ -112,6 +112,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "router_groups",
                 "router_weight_scale",
                 "router_bias",
+                "router_balance_bias",
                 "router_jitter",
                 "shared_expert_d_ff",
                 "capacity_factor",
@@ -125,11 +126,11 @@ RULES: dict[str, tuple[Rule, ...]] = {
         ),
         Rule(
             ("router_renormalize",),
-            lambda c: c.num_experts > 0 and c.router == "softmax_topk",
-            "num_experts > 0 and router: softmax_topk",
+            lambda c: c.num_experts > 0 and c.router in ("softmax_topk", "sigmoid_topk"),
+            "num_experts > 0 and router: softmax_topk or sigmoid_topk",
         ),
         Rule(
-            ("router_groups_per_token",),
+            ("router_groups_per_token", "router_group_score_experts"),
             lambda c: c.num_experts > 0 and c.router_groups > 1,
             "num_experts > 0 and router_groups > 1",
         ),

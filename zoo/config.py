@@ -109,16 +109,23 @@ class ModelConfig(Replaceable):
     router: str = "softmax_topk"
     """softmax_topk: softmax over all experts, then the top k probabilities (Switch, Qwen-MoE, OLMoE);
     topk_softmax: the top k logits, softmax over those (Mixtral's reference, mistralai/mistral-src
-    one_file_ref.py MoeLayer.forward). Runs in float32 (Switch §2.4, selective precision)."""
+    one_file_ref.py MoeLayer.forward); sigmoid_topk: each expert's own sigmoid, the top k of those (DeepSeek-V3,
+    arXiv:2412.19437 eq. 15). Runs in float32 (Switch §2.4, selective precision)."""
     router_renormalize: bool = False
-    """softmax_topk: divide the k chosen probabilities by their sum (transformers' norm_topk_prob in the
-    Qwen-MoE and OLMoE routers; topk_softmax always sums to one)."""
+    """softmax_topk, sigmoid_topk: divide the k chosen scores by their sum (transformers' norm_topk_prob in the
+    Qwen-MoE, OLMoE and DeepSeek-V3 routers; topk_softmax always sums to one)."""
+    router_balance_bias: bool = False
+    """DeepSeek-V3's auxiliary-loss-free balancing (§2.1.2): a per-expert bias added to the scores to choose the top
+    k but not to weight them. No gradient trains it (a buffer, uncounted): the trainer moves it after each step by
+    the recipe's router_bias_update_rate, down above the mean load, up below. HF's e_score_correction_bias."""
     router_groups: int = 1
     """Group-limited routing (DeepSeek-V2 §2.2.2, device-limited routing; HF's n_group): the experts split into this
-    many groups of consecutive experts, and each token chooses among the router_groups_per_token groups whose best
-    expert scores highest. 1 = every expert."""
+    many groups of consecutive experts, and each token chooses among the router_groups_per_token best groups, a
+    group scoring the sum of its router_group_score_experts best scores. 1 = every expert."""
     router_groups_per_token: int = 1
     """With router_groups > 1: the groups each token may route to (HF's topk_group; DeepSeek-V2: 3 of 8)."""
+    router_group_score_experts: int = 1
+    """With router_groups > 1: the best scores of a group that sum to its score (DeepSeek-V2: 1, V3: 2)."""
     router_weight_scale: float = 1.0
     """The chosen experts' weights multiplied by this before they weight the experts' outputs (DeepSeek-V2's
     routed_scaling_factor: 16 in DeepSeek-V2, 1 in V2-Lite)."""

@@ -22,7 +22,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
     "attention_impl": ("auto", "xla", "cudnn"),
     "moe_matmul": ("auto", "ragged_dot", "blocks"),
-    "router": ("softmax_topk", "topk_softmax"),
+    "router": ("softmax_topk", "topk_softmax", "sigmoid_topk"),
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16"),
 }
@@ -228,6 +228,10 @@ def _check_experts(c) -> None:
             f"must be in 1..router_groups={groups} and leave at least experts_per_token={c.experts_per_token} experts "
             f"({c.num_experts // groups} per group), got {per_token!r}",
         )
+    top = c.router_group_score_experts
+    if groups > 1 and (not isinstance(top, int) or isinstance(top, bool) or not 1 <= top <= c.num_experts // groups):
+        per_group = c.num_experts // groups
+        fail(c, "router_group_score_experts", f"must be in 1..{per_group} (experts per group), got {top!r}")
     if not c.router_weight_scale > 0:
         fail(c, "router_weight_scale", f"must be > 0, got {c.router_weight_scale}")
     if not 0.0 <= c.router_jitter < 1.0:

@@ -14,6 +14,7 @@ from zoo.config import ModelConfig
 from zoo.layers import positions as pos_lib
 from zoo.layers.dense import dense
 from zoo.layers.init import dtype_of, initializer
+from zoo.layers.moe import BALANCE_BIAS
 from zoo.layers.norms import Norm
 from zoo.layers.stack import Stack
 
@@ -224,6 +225,16 @@ def abstract_params(cfg: ModelConfig):
     return jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(cfg)))["params"]
 
 
+BUFFERS = (BALANCE_BIAS,)
+"""Param names that no gradient trains (PyTorch's buffers): the trainer sets them after each step. Not counted
+(HF's num_parameters and the published totals leave DeepSeek-V3's e_score_correction_bias out), no optimizer
+update or weight decay, and no gradient expected."""
+
+
+def is_buffer(names: tuple[str, ...]) -> bool:
+    return names[-1] in BUFFERS
+
+
 ROUTED_EXPERT_WEIGHTS = ("wi", "wi_0", "wi_1", "wo")
 """MoeMlp's stacked expert kernels and biases (its router and shared expert are used by every token)."""
 
@@ -237,12 +248,14 @@ def active_fraction(cfg: ModelConfig, names: tuple[str, ...]) -> float:
 
 
 def count_params(cfg: ModelConfig, active: bool = False) -> int:
-    """Exact number of parameters, via jax.eval_shape: no memory used, works for 540B. active=True: the
-    parameters one token uses, total - routed expert weights * (1 - k / E), embedding and output head included
-    (the convention of Mixtral's 12.9B, DBRX's 36B, OLMoE's 1.3B); = the total for a dense model."""
+    """Exact number of parameters (BUFFERS left out), via jax.eval_shape: no memory used, works for 540B.
+    active=True: the parameters one token uses, total - routed expert weights * (1 - k / E), embedding and output
+    head included (the convention of Mixtral's 12.9B, DBRX's 36B, OLMoE's 1.3B); = the total for a dense model."""
     leaves = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]
     total = 0
     for path, leaf in leaves:
+        if is_buffer(path_names(path)):
+            continue
         size = int(np.prod(leaf.shape, dtype=np.int64))
         # Exact in integers: a routed weight's leading (or, scanned, second) axis is num_experts.
         if active and active_fraction(cfg, path_names(path)) < 1:

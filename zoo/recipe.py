@@ -90,6 +90,9 @@ class TrainConfig(Replaceable):
     """Packed sequences: a token attends only to earlier tokens of its own document, and positions restart
     at each document (Llama 3, Dubey et al. 2024 §3.2). false = documents in a row see each other, with EOS
     as the only separator (GPT-2/3)."""
+    router_bias_update_rate: float = 0.001
+    """The step by which the train step moves a router_balance_bias model's per-expert biases after each update
+    (DeepSeek-V3, arXiv:2412.19437 §4.2: 0.001 for the first 14.3T tokens, then 0.0). 0 = hold them."""
     freeze: tuple[str, ...] = ()
     """Fine-tuning: regular expressions over parameter paths ("token_embed/.*", "decoder/cycles/block_0/.*");
     a parameter whose path matches one is not updated (its gradient leaves the clipping norm too)."""
@@ -182,6 +185,8 @@ def _validate(c: TrainConfig) -> None:
         fail(c, "grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
     if not 0.0 <= c.label_smoothing < 1.0:
         fail(c, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
+    if not c.router_bias_update_rate >= 0:
+        fail(c, "router_bias_update_rate", f"must be >= 0, got {c.router_bias_update_rate}")
     for pattern in c.freeze:
         try:
             re.compile(pattern)

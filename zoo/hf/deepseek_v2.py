@@ -147,7 +147,8 @@ def latent_rules(cfg: ModelConfig) -> list[Rule]:
     return rules
 
 
-def _projections(cfg: ModelConfig, fused: bool) -> list[Rule]:
+def projections(cfg: ModelConfig, fused: bool) -> list[Rule]:
+    """A layer's latent attention and DeepSeekMoE tensors, the experts per expert or `fused`."""
     prefix = f"{qwen2_moe.MOE}.shared_experts"
     shared = [rule(f"{prefix}.{hf}.weight", f"moe/shared/{zoo}/kernel", TRANSPOSE) for zoo, hf in _SWIGLU_NAMES.items()]
     return (
@@ -182,7 +183,7 @@ FIXED = {
 FAMILY = mixtral.moe_family(
     llama.PRE_NORMS,
     lambda cfg: [],
-    _projections,
+    projections,
     model_type="deepseek_v2",
     hf_class="DeepseekV2ForCausalLM",
     presets="deepseek",

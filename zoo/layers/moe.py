@@ -29,27 +29,49 @@ from zoo.layers.experts import expert_mlp, per_shard, sharded_dropless
 from zoo.layers.init import dtype_of, initializer
 from zoo.layers.mlp import Mlp
 
+BALANCE_BIAS = "balance_bias"
+"""The param name of router_balance_bias's per-expert bias (a buffer: zoo.model.BUFFERS)."""
 
-def route(logits, cfg: ModelConfig):
+
+def route(logits, cfg: ModelConfig, selection_bias=None):
     """logits: [..., E] float32 -> (weights [..., k] float32, experts [..., k] int32), best first, the weights
-    times router_weight_scale. Equal scores go to the lower expert index (jax.lax.top_k's order)."""
-    k = cfg.experts_per_token
-    scores = logits if cfg.router == "topk_softmax" else jax.nn.softmax(logits, axis=-1)
-    top, experts = jax.lax.top_k(_within_groups(scores, cfg) if cfg.router_groups > 1 else scores, k)
+    times router_weight_scale. `selection_bias` ([..., E], router_balance_bias) shifts the scores that choose the
+    experts, not the weights. Equal scores go to the lower expert index (jax.lax.top_k's order)."""
+    scores = router_scores(logits, cfg)
+    choice = scores if selection_bias is None else scores + selection_bias
+    _, experts = jax.lax.top_k(_within_groups(choice, cfg) if cfg.router_groups > 1 else choice, cfg.experts_per_token)
+    weights = jnp.take_along_axis(scores, experts, axis=-1)
     if cfg.router == "topk_softmax":
-        weights = jax.nn.softmax(top, axis=-1)
-    else:
-        weights = top
-        if cfg.router_renormalize:
-            weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+        weights = jax.nn.softmax(weights, axis=-1)
+    elif cfg.router_renormalize:
+        weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
     return weights * cfg.router_weight_scale, experts
 
 
+def router_scores(logits, cfg: ModelConfig):
+    """What the top k is taken of: the logits (topk_softmax), their softmax, or each one's sigmoid."""
+    if cfg.router == "topk_softmax":
+        return logits
+    return jax.nn.sigmoid(logits) if cfg.router == "sigmoid_topk" else jax.nn.softmax(logits, axis=-1)
+
+
+def router_probs(logits, cfg: ModelConfig):
+    """The router's distribution over experts and its log, for the balancing loss and the entropy: the softmax, or
+    for sigmoid scores those divided by their sum (DeepSeek-V3 eq. 19's s')."""
+    if cfg.router != "sigmoid_topk":
+        return jax.nn.softmax(logits, axis=-1), jax.nn.log_softmax(logits, axis=-1)
+    log_scores = jax.nn.log_sigmoid(logits)
+    log_probs = log_scores - jax.nn.logsumexp(log_scores, axis=-1, keepdims=True)
+    return jnp.exp(log_probs), log_probs
+
+
 def _within_groups(scores, cfg: ModelConfig):
-    """scores [..., E] with every expert outside the token's router_groups_per_token best groups (a group scores as
-    its best expert) at -inf: DeepSeek-V2's group-limited greedy routing (transformers' DeepseekV2TopkRouter)."""
+    """scores [..., E] with every expert outside the token's router_groups_per_token best groups at -inf, a group
+    scoring the sum of its router_group_score_experts best scores: DeepSeek-V2's group-limited greedy routing
+    (its best one, transformers' DeepseekV2TopkRouter) and V3's (its best two, DeepseekV3TopkRouter)."""
     groups = cfg.router_groups
-    best = jnp.max(scores.reshape(*scores.shape[:-1], groups, -1), axis=-1)  # [..., groups]
+    grouped = scores.reshape(*scores.shape[:-1], groups, -1)
+    best = jnp.sum(jax.lax.top_k(grouped, cfg.router_group_score_experts)[0], axis=-1)  # [..., groups]
     _, kept = jax.lax.top_k(best, cfg.router_groups_per_token)
     allowed = jnp.any(jax.nn.one_hot(kept, groups, dtype=jnp.bool_), axis=-2)  # [..., groups]
     return jnp.where(jnp.repeat(allowed, cfg.num_experts // groups, axis=-1), scores, -jnp.inf)
@@ -61,11 +83,11 @@ def capacity(tokens: int, cfg: ModelConfig, factor: float) -> int:
     return min(tokens, math.ceil(tokens * cfg.experts_per_token * factor / cfg.num_experts))
 
 
-def router_stats(logits, experts, real, kept) -> dict[str, jax.Array]:
+def router_stats(logits, probs, log_probs, experts, real, kept) -> dict[str, jax.Array]:
     """What a trainer reads per MoE layer, averaged over the real tokens.
 
-    logits [N, E] float32; experts [N, k]; real [N] (1 = a token, 0 = padding); kept [N, k] (1 = the
-    assignment was computed, 0 = dropped by capacity).
+    logits [N, E] float32; probs and log_probs [N, E] (router_probs); experts [N, k]; real [N] (1 = a token,
+    0 = padding); kept [N, k] (1 = the assignment was computed, 0 = dropped by capacity).
       load_balancing_loss  E * sum_e f_e P_e (Switch eq. 4-6), f_e = assignments to e per token over all k
                            choices and P_e = mean router probability, as in huggingface/transformers
                            src/transformers/models/mixtral/modeling_mixtral.py, load_balancing_loss_func: its
@@ -74,14 +96,13 @@ def router_stats(logits, experts, real, kept) -> dict[str, jax.Array]:
       router_z_loss        mean logsumexp(logits)^2 (ST-MoE, Zoph 2022, eq. 5).
       tokens_per_expert    [E] assignments each expert was sent, before capacity drops.
       dropped_fraction     dropped assignments / all assignments.
-      router_entropy       mean entropy of the softmax over all experts (nats).
+      router_entropy       mean entropy of probs (nats).
     """
     num_experts = logits.shape[-1]
     count = jnp.maximum(jnp.sum(real), 1.0)
-    probs = jax.nn.softmax(logits, axis=-1)
     tokens_per_expert = jnp.sum(jax.nn.one_hot(experts, num_experts) * real[:, None, None], axis=(0, 1))
     mean_prob = jnp.sum(probs * real[:, None], axis=0) / count
-    entropy = -jnp.sum(probs * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    entropy = -jnp.sum(probs * log_probs, axis=-1)
     return {
         "load_balancing_loss": num_experts * jnp.sum(tokens_per_expert / count * mean_prob),
         "router_z_loss": jnp.sum(jnp.square(jax.nn.logsumexp(logits, axis=-1)) * real) / count,
@@ -139,7 +160,13 @@ class MoeMlp(nn.Module):
         batch, length, d_model = x.shape
         real = jnp.ones((batch, length), jnp.float32) if mask is None else mask.astype(jnp.float32)
         logits = self._router_logits(x)
-        weights, experts = per_shard(lambda scores: route(scores, cfg), logits)
+        if cfg.router_balance_bias:  # a float32 buffer: the trainer moves it (zoo.train.router_losses.rebalance)
+            init = nn.with_logical_partitioning(nn.initializers.zeros, (None,), rules=())
+            bias = jax.lax.stop_gradient(self.param(BALANCE_BIAS, init, (cfg.num_experts,), jnp.float32))
+            bias = jnp.broadcast_to(bias, logits.shape)  # per_shard splits every argument's batch axis
+            weights, experts = per_shard(lambda scores, b: route(scores, cfg, b), logits, bias)
+        else:
+            weights, experts = per_shard(lambda scores: route(scores, cfg), logits)
         weights = weights * real[..., None]
         factor = cfg.eval_capacity_factor if self.deterministic else cfg.capacity_factor
         if factor is None:
@@ -151,8 +178,10 @@ class MoeMlp(nn.Module):
             kept = jnp.ones(experts.shape, jnp.float32)
         else:
             out, kept = self._with_capacity(x, weights, experts, real, capacity(length, cfg, factor))
+        flat_logits = logits.reshape(-1, cfg.num_experts)
         stats = router_stats(
-            logits.reshape(-1, cfg.num_experts),
+            flat_logits,
+            *router_probs(flat_logits, cfg),
             experts.reshape(-1, cfg.experts_per_token),
             real.reshape(-1),
             kept.reshape(-1, cfg.experts_per_token),

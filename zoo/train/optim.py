@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from zoo.model import path_names
+from zoo.model import is_buffer, path_names
 from zoo.recipe import TrainConfig
 
 
@@ -92,6 +92,11 @@ def frozen_mask(params, tc: TrainConfig):
     )
 
 
+def buffer_mask(params):
+    """Pytree of bools: True for the buffers (zoo.model.BUFFERS), which no optimizer updates."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: is_buffer(path_names(p)), nn.meta.unbox(params))
+
+
 def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
     schedule = make_schedule(tc, d_model)
@@ -100,8 +105,10 @@ def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.Gradien
     # Added to the update after the lr scaling, so params lose weight_decay * lr ** power of themselves.
     decay = (lambda count: tc.weight_decay * schedule(count) ** power) if tc.weight_decay > 0 else None
 
-    # Frozen params: zero gradients in (out of the clipping norm and the moments), zero updates out (no decay).
-    freeze = [optax.masked(optax.set_to_zero(), frozen_mask(params, tc))] if tc.freeze else []
+    # Frozen params and buffers: zero gradients in (out of the clipping norm and the moments), zero updates out (no
+    # decay). A buffer's gradient is zero already (stop_gradient); its update is the trainer's (zoo.model.BUFFERS).
+    untrained = jax.tree.map(lambda frozen, buffer: frozen or buffer, frozen_mask(params, tc), buffer_mask(params))
+    freeze = [optax.masked(optax.set_to_zero(), untrained)] if any(jax.tree.leaves(untrained)) else []
     parts = list(freeze)
     if tc.grad_clip_norm is not None:
         parts.append(optax.clip_by_global_norm(tc.grad_clip_norm))

@@ -28,6 +28,7 @@ import re
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.moe import BALANCE_BIAS
 from zoo.model import path_names
 
 LOGGED = (
@@ -47,31 +48,66 @@ class RouterLosses:
     moe: bool = False
     load_balancing: float = 0.0
     z_loss: float = 0.0
+    balance_bias: bool = False
+    """The model has router_balance_bias: the metrics also carry each MoE layer's expert loads under LOADS, for
+    the train step's rebalance (and nothing else: the step takes them out)."""
 
     @classmethod
     def of(cls, cfg) -> RouterLosses:
-        return cls(cfg.is_moe, cfg.load_balancing_multiplier, cfg.router_z_loss_multiplier)
+        return cls(cfg.is_moe, cfg.load_balancing_multiplier, cfg.router_z_loss_multiplier, cfg.router_balance_bias)
 
     def apply(self, model, variables, *args, **kwargs):
         """model.apply(variables, *args, **kwargs) -> (logits, {statistic: [MoE layers] array}); {} when dense."""
         if not self.moe:
             return model.apply(variables, *args, **kwargs), {}
         logits, state = model.apply(variables, *args, mutable=["intermediates"], **kwargs)
-        return logits, per_layer(state["intermediates"], model.cfg.cycle_length)
+        layers = per_layer(state["intermediates"], model.cfg.cycle_length)
+        return logits, {**layers, LOADS: loads_by_module(state["intermediates"])} if self.balance_bias else layers
 
     def add_to(self, loss, metrics: dict, layers: dict) -> tuple:
         """The loss with the auxiliary terms added, and the metrics with the router statistics."""
         if not layers:
             return loss, metrics
-        means = {name: jnp.mean(values) for name, values in layers.items()}
+        means = {name: jnp.mean(layers[name]) for name in ("load_balancing_loss", "router_z_loss")}
         aux = self.load_balancing * means["load_balancing_loss"] + self.z_loss * means["router_z_loss"]
         metrics = {
             **metrics,
             "loss": metrics["loss"] + aux,
-            **{f"moe/{name}": means[name] for name in LOGGED},
+            **{f"moe/{name}": jnp.mean(layers[name]) for name in LOGGED},
             **{f"moe/{name}_per_layer": layers[name] for name in LOGGED},
+            **({LOADS: layers[LOADS]} if LOADS in layers else {}),
         }
         return loss + aux, metrics
+
+
+LOADS = "moe/loads"
+"""The metrics key of the expert loads by MoE module ({"decoder/cycles/block_0/moe": [cycles, E] or [E]})."""
+
+
+def loads_by_module(intermediates) -> dict[str, jax.Array]:
+    """Each MoE module's tokens_per_expert, keyed by its path: the path of its params less the param's name."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+        names = path_names(path)  # .../moe/tokens_per_expert/0 (sow keeps a tuple)
+        if len(names) >= 3 and names[-2] == "tokens_per_expert":
+            out["/".join(names[:-2])] = leaf
+    return out
+
+
+def rebalance(params, loads: dict[str, jax.Array], rate: float):
+    """DeepSeek-V3's bias update (arXiv:2412.19437 §2.1.2): after each step, each MoE layer's balance bias moves by
+    `rate` down for an expert whose load exceeds the layer's mean load, up for one below it (b += rate *
+    sign(mean load - load)); an expert at the mean stays. `loads` from the step's metrics (LOADS): every
+    device's tokens and every micro-batch's, so each data-parallel replica moves its copy alike."""
+
+    def update(path, leaf):
+        names = path_names(path)
+        if names[-1] != BALANCE_BIAS:
+            return leaf
+        load = loads["/".join(names[:-1])]
+        return leaf + rate * jnp.sign(jnp.mean(load, axis=-1, keepdims=True) - load)
+
+    return jax.tree_util.tree_map_with_path(update, params)
 
 
 _LAYER = re.compile(r"^cycle_(\d+)$")

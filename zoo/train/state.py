@@ -30,6 +30,7 @@ from zoo.recipe import TrainConfig
 from zoo.sharding import batch_sharding, param_shardings
 from zoo.train.checkpoint import abstract_like
 from zoo.train.optim import make_optimizer
+from zoo.train.router_losses import LOADS, rebalance
 
 
 def opt_state_shardings(abstract_opt_state, params_shardings, params_shapes, mesh):
@@ -147,8 +148,11 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
             tokens = metrics["tokens"]
             grads, metrics = jax.tree.map(lambda x: x / accum, (grads, metrics))
             metrics["tokens"] = tokens
+        loads = metrics.pop(LOADS, None)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
+        if loads is not None:  # router_balance_bias: the buffers move after the update (DeepSeek-V3 §2.1.2)
+            params = rebalance(params, loads, tc.router_bias_update_rate)
         # param_norm is of the updated params: a finite loss can still produce an overflowing update, and the
         # loop must not checkpoint that state.
         metrics = {
@@ -160,7 +164,8 @@ def programs(cfg: ModelConfig, tc: TrainConfig, objective, mesh) -> Programs:
         return {"params": params, "opt_state": opt_state, "step": n + 1, "rng": state["rng"]}, metrics
 
     def evaluate(params, batch):
-        return objective.loss(model, params, batch, None)[1]
+        metrics = objective.loss(model, params, batch, None)[1]
+        return {k: v for k, v in metrics.items() if k != LOADS}
 
     b_sharding = batch_sharding(mesh)
     return Programs(
