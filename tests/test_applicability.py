@@ -55,6 +55,7 @@ MODEL_CASES = {
     "capacity_factor": ({}, 1.25),
     "eval_capacity_factor": ({}, 2.0),
     "load_balancing_multiplier": ({}, 0.01),
+    "load_balancing_per_sequence": ({}, True),
     "router_z_loss_multiplier": ({}, 0.001),
     "moe_matmul": ({}, "blocks"),
     "router_weight_scale": ({}, 2.0),

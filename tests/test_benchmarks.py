@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import without_test_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    env = dict(os.environ)
-    # conftest emulates 8 CPU devices for the sharding tests; the benchmark runs on the host as a user would.
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
+    # conftest emulates 8 CPU devices and compiles at -O0 for the tests; the benchmark runs on the host as a user's.
+    env = without_test_flags(dict(os.environ))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(out)],
         cwd=ROOT,

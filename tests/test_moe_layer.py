@@ -48,6 +48,7 @@ MOE_FIELDS = (
     "router_groups_per_token",
     "router_group_score_experts",
     "router_weight_scale",
+    "load_balancing_per_sequence",
     "router_bias",
     "router_jitter",
     "shared_expert_d_ff",
@@ -395,6 +396,34 @@ def test_padding_is_left_out_and_statistics_match_their_formulas(k):
         np.testing.assert_allclose(stats[name], value, rtol=1e-5, err_msg=name)
     unmasked = apply(cfg, spec, params, x)[1]
     assert abs(unmasked["router_z_loss"] - stats["router_z_loss"]) > 1e-3
+
+
+def test_the_sequence_wise_balance_loss_is_deepseek_v3s_equations():
+    """DeepSeek-V3 eqs. 17-20 per sequence, in numpy: f_i = E / (k T) * the sequence's choices of i (chosen with the
+    balance bias), P_i = the mean over its T tokens of s_i / sum_j s_j (unbiased sigmoid scores), L = sum_i f_i P_i,
+    averaged over the sequences; the layer's statistic is k L (its minimum k, as the batch-wise one). Padding is left
+    out, and the batch-wise loss of the same tokens differs."""
+    cfg = make_cfg()
+    kw = dict(router="sigmoid_topk", router_renormalize=True, router_balance_bias=True)
+    spec = make_spec(**kw, load_balancing_per_sequence=True)
+    params, x = random_params(cfg, spec), inputs(batch=3)
+    mask = np.ones(x.shape[:2], bool)
+    mask[1, 3:] = False
+    stats = apply(cfg, spec, params, x, mask=mask)[1]
+    logits = naive_logits(jax.tree.map(np.float64, params), x)
+    k, num_experts, losses = spec.experts_per_token, spec.num_experts, []
+    for b in range(x.shape[0]):
+        rows = logits[b][mask[b]]
+        chosen = np.zeros(num_experts)
+        for row in rows:
+            chosen[naive_route(row, spec, params["balance_bias"])[0]] += 1
+        f = num_experts / (k * len(rows)) * chosen
+        scores = 1.0 / (1.0 + np.exp(-rows))
+        p = np.mean(scores / scores.sum(-1, keepdims=True), axis=0)
+        losses.append(np.sum(f * p))
+    assert stats["load_balancing_loss"] == pytest.approx(k * np.mean(losses), rel=1e-5)
+    batch_wise = apply(cfg, make_spec(**kw), params, x, mask=mask)[1]
+    assert abs(batch_wise["load_balancing_loss"] - stats["load_balancing_loss"]) > 1e-3
 
 
 @pytest.mark.parametrize("k", [1, 2])

@@ -17,6 +17,7 @@ import pytest
 
 from zoo.train.cli import parse_args
 
+from conftest import without_test_flags
 from tools import readme_tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +85,7 @@ def _released_weights_block() -> list[str]:
 def test_released_weights_commands_run(tmp_path):
     """Make the tiny checkpoint, fine-tune, evaluate, export, evaluate the export, sample: in a scratch
     directory, in the README's order."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env = without_test_flags(dict(os.environ, PYTHONPATH=str(ROOT)))
     for command in _released_weights_block():
         for script in ("train.py", "evaluate.py", "sample.py"):
             command = command.replace(f"python {script}", f"python {ROOT / script}")
@@ -158,8 +158,7 @@ def main_job(tmp_path_factory):
     """The README's first command, `python train.py`, as it stands (300 steps of llama-tiny), in a fresh run
     directory."""
     run_dir = tmp_path_factory.mktemp("main_job") / "llama-tiny"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env = without_test_flags(dict(os.environ, PYTHONPATH=str(ROOT)))
     out = subprocess.run(
         [sys.executable, "train.py", f"run.dir={run_dir}"],
         cwd=ROOT,

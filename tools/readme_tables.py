@@ -86,6 +86,7 @@ PAPERS = {
     "capacity_factor": "GShard (Lepikhin 2020); Switch (Fedus 2021); dropless: MegaBlocks (Gale 2022)",
     "eval_capacity_factor": "Switch (Fedus 2021); ST-MoE (Zoph 2022)",
     "load_balancing_multiplier": "Switch (Fedus 2021, eq. 4)",
+    "load_balancing_per_sequence": "DeepSeek-V3 (DeepSeek-AI 2024, eqs. 17-20)",
     "router_z_loss_multiplier": "ST-MoE (Zoph 2022, eq. 5)",
     "moe_matmul": "grouped matmul: MegaBlocks (Gale 2022)",
     "parallel_shared_norm": "shared: GPT-J, PaLM; separate: GPT-NeoX (Black 2022)",

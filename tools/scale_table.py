@@ -105,6 +105,16 @@ CASES: dict[str, tuple[str, list[tuple[str, list[str]]]]] = {
             ("v5p:8x8x8", ["mesh.expert=8", "mesh.fsdp=16", "mesh.tensor=4", REMAT, "train.grad_accum_steps=4"]),
         ],
     ),
+    # DeepSeek-V3's batch of 15360 rows over the 512 batch shards (expert x fsdp) leaves 30 rows a shard: gradient
+    # accumulation divides 30. Each chip gathers its expert group's tokens (zoo/layers/experts.py), so the group's
+    # size bounds the experts' rows per chip.
+    "deepseek-v3": (
+        "2048 H800 GPUs (DeepSeek-V3 report, sec. 3.1, recalled); nearest: TPU v5p",
+        [
+            ("v5p:8x16x16", ["mesh.expert=32", "mesh.fsdp=16", "mesh.tensor=4", REMAT, "train.grad_accum_steps=30"]),
+            ("v5p:8x16x16", ["mesh.expert=64", "mesh.fsdp=8", "mesh.tensor=4", REMAT, "train.grad_accum_steps=30"]),
+        ],
+    ),
     "switch-c-2048": (
         "TPU v3 (Fedus et al. 2021); libtpu describes v4 and newer: v4",
         [

@@ -118,6 +118,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "capacity_factor",
                 "eval_capacity_factor",
                 "load_balancing_multiplier",
+                "load_balancing_per_sequence",
                 "router_z_loss_multiplier",
                 "moe_matmul",
             ),

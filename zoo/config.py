@@ -23,6 +23,7 @@ TRAINING_FIELDS = (
     "init_std",
     "z_loss_multiplier",
     "load_balancing_multiplier",
+    "load_balancing_per_sequence",
     "router_z_loss_multiplier",
     "router_jitter",
     "embedding_dropout",
@@ -146,6 +147,9 @@ class ModelConfig(Replaceable):
     load_balancing_multiplier: float = 0.0
     """Weight of the load-balancing loss, E * sum_e f_e P_e per MoE layer averaged over layers (Switch eq. 4;
     Switch 1e-2, OLMoE 1e-2); read by the trainer."""
+    load_balancing_per_sequence: bool = False
+    """f_e and P_e of each sequence, the loss averaged over sequences (DeepSeek-V3's sequence-wise balance loss,
+    §2.1.2), instead of the whole batch's."""
     router_z_loss_multiplier: float = 0.0
     """Weight of the router z-loss, mean logsumexp(router logits)^2 (ST-MoE eq. 5: 1e-3; OLMoE 1e-3)."""
 

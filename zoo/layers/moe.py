@@ -83,7 +83,7 @@ def capacity(tokens: int, cfg: ModelConfig, factor: float) -> int:
     return min(tokens, math.ceil(tokens * cfg.experts_per_token * factor / cfg.num_experts))
 
 
-def router_stats(logits, probs, log_probs, experts, real, kept) -> dict[str, jax.Array]:
+def router_stats(logits, probs, log_probs, experts, real, kept, sequences: int = 1) -> dict[str, jax.Array]:
     """What a trainer reads per MoE layer, averaged over the real tokens.
 
     logits [N, E] float32; probs and log_probs [N, E] (router_probs); experts [N, k]; real [N] (1 = a token,
@@ -92,7 +92,9 @@ def router_stats(logits, probs, log_probs, experts, real, kept) -> dict[str, jax
                            choices and P_e = mean router probability, as in huggingface/transformers
                            src/transformers/models/mixtral/modeling_mixtral.py, load_balancing_loss_func: its
                            minimum, under uniform routing, is k. HF pools the layers before this product; here it
-                           is per layer.
+                           is per layer. With `sequences` > 1 (the N rows are that many sequences in order), per
+                           sequence and then averaged over the sequences with a real token (DeepSeek-V3's
+                           sequence-wise balance loss, arXiv:2412.19437 eqs. 17-20: k times its L_Bal / alpha).
       router_z_loss        mean logsumexp(logits)^2 (ST-MoE, Zoph 2022, eq. 5).
       tokens_per_expert    [E] assignments each expert was sent, before capacity drops.
       dropped_fraction     dropped assignments / all assignments.
@@ -100,16 +102,29 @@ def router_stats(logits, probs, log_probs, experts, real, kept) -> dict[str, jax
     """
     num_experts = logits.shape[-1]
     count = jnp.maximum(jnp.sum(real), 1.0)
-    tokens_per_expert = jnp.sum(jax.nn.one_hot(experts, num_experts) * real[:, None, None], axis=(0, 1))
-    mean_prob = jnp.sum(probs * real[:, None], axis=0) / count
+    chosen = jnp.sum(jax.nn.one_hot(experts, num_experts) * real[:, None, None], axis=1)  # [N, E]
+    tokens_per_expert = jnp.sum(chosen, axis=0)
     entropy = -jnp.sum(probs * log_probs, axis=-1)
     return {
-        "load_balancing_loss": num_experts * jnp.sum(tokens_per_expert / count * mean_prob),
+        "load_balancing_loss": _balancing_loss(chosen, probs, real, sequences),
         "router_z_loss": jnp.sum(jnp.square(jax.nn.logsumexp(logits, axis=-1)) * real) / count,
         "tokens_per_expert": tokens_per_expert,
         "dropped_fraction": 1.0 - jnp.sum(kept * real[:, None]) / (count * experts.shape[-1]),
         "router_entropy": jnp.sum(entropy * real) / count,
     }
+
+
+def _balancing_loss(chosen, probs, real, sequences: int):
+    """E * sum_e f_e P_e within each of `sequences` equal groups of rows, averaged over the groups with a token."""
+    num_experts = chosen.shape[-1]
+    chosen, probs = (a.reshape(sequences, -1, num_experts) for a in (chosen, probs))
+    real = real.reshape(sequences, -1)
+    tokens = jnp.sum(real, axis=-1)  # [S]
+    per_token = jnp.sum(chosen, axis=1) / jnp.maximum(tokens, 1.0)[:, None]
+    mean_prob = jnp.sum(probs * real[..., None], axis=1) / jnp.maximum(tokens, 1.0)[:, None]
+    losses = num_experts * jnp.sum(per_token * mean_prob, axis=-1)
+    has_tokens = (tokens > 0).astype(losses.dtype)
+    return jnp.sum(losses * has_tokens) / jnp.maximum(jnp.sum(has_tokens), 1.0)
 
 
 def _per_expert(init):
@@ -185,6 +200,7 @@ class MoeMlp(nn.Module):
             experts.reshape(-1, cfg.experts_per_token),
             real.reshape(-1),
             kept.reshape(-1, cfg.experts_per_token),
+            sequences=batch if cfg.load_balancing_per_sequence else 1,
         )
         for name, value in stats.items():
             self.sow("intermediates", name, value)
