@@ -12,7 +12,9 @@ from zoo import analysis, block_diagram, count_params, get_config, list_presets
 matplotlib.use("Agg")
 
 
-@pytest.mark.parametrize("name", ["gpt2", "t5-small", "transformer-base", "gemma2-2b", "olmo2-7b", "palm-540b"])
+@pytest.mark.parametrize(
+    "name", ["gpt2", "t5-small", "transformer-base", "gemma2-2b", "olmo2-7b", "palm-540b", "deepseek-v3-tiny"]
+)
 def test_breakdown_sums_to_count_params(name):
     cfg = get_config(name)
     assert sum(analysis.param_breakdown(cfg).values()) == count_params(cfg)

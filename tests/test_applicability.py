@@ -7,11 +7,11 @@ import pytest
 
 import zoo
 from zoo.applicability import RULES, unused_fields
-from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
+from zoo.config import ModelConfig
 from zoo.fields import field_names
 from zoo.presets import get_train_config
 from zoo.recipe import TrainConfig
-from zoo.semantics import semantics
+from zoo.semantics import RUNTIME_FIELDS, TRAINING_FIELDS, semantics
 from zoo.train.config import UserError, resolve
 
 CLASSES = {"ModelConfig": ModelConfig, "TrainConfig": TrainConfig}

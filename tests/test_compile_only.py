@@ -69,6 +69,24 @@ def test_tiny_preset_compiles_for_a_v5e_slice():
     assert seconds == pytest.approx(compiled / 197e12, rel=0.01)
 
 
+def test_step_flops_count_a_dense_prefix_once():
+    """The FLOPs count's one- and two-cycle compiles carry DeepSeek's dense first layers, counted once: for
+    deepseek-v2-lite-tiny (1 dense + 3 MoE layers) on one CPU device the count equals the whole unrolled step's."""
+    import jax
+
+    from zoo.sharding import make_mesh
+    from zoo.train.compile_only import _compile, _flops, step_flops
+    from zoo.train.objectives import make_objective
+    from zoo.train.tokenizer import make_tokenizer
+
+    config = resolve("deepseek-v2-lite-tiny", ["train.batch_size=2", "train.seq_len=16", "mesh.data=1"])
+    cfg, tc = config.model.replace(moe_matmul="blocks"), config.train
+    objective = make_objective(cfg, tc, make_tokenizer("byte"), 0)
+    mesh = make_mesh(devices=jax.devices()[:1])
+    whole = _flops(_compile(cfg.replace(scan_layers=False), tc, objective, mesh)[0])
+    assert cfg.dense_prefix_layers == 1 and step_flops(cfg, tc, objective, mesh) == pytest.approx(whole, rel=1e-6)
+
+
 def test_unknown_chip_is_one_line_naming_the_flag():
     with pytest.raises(UserError, match=r"--compile-only 'v9:2x2': expected GENERATION:SHAPE .* v4, v5e, v5p, v6e"):
         chip_of("v9:2x2")

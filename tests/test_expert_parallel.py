@@ -1,7 +1,8 @@
 """Expert parallelism (zoo/sharding.py's `expert` mesh axis): a MoE model trained on 8 emulated CPU devices with
 its experts split over `expert` makes the same updates as on one device, for the dropless (ragged_dot) and the
-capacity (GShard dispatch) paths; a checkpoint moves between meshes; the expert kernels really are split; the
-mesh is validated against the model and the batch; --compile-only takes mesh.expert (and ragged_dot, as a TPU does).
+capacity (GShard dispatch) paths and for DeepSeek-V3's balance bias (moved alike, saved and resumed); a
+checkpoint moves between meshes; the expert kernels really are split; the mesh is validated against the model
+and the batch; --compile-only takes mesh.expert (and ragged_dot, as a TPU does).
 
 Speed: every run with the same (model, recipe, objective, mesh) reuses one compiled step (zoo.train.state.programs
 is cached), so the resume of (c) compiles nothing new; the runs are module fixtures shared by the tests.
@@ -54,7 +55,17 @@ FAST = [
 MESH_A = (1, 2, 1, 4)  # expert 4 x fsdp 2
 MESH_B = (2, 1, 2, 2)  # expert 2 x tensor 2 x data 2
 ONE = (1, 1, 1, 1)
-PATHS = {"dropless": [], "capacity": CAPACITY}
+# DeepSeek-V3's routing: sigmoid scores, the balance bias the step moves from the whole batch's loads, and the
+# sequence-wise balancing loss.
+BALANCE = [
+    "model.router=sigmoid_topk",
+    "model.router_renormalize=true",
+    "model.router_balance_bias=true",
+    "model.load_balancing_per_sequence=true",
+    "model.load_balancing_multiplier=0.01",
+    "train.router_bias_update_rate=0.01",
+]
+PATHS = {"dropless": [], "capacity": CAPACITY, "balance_bias": BALANCE}
 
 
 def mesh_overrides(mesh) -> list[str]:
@@ -122,15 +133,33 @@ def test_expert_kernels_are_split_over_expert(runs, mesh):
     assert "expert" not in tuple(query.sharding.spec)
 
 
+def _balance_bias(result) -> np.ndarray:
+    return np.asarray(result.state["params"]["decoder"]["cycles"]["block_0"]["moe"]["balance_bias"])
+
+
 @pytest.mark.slow
-def test_checkpoint_moves_from_one_mesh_to_another(runs, tmp_path):
-    """3 steps on mesh A, resumed on mesh B to step 5: the uninterrupted single-device run's steps 4 and 5."""
-    first = run(tmp_path, "dropless", MESH_A, "run.steps=3")
-    resumed = run(tmp_path, "dropless", MESH_B)
+@pytest.mark.parametrize("mesh", [MESH_A, MESH_B], ids=["expert4xfsdp2", "expert2xtensor2xdata2"])
+def test_balance_biases_move_alike_on_every_mesh(runs, mesh):
+    """The step moves each bias by the loads of the whole batch (every device's tokens): after 5 steps the biases
+    on a mesh are the single device's, exactly, and they did move."""
+    reference = _balance_bias(runs["balance_bias", ONE])
+    assert reference.shape == (2, 4) and np.abs(reference).max() > 0
+    np.testing.assert_array_equal(_balance_bias(runs["balance_bias", mesh]), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["dropless", "balance_bias"])
+def test_checkpoint_moves_from_one_mesh_to_another(runs, tmp_path, path):
+    """3 steps on mesh A, resumed on mesh B to step 5: the uninterrupted single-device run's steps 4 and 5 (and,
+    with the balance bias, its biases: they are saved and restored with the params)."""
+    first = run(tmp_path, path, MESH_A, "run.steps=3")
+    resumed = run(tmp_path, path, MESH_B)
     assert resumed.start_step == 3 and len(resumed.losses) == 2
-    reference = runs["dropless", ONE].losses
+    reference = runs[path, ONE].losses
     np.testing.assert_allclose(first.losses, reference[:3], atol=1e-5, rtol=0)
     np.testing.assert_allclose(resumed.losses, reference[3:], atol=1e-5, rtol=0)
+    if path == "balance_bias":
+        np.testing.assert_array_equal(_balance_bias(resumed), _balance_bias(runs[path, ONE]))
 
 
 # --- validation --------------------------------------------------------------------------------------------------

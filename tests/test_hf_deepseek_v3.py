@@ -7,7 +7,7 @@ DeepSeek's published figures (the bias is a buffer: not counted)."""
 
 import numpy as np
 import pytest
-from test_hf import _roundtrip, _tokens, _zoo_logits, torch, transformers
+from test_hf import _hf_logits, _roundtrip, _tokens, _zoo_logits, torch, transformers
 from test_hf_more import assert_refused
 
 from zoo import count_params, hf
@@ -106,6 +106,21 @@ def test_deepseek_v3_both_ways_and_each_routing_detail_matters(tmp_path):
         assert _differs(cfg, params, ref, **change), change
     cfg_unrolled, unrolled = hf.load(tmp_path / "zoo", scan_layers=False)
     assert np.abs(_zoo_logits(cfg_unrolled, unrolled, TOKENS) - ref).max() < 1e-4
+
+
+def test_the_released_mtp_layer_is_left_unread_as_transformers_leaves_it(tmp_path):
+    """DeepSeek-V3's checkpoint stores its multi-token-prediction module as model.layers.61 (README_WEIGHTS.md),
+    which DeepseekV3ForCausalLM neither builds nor reads: a checkpoint with such a tensor loads, to the same logits."""
+    from safetensors.numpy import load_file, save_file
+
+    model = _hf_deepseek_v3()
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(path)
+    tensors["model.layers.61.eh_proj.weight"] = np.ones((48, 96), np.float32)
+    save_file(tensors, path, metadata={"format": "pt"})
+    cfg, params = hf.load(tmp_path)
+    assert np.abs(_zoo_logits(cfg, params, TOKENS) - _hf_logits(model, TOKENS)).max() < 1e-4
 
 
 def test_deepseek_v3_rope_in_halves(tmp_path):

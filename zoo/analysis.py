@@ -19,7 +19,7 @@ import numpy as np
 from zoo.block_diagram import activation, attention_kind, draw_blocks  # the notebooks call draw_blocks through here
 from zoo.config import ModelConfig
 from zoo.flops import flops_per_step
-from zoo.model import abstract_params, count_params, logical_axes, path_names
+from zoo.model import abstract_params, count_params, is_buffer, logical_axes, path_names
 from zoo.presets import get_config, list_families, preset_family, published
 
 __all__ = [
@@ -85,10 +85,11 @@ def category(names: tuple[str, ...]) -> str:
 
 
 def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
-    """Parameters per CATEGORIES entry; the values sum to count_params(cfg)."""
+    """Parameters per CATEGORIES entry; the values sum to count_params(cfg) (buffers left out, as it does)."""
     out = dict.fromkeys(CATEGORIES, 0)
     for names, shape in _leaves(cfg):
-        out[category(names)] += int(np.prod(shape, dtype=np.int64))
+        if not is_buffer(names):
+            out[category(names)] += int(np.prod(shape, dtype=np.int64))
     return out
 
 

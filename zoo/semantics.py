@@ -11,7 +11,26 @@ import math
 from typing import Any
 
 from zoo.applicability import unused_fields
-from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
+from zoo.config import ModelConfig
+
+# Fields that change how a model is computed, not what its parameters mean: a checkpoint saved with one
+# value loads with another (switch on bf16 compute or remat after a restart).
+RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl", "moe_matmul")
+# Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
+TRAINING_FIELDS = (
+    "init_scheme",
+    "init_std",
+    "z_loss_multiplier",
+    "load_balancing_multiplier",
+    "load_balancing_per_sequence",
+    "router_z_loss_multiplier",
+    "router_jitter",
+    "embedding_dropout",
+    "attention_dropout",
+    "residual_dropout",
+    "mlp_hidden_dropout",
+    "final_norm_dropout",
+)
 
 
 def semantics(cfg: ModelConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ e_score_correction_bias added to them only to choose (the zoo's router_balance_b
 the sum of its best two biased scores, the topk_group best kept; the top k there; weights the unbiased scores of the
 chosen, divided by their sum when norm_topk_prob, times routed_scaling_factor. RoPE in interleaved pairs when
 rope_interleave (the default), in halves otherwise. The multi-token-prediction layer of the released checkpoint
-(model.layers.61) is not built by the class and not read here.
+(model.layers.61) is not built by the class and is left unread here, as transformers leaves it.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ FAMILY = mixtral.moe_family(
     renames=RENAMES,
     fixed=FIXED,
     unsupported={"mlp_bias": (False,)},
+    # The released checkpoint's multi-token-prediction layer, which the class does not build and transformers skips
+    # by this name (DeepseekV3PreTrainedModel._keys_to_ignore_on_load_unexpected).
+    ignored=(r"^model\.layers\.61\.",),
     to_zoo=_to_zoo,
     to_hf=_to_hf,
 )

@@ -199,11 +199,13 @@ def llama_like_family(
     norms: dict[str, str],
     layer_rules: Callable[[ModelConfig], list[Rule]] = lambda cfg: [],
     projections: Callable[[ModelConfig], list[Rule]] = llama_projections,
+    ignored: tuple[str, ...] = (),
     **fields,
 ) -> Family:
     """A Family with LLaMA's tensor names. Gemma 2 and OLMo 2 differ in which norms a layer has (`norms`: HF
     norm module in a layer -> zoo norm) and in extra per-layer tensors (`layer_rules`, OLMo 2's q/k norms);
-    Phi-3 in how its projections are stored (`projections`: fused qkv_proj and gate_up_proj)."""
+    Phi-3 in how its projections are stored (`projections`: fused qkv_proj and gate_up_proj). `ignored`: patterns
+    of checkpoint tensors to leave unread besides the RoPE buffer older checkpoints stored."""
 
     def weights(cfg: ModelConfig) -> Weights:
         layer = projections(cfg)
@@ -217,9 +219,9 @@ def llama_like_family(
         weights=weights,
         embedding="model.embed_tokens.weight",
         prefix="model.",
-        ignored=(r"rotary_emb\.inv_freq$",),
+        ignored=(r"rotary_emb\.inv_freq$", *ignored),
         **fields,
-    )  # a RoPE buffer older checkpoints stored
+    )
 
 
 FAMILY = llama_like_family(

@@ -24,7 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from zoo.config import RUNTIME_FIELDS, ModelConfig
+from zoo.config import ModelConfig
+from zoo.semantics import RUNTIME_FIELDS
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

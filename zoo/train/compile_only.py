@@ -16,8 +16,8 @@ cost_analysis() counts a while loop's body once, not times its trip count (check
 scanned 3.0 GFLOP vs unrolled 10.7 GFLOP, analytic 10.5), so the step's FLOPs come from two more compiles with
 the layers unrolled, one and two cycles per stack and no gradient accumulation (cycle = the attention
 pattern; whole stacks compile in seconds at any width): FLOPs = accum x (one-cycle model + (cycles - 1) x
-(the second cycle's increment)), per stack. Rematerialised forward passes are in it (hardware FLOPs); zoo's
-analytic model FLOPs (zoo/flops.py) are printed beside it.
+(the second cycle's increment)), per stack, each compile with the stack's dense prefix layers. Rematerialised
+forward passes are in it (hardware FLOPs); zoo's analytic model FLOPs (zoo/flops.py) are printed beside it.
 """
 
 from __future__ import annotations
@@ -182,10 +182,11 @@ def step_flops(cfg, tc, objective, mesh) -> float:
     """Compiled FLOPs per chip of one step, loops counted by trip count (see the module docstring)."""
     micro = tc.replace(batch_size=tc.micro_batch_size, grad_accum_steps=1)
     stacks = ["num_layers"] + (["num_decoder_layers"] if cfg.is_encoder_decoder else [])
-    cycles = {s: (getattr(cfg, s) or cfg.num_layers) // cfg.cycle_length for s in stacks}
+    prefix = cfg.dense_prefix_layers  # in every compile, so counted once (DeepSeek's dense first layers)
+    cycles = {s: ((getattr(cfg, s) or cfg.num_layers) - prefix) // cfg.cycle_length for s in stacks}
 
     def unrolled(**n):
-        layers = {s: n.get(s, 1) * cfg.cycle_length for s in stacks}
+        layers = {s: prefix + n.get(s, 1) * cfg.cycle_length for s in stacks}
         return _flops(_compile(cfg.replace(scan_layers=False, **layers), micro, objective, mesh)[0])
 
     base = unrolled()

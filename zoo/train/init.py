@@ -18,9 +18,9 @@ from typing import Any
 from jax.sharding import Mesh
 
 from zoo import hf, presets
-from zoo.config import RUNTIME_FIELDS, TRAINING_FIELDS, ModelConfig
+from zoo.config import ModelConfig
 from zoo.model import stack_layers, unstack_layers
-from zoo.semantics import semantic_differences
+from zoo.semantics import RUNTIME_FIELDS, TRAINING_FIELDS, semantic_differences
 from zoo.train.config import (
     COMMAND_LINE,
     DEFAULT_PRESET,

@@ -24,9 +24,10 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from zoo.config import TRAINING_FIELDS, ModelConfig
+from zoo.config import ModelConfig
 from zoo.model import abstract_params, build, dummy_inputs, path_names
 from zoo.recipe import TrainConfig
+from zoo.semantics import TRAINING_FIELDS
 from zoo.sharding import batch_sharding, param_shardings
 from zoo.train.checkpoint import abstract_like
 from zoo.train.optim import make_optimizer
