@@ -74,6 +74,11 @@ MODEL_CASES = {
     "mlp_glu_linear_offset": (dict(mlp_activations=("relu",)), 1.0),
     "lm_head_bias": ({}, True),
     "init_std": (dict(init_scheme="t5"), 0.1),
+    "attention_chunk_size": (LOCAL, 8),
+    "attention_temperature_floor": (LOCAL, 8),
+    "attention_temperature_scale": (dict(attention_pattern=("global_nope",)), 0.2),
+    "qk_norm_nope_layers": (dict(attention_pattern=("global_nope",)), False),
+    "router_weights_input": ({}, True),
 }
 TRAIN_CASES = {
     "beta2": (dict(optimizer="adafactor"), 0.99),

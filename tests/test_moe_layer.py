@@ -48,6 +48,7 @@ MOE_FIELDS = (
     "router_groups_per_token",
     "router_group_score_experts",
     "router_weight_scale",
+    "router_weights_input",
     "load_balancing_per_sequence",
     "router_bias",
     "router_jitter",
@@ -171,7 +172,9 @@ def naive_moe(params, x, cfg, spec, factor=None, mask=None, first_choices_first=
             if not real[b, t]:
                 continue
             for j, (e, w) in enumerate(zip(*choices[t], strict=True)):
-                if kept[t, j]:
+                if kept[t, j] and spec.router_weights_input:  # Llama 4: the weight scales the expert's input
+                    out[b, t] += naive_mlp(params, cfg, w * v, pick=lambda a, e=e: a[e])
+                elif kept[t, j]:
                     out[b, t] += w * naive_mlp(params, cfg, v, pick=lambda a, e=e: a[e])
         kept_total += int(kept[real[b]].sum())
     return out, kept_total, int(real.sum()) * k
@@ -192,6 +195,8 @@ DROPLESS_CASES = {
     "sigmoid_topk": (dict(router="sigmoid_topk"), {}),
     "sigmoid_renormalized_scaled": (dict(router="sigmoid_topk", router_renormalize=True, router_weight_scale=2.5), {}),
     "balance_bias": (dict(router="sigmoid_topk", router_renormalize=True, router_balance_bias=True), {}),
+    "weights_on_the_input": (dict(router="sigmoid_topk", experts_per_token=1, router_weights_input=True), {}),
+    "weights_on_the_input_biased_k2": (dict(router_weights_input=True), dict(mlp_bias=True)),
     "groups_scored_by_their_best": (dict(router_groups=2, router_groups_per_token=1, experts_per_token=1), {}),
     "groups_scored_by_their_best_two": (
         dict(
@@ -258,6 +263,7 @@ DIFFERENT = {
     ),
     "router_bias": (dict(router_bias=True), dict(router_bias=False)),
     "sigmoid_or_softmax": (dict(router="sigmoid_topk"), dict(router="softmax_topk")),
+    "weights_on_input_or_output": (dict(router_weights_input=True), dict(router_weights_input=False)),
 }
 
 
@@ -331,8 +337,10 @@ def test_capacity_drops_match_the_reference_and_first_choices_go_first():
     assert np.max(np.abs(out - apply(cfg, make_spec(), params, x)[0])) > 0.05  # differs from dropless
 
 
-def test_capacity_with_padding_and_k1():
-    cfg, spec = make_cfg(), make_spec(experts_per_token=1, eval_capacity_factor=1.0)
+@pytest.mark.parametrize("weights_input", [False, True])
+def test_capacity_with_padding_and_k1(weights_input):
+    spec = make_spec(experts_per_token=1, eval_capacity_factor=1.0, router_weights_input=weights_input)
+    cfg = make_cfg(mlp_bias=weights_input)  # biased experts: padding would get expert(0) = a bias if not masked
     params, x = random_params(cfg, spec), inputs(length=12)
     mask = np.ones(x.shape[:2], bool)
     mask[1, :6] = False  # left padding: it must not use up the capacity of the tokens after it
@@ -396,6 +404,19 @@ def test_padding_is_left_out_and_statistics_match_their_formulas(k):
         np.testing.assert_allclose(stats[name], value, rtol=1e-5, err_msg=name)
     unmasked = apply(cfg, spec, params, x)[1]
     assert abs(unmasked["router_z_loss"] - stats["router_z_loss"]) > 1e-3
+
+
+@pytest.mark.parametrize("matmul", ["blocks", "ragged_dot"])
+def test_input_weighted_padding_gets_no_routed_output(matmul):
+    """router_weights_input with biased experts: a padding token's expert would return its bias from a zero input,
+    so the mask must apply to the output (dropless: both grouped matmuls)."""
+    cfg, spec = make_cfg(mlp_bias=True), make_spec(router_weights_input=True, moe_matmul=matmul)
+    params, x = random_params(cfg, spec), inputs()
+    mask = np.ones(x.shape[:2], bool)
+    mask[1, :3] = False
+    out, _ = apply(cfg, spec, params, x, mask=mask)
+    np.testing.assert_array_equal(out[1, :3], 0.0)
+    np.testing.assert_allclose(out, naive_moe(params, x, cfg, spec, mask=mask)[0], **TOL)
 
 
 def test_the_sequence_wise_balance_loss_is_deepseek_v3s_equations():

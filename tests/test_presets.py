@@ -48,6 +48,7 @@ switch-base-8 switch-base-16 switch-base-32 switch-base-64 switch-base-128 switc
 switch-xxl-128 switch-c-2048 switch-tiny
 gpt-oss-20b gpt-oss-120b gpt-oss-tiny
 deepseek-v2-lite deepseek-v2 deepseek-v2-lite-tiny deepseek-v3 deepseek-v3-tiny
+llama4-scout llama4-maverick llama4-tiny
 """.split()
 
 NAMED = [n for n in list_presets() if not n.endswith("-tiny")]
@@ -82,6 +83,7 @@ FAMILIES = (
     "gpt_oss",
     "deepseek",
     "deepseek_v3",
+    "llama4",
 )
 # The tiny presets are our own sizes; pinned so that a change is deliberate (Appendix A formula).
 TINY_COUNTS = {
@@ -118,6 +120,7 @@ TINY_COUNTS = {
     "gpt-oss-tiny": 1_524_400,
     "deepseek-v2-lite-tiny": 1_230_592,
     "deepseek-v3-tiny": 1_345_984,
+    "llama4-tiny": 1_365_120,
 }
 
 
@@ -178,6 +181,8 @@ SIZE_FIELDS = {
     "max_seq_len",
     "num_decoder_layers",
     "sliding_window_size",
+    "attention_chunk_size",
+    "attention_temperature_floor",
     "relative_num_buckets",
     "relative_max_distance",
     "query_scale",
@@ -217,6 +222,7 @@ TINY_REFERENCE = {
     "gpt-oss": "gpt-oss-20b",
     "deepseek-v2-lite": "deepseek-v2-lite",
     "deepseek-v3": "deepseek-v3",
+    "llama4": "llama4-maverick",
 }
 
 

@@ -80,6 +80,7 @@ PAPERS = {
     "router_group_score_experts": "best one: DeepSeek-V2; best two: DeepSeek-V3 (DeepSeek-AI 2024)",
     "router_weight_scale": "DeepSeek-V2 (DeepSeek-AI 2024, routed_scaling_factor)",
     "router_bias": "",
+    "router_weights_input": "Llama 4 (Meta 2025; meta-llama/llama-models models/llama4/moe.py)",
     "router_jitter": "Switch (Fedus 2021, §2.4)",
     "shared_expert_d_ff": "DeepSeekMoE (Dai 2024); Qwen1.5-MoE (Qwen Team 2024)",
     "shared_expert_gate": "Qwen1.5-MoE (Qwen Team 2024)",
@@ -94,7 +95,8 @@ PAPERS = {
     "attention_out_bias": "q/k/v bias without an output bias: Qwen2 (Yang 2024), Qwen2.5 (Qwen Team 2024)",
     "query_scale": "1/sqrt(d_k): Vaswani 2017; none: Raffel 2020; query_pre_attn_scalar: Gemma Team 2024",
     "qk_norm": "Henry 2020; Dehghani 2023; full: OLMo 2 (2024); per_head: Gemma 3 (2025); "
-    "per_head_untied: Command R+ (Cohere 2024)",
+    "per_head_untied: Command R+ (Cohere 2024); per_head_no_gain: Llama 4 (Meta 2025)",
+    "qk_norm_nope_layers": "RoPE layers only: Llama 4 (Meta 2025)",
     "kv_latent_dim": "multi-head latent attention: DeepSeek-V2 (DeepSeek-AI 2024, §2.1)",
     "q_latent_dim": "DeepSeek-V2 (DeepSeek-AI 2024, §2.1.2)",
     "rope_head_dim": "decoupled RoPE: DeepSeek-V2 (DeepSeek-AI 2024, §2.1.3)",
@@ -102,8 +104,12 @@ PAPERS = {
     "attention_sinks": "learned sinks: gpt-oss (OpenAI 2025); sinks: Xiao 2023",
     "attn_logits_soft_cap": "Bello 2016; Gemma Team 2024",
     "clip_qkv": "DBRX (Databricks 2024)",
-    "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024",
+    "attention_pattern": "alternating dense/local: Child 2019, Brown 2020; local/global: Gemma Team 2024; "
+    "chunked/NoPE: Llama 4 (Meta 2025)",
     "sliding_window_size": "Child 2019; Beltagy 2020; Jiang 2023 (Mistral)",
+    "attention_chunk_size": "Llama 4 (Meta 2025; transformers' attention_chunk_size)",
+    "attention_temperature_floor": "Llama 4 (Meta 2025); scalable softmax: Nakanishi 2025",
+    "attention_temperature_scale": "Llama 4 (Meta 2025)",
     "position_embedding": "sinusoidal: Vaswani 2017; learned: Gehring 2017, Radford 2018; rope: Su 2021; "
     "relative_bias: Raffel 2020; alibi: Press 2022; transformer_xl: Dai 2019 (Gopher, "
     "Rae 2021); none: Kazemnejad 2023",

@@ -36,7 +36,12 @@ class Rule:
 
 def _local(c) -> bool:
     """Some layer is sliding-window (its positions rotated or not)."""
-    return any(kind.startswith("local") for kind in c.attention_pattern)
+    return _has_kind(c, prefix="local")
+
+
+def _has_kind(c, prefix: str = "", suffix: str = "") -> bool:
+    """Some entry of attention_pattern starts with `prefix` and ends with `suffix`."""
+    return any(kind.startswith(prefix) and kind.endswith(suffix) for kind in c.attention_pattern)
 
 
 def _relative_tables(c) -> bool:
@@ -52,6 +57,21 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule(("norm_use_bias",), lambda c: c.norm_type == "layernorm", "norm_type: layernorm"),
         Rule(("norm_scale_plus_one",), lambda c: c.norm_use_scale, "norm_use_scale: true"),
         Rule(("sliding_window_size",), _local, "a local or local_nope layer in attention_pattern"),
+        Rule(
+            ("attention_chunk_size",),
+            lambda c: _has_kind(c, prefix="chunked"),
+            "a chunked or chunked_nope layer in attention_pattern",
+        ),
+        Rule(
+            ("attention_temperature_floor",),
+            lambda c: _has_kind(c, suffix="_nope"),
+            "a *_nope layer in attention_pattern",
+        ),
+        Rule(
+            ("attention_temperature_scale",),
+            lambda c: c.attention_temperature_floor > 0,
+            "attention_temperature_floor > 0",
+        ),
         Rule(
             ("relative_num_buckets", "relative_max_distance", "relative_bias_shared"),
             lambda c: c.position_embedding == "relative_bias",
@@ -75,6 +95,11 @@ RULES: dict[str, tuple[Rule, ...]] = {
             "kv_latent_dim > 0",
         ),
         Rule(("qk_norm", "clip_qkv"), lambda c: c.kv_latent_dim == 0, "kv_latent_dim: 0"),
+        Rule(
+            ("qk_norm_nope_layers",),
+            lambda c: c.qk_norm != "none" and _has_kind(c, suffix="_nope"),
+            "qk_norm other than none and a *_nope layer in attention_pattern",
+        ),
         # *_nope layers skip RoPE, so only a "local" layer reads the local base and the local scaling switch.
         Rule(
             ("rope_local_theta",),
@@ -114,6 +139,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
                 "router_bias",
                 "router_balance_bias",
                 "router_jitter",
+                "router_weights_input",
                 "shared_expert_d_ff",
                 "capacity_factor",
                 "eval_capacity_factor",

@@ -115,6 +115,8 @@ class ModelConfig(Replaceable):
     """A learned bias on the router logits."""
     router_jitter: float = 0.0
     """Switch's multiplicative noise: while training the router's input is x * U(1 - jitter, 1 + jitter)."""
+    router_weights_input: bool = False
+    """The chosen experts' weights scale each expert's input, not its output (Llama 4: meta-llama MoE.forward)."""
     shared_expert_d_ff: int = 0
     """Hidden width of a dense MLP every token also goes through beside its routed experts (Qwen2-MoE's
     shared expert; DeepSeekMoE's shared experts). 0 = none."""
@@ -145,7 +147,10 @@ class ModelConfig(Replaceable):
     Gemma 2's query_pre_attn_scalar s is query_scale = s ** -0.5."""
     qk_norm: str = "none"
     """Normalise queries and keys (Dehghani 2023): per_head (Gemma 3), per_head_untied (per-head statistics, a
-    gain per head and dim: Command R+), or over the full projection before the head split (OLMo 2). Uses norm_type."""
+    gain per head and dim: Command R+), full (the whole projection before the head split: OLMo 2), all with
+    norm_type; per_head_no_gain (RMS over each head, no parameters: Llama 4's L2Norm)."""
+    qk_norm_nope_layers: bool = True
+    """false: the *_nope layers (no positions) skip the QK-norm (Llama 4 normalises only its RoPE layers)."""
     attention_sinks: bool = False
     """A learned logit per head in every softmax's denominator, as a key that every query scores alike and whose
     value is zero: a head may attend to nothing (gpt-oss; Xiao 2023's attention sinks, learned)."""
@@ -169,11 +174,18 @@ class ModelConfig(Replaceable):
     attn_config.clip_qkv: transformers models/dbrx/modeling_dbrx.py, DbrxAttention.forward clamps the fused Wqkv
     output before the split). None = off."""
     attention_pattern: tuple[str, ...] = ("global",)
-    """Per-layer attention kinds, cycled over the stack: global, local (sliding window), and *_nope
+    """Per-layer attention kinds, cycled over the stack: global, local (sliding window), chunked, and *_nope
     variants that skip the position encoding (Command A's full-attention layers). Gemma 2:
-    ("local","global"); Gemma 3: ("local",)*5 + ("global",)."""
+    ("local","global"); Gemma 3: ("local",)*5 + ("global",); Llama 4: ("chunked",)*3 + ("global_nope",)."""
     sliding_window_size: int | None = None
     """Keys a local layer sees, the query included (Mistral, Gemma 2; Longformer/Sparse Transformer)."""
+    attention_chunk_size: int | None = None
+    """Chunked layers: positions split into chunks of this many, a query sees the keys of its own chunk (Llama 4)."""
+    attention_temperature_floor: int = 0
+    """*_nope layers: the query at position p times 1 + scale ln(1 + floor((p + 1) / floor)) (Llama 4's temperature
+    tuning, after Nakanishi 2025, arXiv:2501.19399). 0 = off."""
+    attention_temperature_scale: float = 0.1
+    """The scale of attention_temperature_floor's factor (Llama 4: 0.1)."""
 
     # --- positions -------------------------------------------------------------------------------
     position_embedding: str = "rope"

@@ -17,7 +17,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm_type": ("layernorm", "rmsnorm"),
     "position_embedding": ("sinusoidal", "learned", "rope", "relative_bias", "alibi", "transformer_xl", "none"),
     "rope_scaling": ("none", "linear", "llama3", "yarn"),
-    "qk_norm": ("none", "per_head", "per_head_untied", "full"),
+    "qk_norm": ("none", "per_head", "per_head_untied", "full", "per_head_no_gain"),
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
     "attention_impl": ("auto", "xla", "cudnn"),
@@ -27,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "param_dtype": ("float32", "bfloat16"),
 }
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "quick_gelu", "squared_relu", "linear")
-LAYER_KINDS = ("global", "local", "global_nope", "local_nope")
+LAYER_KINDS = ("global", "local", "chunked", "global_nope", "local_nope", "chunked_nope")
 MLP_KINDS = ("moe", "dense")
 
 
@@ -64,6 +64,7 @@ def validate(c) -> None:
         "head_dim",
         "num_decoder_layers",
         "sliding_window_size",
+        "attention_chunk_size",
         "embedding_dim",
         "value_head_dim",
     ):
@@ -114,6 +115,11 @@ def validate(c) -> None:
     _check_experts(c)
     if any(k.startswith("local") for k in c.attention_pattern) and c.sliding_window_size is None:
         fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
+    if any(k.startswith("chunked") for k in c.attention_pattern) and c.attention_chunk_size is None:
+        fail(c, "attention_chunk_size", "chunked layers in attention_pattern need a chunk size")
+    floor = c.attention_temperature_floor
+    if not isinstance(floor, int) or isinstance(floor, bool) or floor < 0:
+        fail(c, "attention_temperature_floor", f"must be an integer >= 0 (0 = off), got {floor!r}")
 
     if c.norm_eps <= 0:
         fail(c, "norm_eps", f"must be > 0, got {c.norm_eps}")
@@ -134,8 +140,8 @@ def validate(c) -> None:
         fail(c, "rope_theta", "must be > 0")
     if c.rope_scaling != "none" and c.rope_scaling_factor < 1.0:
         fail(c, "rope_scaling_factor", f"must be >= 1 with rope_scaling {c.rope_scaling!r}")
-    if c.rope_scaling == "llama3" and not c.rope_high_freq_factor > c.rope_low_freq_factor > 0:
-        fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor > rope_low_freq_factor > 0")
+    if c.rope_scaling == "llama3" and not c.rope_high_freq_factor >= c.rope_low_freq_factor > 0:
+        fail(c, "rope_high_freq_factor", "llama3 scaling needs rope_high_freq_factor >= rope_low_freq_factor > 0")
     if c.rope_scaling == "yarn" and not c.rope_yarn_beta_fast > c.rope_yarn_beta_slow > 0:
         fail(c, "rope_yarn_beta_fast", "yarn scaling needs rope_yarn_beta_fast > rope_yarn_beta_slow > 0")
     if c.rope_scaling == "yarn" and c.rope_attention_factor is not None and not c.rope_attention_factor > 0:

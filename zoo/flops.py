@@ -52,11 +52,11 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
 
 
 def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
-    """Sum over layers of the keys each query is scored against (a local layer sees at most its window)."""
-    window = cfg.sliding_window_size or queries_see  # None: no local layer
-    return sum(
-        min(queries_see, window) if kind.startswith("local") else queries_see for kind in cfg.layer_kinds(num_layers)
-    )
+    """Sum over layers of the keys each query is scored against (a local layer sees at most its window, a chunked
+    one its chunk)."""
+    bound = {"local": cfg.sliding_window_size or queries_see, "chunked": cfg.attention_chunk_size or queries_see}
+    kinds = (kind.removesuffix("_nope") for kind in cfg.layer_kinds(num_layers))
+    return sum(min(queries_see, bound.get(kind, queries_see)) for kind in kinds)
 
 
 def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len: int | None = None) -> float:
@@ -70,7 +70,7 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len:
     6N: each param does one multiply-add (2 FLOPs) per token forward, twice that backward (Kaplan 2020).
     12 * d_attn * K: scores q.k and the weighted sum of values, 2 * d_attn * K FLOPs each forward, x3 for
     forward + backward, where K_l = T keys per query (PaLM App. B counts the full T x T square even for
-    causal attention) or min(T, window) for a local layer.
+    causal attention) or min(T, window) for a local layer, min(T, chunk) for a chunked one.
 
     Encoder-decoder, with S = seq_len encoder tokens and T = decoder_len decoder tokens, per sequence:
 

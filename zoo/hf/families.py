@@ -21,6 +21,7 @@ from zoo.hf import (
     gpt_oss,
     gptj,
     llama,
+    llama4,
     mistral,
     mixtral,
     nemotron,
@@ -70,6 +71,7 @@ FAMILIES: dict[str, Family] = {
         nemotron.FAMILY,
         dbrx.FAMILY,
         gpt_oss.FAMILY,
+        llama4.FAMILY,
     )
 }
 

@@ -143,9 +143,10 @@ def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, drop
     return jnp.concatenate(outs, axis=1)
 
 
-def position_mask(q_pos, k_pos, *, causal: bool, window=None):
+def position_mask(q_pos, k_pos, *, causal: bool, window=None, chunk=None):
     """Boolean [B, 1, T, S] mask from absolute positions q_pos [B, T], k_pos [B, S]; -1 marks an empty
-    cache slot or a padding token. window (left, right) bounds q - k and k - q."""
+    cache slot or a padding token. window (left, right) bounds q - k and k - q; chunk keeps the keys whose position
+    // chunk is the query's (Llama 4's chunked attention: transformers masking_utils.chunked_overlay)."""
     q_pos, k_pos = q_pos[:, :, None], k_pos[:, None, :]
     keep = k_pos >= 0
     if causal:
@@ -153,4 +154,6 @@ def position_mask(q_pos, k_pos, *, causal: bool, window=None):
     if window is not None:
         delta = q_pos - k_pos
         keep = keep & (delta <= window[0]) & (-delta <= window[1])
+    if chunk is not None:
+        keep = keep & (q_pos // chunk == k_pos // chunk)
     return keep[:, None]

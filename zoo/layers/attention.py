@@ -1,5 +1,5 @@
 """Multi-head attention with every attention knob: MHA/GQA/MQA, latent attention (zoo.layers.latent), QK-norm,
-q/k/v clipping, soft-capping, sliding windows, attention sinks, positions (RoPE, relative bias, ALiBi,
+q/k/v clipping, soft-capping, sliding windows, chunks, attention sinks, positions (RoPE, relative bias, ALiBi,
 Transformer-XL), causal/bidirectional/cross, document masking (segment ids), and a KV cache whose local layers are
 ring buffers of `sliding_window_size` slots.
 
@@ -25,15 +25,14 @@ from zoo.layers.init import dtype_of, initializer
 from zoo.layers.norms import Norm
 
 # position_mask (defined in zoo.layers.attend) listed: notebook 05 imports it from here.
-__all__ = ["Attention", "cache_size", "cache_width", "position_mask", "resolve_impl"]
+__all__ = ["Attention", "cache_size", "cache_width", "position_mask", "resolve_impl", "temperature"]
 
 
 def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
-    """Slots in a layer's KV cache: local layers never need more than their window."""
-    if kind.startswith("local"):
-        assert cfg.sliding_window_size is not None  # ModelConfig requires it when the pattern has local layers
-        return min(cfg.sliding_window_size, decode_len)
-    return decode_len
+    """Slots in a layer's KV cache: local layers never need more than their window, chunked ones than a chunk
+    (ModelConfig requires each size when the pattern has such layers)."""
+    size = {"local": cfg.sliding_window_size, "chunked": cfg.attention_chunk_size}.get(kind.removesuffix("_nope"))
+    return decode_len if size is None else min(size, decode_len)
 
 
 def cache_width(cfg: ModelConfig) -> int:
@@ -42,6 +41,14 @@ def cache_width(cfg: ModelConfig) -> int:
     if cfg.kv_latent_dim:
         return cfg.kv_latent_dim + cfg.rope_head_dim
     return 2 * cfg.num_kv_heads * cfg.head_dim
+
+
+def temperature(cfg: ModelConfig, positions):
+    """[B or 1, T, 1, 1]: Llama 4's query temperature at absolute positions, 1 + scale ln(1 + floor((p + 1) / floor))
+    (transformers models/llama4/modeling_llama4.py, Llama4TextAttention.forward): 1 within the first floor tokens,
+    growing with the log of the length past them, so that distant keys keep their share of a longer softmax."""
+    steps = jnp.floor((positions.astype(jnp.float32) + 1.0) / cfg.attention_temperature_floor)
+    return (1.0 + cfg.attention_temperature_scale * jnp.log1p(steps))[..., None, None]
 
 
 def resolve_impl(cfg: ModelConfig) -> str:
@@ -80,10 +87,13 @@ class Attention(nn.Module):
         else:
             (q, k, v, k_pos), value_up = self._qkv(x, positions, cache_index, rope, kv_input), None
 
+        if cfg.attention_temperature_floor and self.kind.endswith("_nope"):
+            q = q * temperature(cfg, positions).astype(q.dtype)
         window = None
         if local:
             w = cfg.sliding_window_size - 1
             window = (w, 0) if self.causal else (w, w)
+        chunk = cfg.attention_chunk_size if self.kind.startswith("chunked") else None
         scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
         bias = None
         if use_positions and cfg.position_embedding == "relative_bias":
@@ -95,12 +105,13 @@ class Attention(nn.Module):
         elif use_positions and cfg.position_embedding == "transformer_xl":
             bias = scale * self._transformer_xl(q, k, positions, k_pos)
 
-        # Fused masking (is_causal / window) only when keys are the queries' own positions.
-        aligned = not self.cross and not decoding and kv_mask is None
+        # Fused masking (is_causal / window) only when keys are the queries' own positions; chunks are masked from
+        # positions.
+        aligned = not self.cross and not decoding and kv_mask is None and chunk is None
         causal = self.causal and not self.cross
         mask = None
         if not aligned:
-            mask = position_mask(positions, k_pos, causal=causal, window=window)
+            mask = position_mask(positions, k_pos, causal=causal, window=window, chunk=chunk)
             if kv_mask is not None:
                 mask = mask & kv_mask[:, None, None, :]
         if segment_ids is not None and not self.cross:
@@ -242,7 +253,14 @@ class Attention(nn.Module):
         return pos_lib.transformer_xl_bias(q, k, r, u, v, q_pos, k_pos, lo)
 
     def _qk_norm(self, x, *, name, heads_axis):
-        """Per-head norm (Gemma 3; Command R+'s with a gain per head), or OLMo 2's over the whole projection."""
+        """Per-head norm (Gemma 3; Command R+'s with a gain per head; Llama 4's without a gain), or OLMo 2's over the
+        whole projection."""
+        if self.kind.endswith("_nope") and not self.cfg.qk_norm_nope_layers:
+            return x
+        if self.cfg.qk_norm == "per_head_no_gain":
+            # x / RMS(x): RoPE rotates pairs, keeping the RMS, so normalising before RoPE (here) equals Llama 4's after.
+            h = x.astype(jnp.float32)
+            return (h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.cfg.norm_eps)).astype(x.dtype)
         if self.cfg.qk_norm == "per_head":
             return Norm(self.cfg, axes=("head_dim",), name=name)(x)
         if self.cfg.qk_norm == "per_head_untied":

@@ -114,9 +114,13 @@ def dropless(cfg: ModelConfig, x, weights, experts, params: dict, keep=None, *, 
     def dropout(h):
         return h if keep is None else jnp.where(keep.reshape(-1, h.shape[-1])[order], h / (1.0 - rate), 0.0)
 
+    rows = x.reshape(-1, d_model)[order // k]
+    if cfg.router_weights_input:  # Llama 4: each expert gets its weighted token, the outputs are summed as they are
+        rows = rows * weights.reshape(-1)[order][:, None].astype(rows.dtype)
+        weights = jnp.ones_like(weights)
     y = expert_mlp(
         cfg,
-        x.reshape(-1, d_model)[order // k].astype(params["wo"]["kernel"].dtype),  # the compute dtype
+        rows.astype(params["wo"]["kernel"].dtype),  # the compute dtype
         params,
         matmul,
         bias_of=lambda bias: bias[jnp.minimum(sorted_groups, num_local - 1)],

@@ -1,5 +1,6 @@
 """The mixture-of-experts MLP (Shazeer 2017; GShard, Lepikhin 2020; Switch Transformer, Fedus 2021): a router
-sends each token to k of E expert MLPs and sums their outputs, weighted by its router scores.
+sends each token to k of E expert MLPs and sums their outputs, weighted by its router scores (or, Llama 4, its
+inputs weighted: router_weights_input).
 
 Two ways to run the experts, both exact for the tokens they keep:
   dropless   (capacity_factor None) every assignment is computed: the (token, choice) pairs are sorted by
@@ -182,7 +183,8 @@ class MoeMlp(nn.Module):
             weights, experts = per_shard(lambda scores, b: route(scores, cfg, b), logits, bias)
         else:
             weights, experts = per_shard(lambda scores: route(scores, cfg), logits)
-        weights = weights * real[..., None]
+        if not cfg.router_weights_input:  # padding is no expert's input (below) and has no routed output
+            weights = weights * real[..., None]
         factor = cfg.eval_capacity_factor if self.deterministic else cfg.capacity_factor
         if factor is None:
             keep = None
@@ -193,6 +195,8 @@ class MoeMlp(nn.Module):
             kept = jnp.ones(experts.shape, jnp.float32)
         else:
             out, kept = self._with_capacity(x, weights, experts, real, capacity(length, cfg, factor))
+        if cfg.router_weights_input:
+            out = out * real[..., None].astype(out.dtype)
         flat_logits = logits.reshape(-1, cfg.num_experts)
         stats = router_stats(
             flat_logits,
@@ -248,8 +252,10 @@ class MoeMlp(nn.Module):
         position = jnp.cumsum(queue, axis=1).reshape(batch, k, length, -1).transpose(0, 2, 1, 3) - 1
         # one_hot is all-zero for a position >= capacity: the dropped assignments vanish here.
         slot = jax.nn.one_hot(position, expert_capacity, dtype=jnp.float32) * chosen[..., None]  # [B, T, k, E, C]
-        dispatch = jnp.sum(slot, axis=2)
-        combine = jnp.einsum("btkec,btk->btec", slot, weights)
+        ones = jnp.ones_like(weights)
+        weights_in, weights_out = (weights, ones) if self.cfg.router_weights_input else (ones, weights)
+        dispatch = jnp.einsum("btkec,btk->btec", slot, weights_in)
+        combine = jnp.einsum("btkec,btk->btec", slot, weights_out)
         expert_in = jnp.einsum("btec,btd->ebcd", dispatch.astype(dtype), x.astype(dtype))
         expert_in = nn.with_logical_constraint(expert_in, ("expert", "batch", None, "embed"))
         expert_out = expert_mlp(

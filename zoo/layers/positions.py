@@ -43,7 +43,9 @@ def rope_frequencies(cfg: ModelConfig, theta: float, scaled: bool = True) -> np.
         low_wavelen = old / cfg.rope_low_freq_factor
         high_wavelen = old / cfg.rope_high_freq_factor
         wavelen = 2 * math.pi / inv_freq
-        smooth = (old / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+        # Equal factors (Llama 4 Scout: 1 and 1) leave no band to blend across: the two cases above cover every dim.
+        span = max(cfg.rope_high_freq_factor - cfg.rope_low_freq_factor, 1e-12)
+        smooth = (old / wavelen - cfg.rope_low_freq_factor) / span
         blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
         inv_freq = np.where(
             wavelen > low_wavelen, inv_freq / factor, np.where(wavelen < high_wavelen, inv_freq, blended)
