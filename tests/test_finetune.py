@@ -20,7 +20,7 @@ from zoo.hf import families as hf_families
 from zoo.presets import family_sections, get_config, list_presets
 from zoo.semantics import semantic_differences
 from zoo.train.config import UserError, resolve
-from zoo.train.init import resolve_from_weights
+from zoo.train.init import _mtp_modules, resolve_from_weights
 from zoo.train.loop import train
 from zoo.train.tokenizer import ByteTokenizer
 
@@ -133,6 +133,27 @@ def test_starts_from_exactly_the_checkpoint_and_freezes(tmp_path):
     params = partly.state["params"]
     np.testing.assert_array_equal(params["token_embed"]["embedding"], loaded["token_embed"]["embedding"])
     assert not np.array_equal(params["lm_head"]["kernel"], loaded["lm_head"]["kernel"])
+
+
+def test_an_hf_checkpoint_gains_fresh_multi_token_prediction_modules(tmp_path):
+    """model.mtp_depth=1 over an HF checkpoint (which has no MTP module): the model's params are the checkpoint's
+    (frozen here: still bit for bit after 3 steps), the module is drawn fresh and trains, and its loss is logged."""
+    directory = hf_checkpoint(tmp_path / "hf", "llama-tiny")
+    _, loaded = hf.load(directory)
+    run = fine_tune(
+        tmp_path / "mtp",
+        "llama-tiny",
+        f"init.hf={directory}",
+        "model.mtp_depth=1",
+        "train.freeze=^(?!mtp_).*",
+        "run.steps=3",
+    )
+    params = run.state["params"]
+    for a, b in zip(leaves({k: v for k, v in params.items() if k != "mtp_0"}), leaves(loaded), strict=True):
+        np.testing.assert_array_equal(a, b)
+    drawn = _mtp_modules(get_config("llama-tiny", mtp_depth=1), {}, seed=0)["mtp_0"]  # run.seed 0: where it began
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(params["mtp_0"]), leaves(drawn), strict=True))
+    assert all(np.isfinite(h["mtp_loss"]) for h in run.history)
 
 
 def test_resuming_a_fine_tuning_run_is_exact(tmp_path):

@@ -18,7 +18,7 @@ def test_tiny_transformer_xl_with_biases_counts_only_kernels():
     d, h, hd, ff, layers, vocab = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.num_layers, cfg.vocab_size
     assert (d, h, cfg.num_kv_heads, hd, ff, layers, cfg.mlp_activations) == (256, 4, 4, 64, 1024, 4, ("gelu",))
     kernels = layers * (4 * d * h * hd + 2 * d * ff)  # q, k, v, o; wi, wo
-    assert matmul_params(cfg) == {"encoder": 0, "decoder": kernels, "cross_kv": 0, "head": d * vocab}
+    assert matmul_params(cfg) == {"encoder": 0, "decoder": kernels, "cross_kv": 0, "mtp": 0, "head": d * vocab}
     assert kernels == 3_145_728
 
     biases = layers * (3 * h * hd + d + ff + d)  # q, k, v; o; wi; wo
@@ -37,6 +37,7 @@ def test_encoder_decoder_leaves_out_relative_bias_tables():
         "encoder": layers * (attention + mlp),
         "decoder": cfg.num_decoder_layers * (attention + cross_q_o + mlp),
         "cross_kv": cfg.num_decoder_layers * 2 * d * h * hd,
+        "mtp": 0,
         "head": d * cfg.vocab_size,
     }
 
@@ -79,3 +80,16 @@ def test_a_mixture_of_experts_counts_what_one_token_multiplies():
     expected = 2 * 3 * d * cfg.d_ff + moe_layers * (d * e + k * 3 * d * cfg.d_expert)  # MLPs: 2 dense, 2 MoE
     attention = 4 * (2 * d * cfg.num_heads * cfg.head_dim + 2 * d * cfg.num_kv_heads * cfg.head_dim)
     assert matmul_params(every_other)["decoder"] == expected + attention
+
+
+def test_multi_token_prediction_adds_its_modules_and_heads():
+    """mtp_depth 2 on a dense model: each module's join (2d x d) and block count in "mtp"; the step adds, per token,
+    6 x (those + 2 heads) and 2 more layers' attention, exactly as for two more layers of the stack."""
+    cfg = get_config("llama-tiny")
+    deep = cfg.replace(mtp_depth=2)
+    d, layers = cfg.d_model, cfg.num_layers
+    block = matmul_params(cfg)["decoder"] // layers
+    assert matmul_params(deep)["mtp"] == 2 * (2 * d * d + block)
+    extra = flops_per_step(deep, 4, 64) - flops_per_step(cfg, 4, 64)
+    stack_layer = flops_per_step(cfg.replace(num_layers=layers + 1), 4, 64) - flops_per_step(cfg, 4, 64)
+    assert extra == 2 * (stack_layer + 6 * (2 * d * d + matmul_params(cfg)["head"]) * 4 * 64)

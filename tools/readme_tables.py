@@ -140,6 +140,7 @@ PAPERS = {
     "logits_scale": "Command R (Cohere 2024): logit_scale",
     "final_logits_soft_cap": "Gemma Team 2024",
     "z_loss_multiplier": "PaLM (Chowdhery 2022); OLMo 2 (2024)",
+    "mtp_depth": "DeepSeek-V3 (DeepSeek-AI 2024, §2.2); Gloeckle 2024",
     "embedding_dropout": "Srivastava 2014; Vaswani 2017 §5.4",
     "attention_dropout": "Srivastava 2014",
     "residual_dropout": "Srivastava 2014; Vaswani 2017 §5.4",

@@ -33,8 +33,7 @@ class ModelConfig(Replaceable):
     max_seq_len: int
     """Longest sequence the model accepts (rows of learned positions; the context RoPE models were trained at)."""
     num_kv_heads: int = DERIVED
-    """Key/value heads: = num_heads is MHA, 1 is MQA (Shazeer 2019), in between is GQA (Ainslie 2023).
-    None = num_heads."""
+    """Key/value heads: num_heads (None) is MHA, 1 is MQA (Shazeer 2019), in between is GQA (Ainslie 2023)."""
     head_dim: int = DERIVED
     """Width of each head; independent of d_model (Gemma 2, PaLM). None = d_model // num_heads."""
     architecture: str = "decoder_only"
@@ -214,15 +213,13 @@ class ModelConfig(Replaceable):
     rope_original_max_len: int = 8192
     """llama3 and yarn scaling: context the model was trained at before extension."""
     rope_yarn_beta_fast: float = 32.0
-    """yarn: frequencies turning more than beta_fast times over the original context keep their value (Peng 2023
-    §3.2, alpha = 1 / beta: transformers' beta_fast 32)."""
+    """yarn: frequencies turning more than beta_fast times over the original context keep theirs (Peng 2023 §3.2)."""
     rope_yarn_beta_slow: float = 1.0
     """yarn: frequencies turning fewer than beta_slow times are divided by the factor; a linear ramp between."""
     rope_yarn_truncate: bool = True
     """yarn: round the ramp's ends outward to whole dimensions (transformers' truncate; false in GptOssConfig)."""
     rope_attention_factor: float | None = None
-    """yarn: cos and sin, so the rotated dims of queries and keys, are multiplied by it; null = 0.1 ln(factor) + 1
-    (Peng 2023 §3.4: sqrt(1/t), the attention temperature)"""
+    """yarn: multiplies cos and sin (the rotated dims of q and k); null = 0.1 ln(factor) + 1 (Peng 2023 §3.4)."""
     relative_num_buckets: int = 32
     """T5 relative bias: number of log-spaced distance buckets."""
     relative_max_distance: int = 128
@@ -251,6 +248,9 @@ class ModelConfig(Replaceable):
     """Multiplier on the output logits, before any soft-cap (Cohere's logit_scale). None = off."""
     z_loss_multiplier: float = 0.0
     """Weight of log(Z)^2 in the training loss (PaLM 1e-4, OLMo 2 1e-5); read by the trainer."""
+    mtp_depth: int = 0
+    """Multi-token prediction modules, trained beside the model, left out of its logits and exports (DeepSeek-V3
+    §2.2): module k predicts token i + k + 1 from module k - 1's output at i and token i + k. 0 = off."""
 
     # --- regularisation ------------------------------------------------------------------------------
     embedding_dropout: float = 0.0

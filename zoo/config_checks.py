@@ -117,6 +117,11 @@ def validate(c) -> None:
         fail(c, "sliding_window_size", "local layers in attention_pattern need a window size")
     if any(k.startswith("chunked") for k in c.attention_pattern) and c.attention_chunk_size is None:
         fail(c, "attention_chunk_size", "chunked layers in attention_pattern need a chunk size")
+    depth = c.mtp_depth
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+        fail(c, "mtp_depth", f"must be an integer >= 0 (0 = off), got {depth!r}")
+    if depth and (c.architecture != "decoder_only" or c.position_embedding == "relative_bias"):
+        fail(c, "mtp_depth", "multi-token prediction is for decoder_only stacks without a shared relative_bias table")
     floor = c.attention_temperature_floor
     if not isinstance(floor, int) or isinstance(floor, bool) or floor < 0:
         fail(c, "attention_temperature_floor", f"must be an integer >= 0 (0 = off), got {floor!r}")

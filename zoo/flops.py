@@ -36,10 +36,12 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
     and Transformer-XL's position parameters are left out (see is_matmul_kernel).
     """
     projections = 2 * cfg.d_model * cfg.embedding_dim if cfg.embedding_dim != cfg.d_model else 0
-    out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "head": cfg.embedding_dim * cfg.vocab_size + projections}
+    out = {"encoder": 0, "decoder": 0, "cross_kv": 0, "mtp": 0}
+    out["head"] = cfg.embedding_dim * cfg.vocab_size + projections
     for path, leaf in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(abstract_params(cfg)))[0]:
         names = path_names(path)
-        if names[0] not in ("encoder", "decoder") or not is_matmul_kernel(names):
+        stack = "mtp" if names[0].startswith("mtp_") else names[0]
+        if stack not in ("encoder", "decoder", "mtp") or not is_matmul_kernel(names):
             continue
         size = int(np.prod(leaf.shape, dtype=np.int64))
         if active_fraction(cfg, names) < 1:  # a token runs k of the E routed experts
@@ -47,16 +49,16 @@ def matmul_params(cfg: ModelConfig) -> dict[str, int]:
         if "cross_attention" in names and names[-2] in ("key", "value"):
             out["cross_kv"] += size
         else:
-            out[names[0]] += size
+            out[stack] += size
     return out
 
 
-def _attended(cfg: ModelConfig, num_layers: int, queries_see: int) -> int:
-    """Sum over layers of the keys each query is scored against (a local layer sees at most its window, a chunked
-    one its chunk)."""
+def _attended(cfg: ModelConfig, num_layers: int, queries_see: int, kinds=None) -> int:
+    """Sum over layers (`kinds`, default the stack's) of the keys each query is scored against (a local layer sees
+    at most its window, a chunked one its chunk)."""
     bound = {"local": cfg.sliding_window_size or queries_see, "chunked": cfg.attention_chunk_size or queries_see}
-    kinds = (kind.removesuffix("_nope") for kind in cfg.layer_kinds(num_layers))
-    return sum(min(queries_see, bound.get(kind, queries_see)) for kind in kinds)
+    kinds = cfg.layer_kinds(num_layers) if kinds is None else kinds
+    return sum(min(queries_see, bound.get(kind.removesuffix("_nope"), queries_see)) for kind in kinds)
 
 
 def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len: int | None = None) -> float:
@@ -66,6 +68,9 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len:
     value_head_dim) / 2 (num_heads * head_dim but under latent attention, whose values are narrower):
 
         per token = 6 * (N + d_model * V) + 12 * d_attn * sum over layers of K_l
+
+    (with mtp_depth D, N counts the D multi-token-prediction modules, d_model * V is D + 1 heads, and their D
+    blocks join the layers)
 
     6N: each param does one multiply-add (2 FLOPs) per token forward, twice that backward (Kaplan 2020).
     12 * d_attn * K: scores q.k and the weighted sum of values, 2 * d_attn * K FLOPs each forward, x3 for
@@ -82,6 +87,9 @@ def flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int, decoder_len:
     if not cfg.is_encoder_decoder:
         t = seq_len
         per_seq = 6 * (n["decoder"] + n["head"]) * t + 12 * d_attn * t * _attended(cfg, cfg.num_layers, t)
+        # Multi-token prediction: each module's join, block and the shared head, on every position.
+        mtp_kinds = cfg.layer_kinds()[-1:] * cfg.mtp_depth
+        per_seq += 6 * (n["mtp"] + cfg.mtp_depth * n["head"]) * t + 12 * d_attn * t * _attended(cfg, 0, t, mtp_kinds)
     else:
         s, t = seq_len, decoder_len or seq_len
         per_seq = 6 * ((n["encoder"] + n["cross_kv"]) * s + (n["decoder"] + n["head"]) * t)

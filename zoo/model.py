@@ -15,6 +15,7 @@ from zoo.layers import positions as pos_lib
 from zoo.layers.dense import dense
 from zoo.layers.init import dtype_of, initializer
 from zoo.layers.moe import BALANCE_BIAS
+from zoo.layers.mtp import MultiTokenPrediction
 from zoo.layers.norms import Norm
 from zoo.layers.stack import Stack
 
@@ -131,14 +132,16 @@ class DecoderOnly(_Transformer):
     """tokens int32 [B, T] -> logits float32 [B, T, vocab_size].
 
     Optional, both int [B, T]: `positions` (default 0..T-1; -1 marks padding no token attends to) and
-    `segment_ids` (packed documents: a token attends only to earlier tokens of its own segment).
+    `segment_ids` (packed documents: a token attends only to earlier tokens of its own segment). With `ahead`
+    (mtp_depth > 0, training): (logits, the multi-token-prediction logits of _predict_ahead).
     """
 
     def setup(self):
         self._setup_io()
         self.decoder = self._stack(self.cfg.num_layers, causal=True)
+        self.mtp = [MultiTokenPrediction(self.cfg, self.deterministic) for _ in range(self.cfg.mtp_depth)]
 
-    def __call__(self, tokens, positions=None, segment_ids=None):
+    def __call__(self, tokens, positions=None, segment_ids=None, ahead=None):
         # Given positions may mark padding (-1). Without a cache, attention's fused causal path sees only the
         # token order, so the padding goes in as a key mask, as an encoder's does (it also keeps padding out of
         # expert capacity). The cache masks by the positions it holds, and packed documents by segment.
@@ -150,7 +153,24 @@ class DecoderOnly(_Transformer):
             raise ValueError(f"segment_ids must have the tokens' shape {tokens.shape}, got {segment_ids.shape}")
         x = self._embed(tokens, positions, decode_len=self.decode_len)
         x = self.decoder(x, positions, cache_index=cache_index, encoder_mask=padding, segment_ids=segment_ids)
-        return self._logits(x)
+        logits = self._logits(x)
+        if ahead is None and self.mtp and self.is_initializing():  # init builds the MTP modules' params too
+            self._predict_ahead(x, jnp.stack([tokens] * len(self.mtp), axis=1), positions, padding, segment_ids)
+        if ahead is None:
+            return logits
+        if not self.mtp:
+            raise ValueError("tokens ahead are for multi-token prediction: this model has mtp_depth 0")
+        return logits, self._predict_ahead(x, ahead, positions, padding, segment_ids)
+
+    def _predict_ahead(self, state, ahead, positions, padding, segment_ids):
+        """Multi-token prediction (zoo.layers.mtp): ahead [B, mtp_depth, T] holds token i + k at position i for
+        module k = 1..mtp_depth; returns each module's float32 logits [B, mtp_depth, T, vocab] (for token i + k + 1)."""
+        out = []
+        for k, module in enumerate(self.mtp):
+            embedded = self._embed(ahead[:, k], positions, decode_len=None)
+            state, normed = module(state, embedded, positions, padding, segment_ids)
+            out.append(self._logits(normed))
+        return jnp.stack(out, axis=1)
 
 
 class EncoderDecoder(_Transformer):

@@ -93,6 +93,9 @@ class TrainConfig(Replaceable):
     router_bias_update_rate: float = 0.001
     """The step by which the train step moves a router_balance_bias model's per-expert biases after each update
     (DeepSeek-V3, arXiv:2412.19437 §4.2: 0.001 for the first 14.3T tokens, then 0.0). 0 = hold them."""
+    mtp_loss_weight: float = 0.3
+    """lambda, the weight of the multi-token-prediction loss of an mtp_depth model (the mean of its modules' losses)
+    in the training loss (DeepSeek-V3, arXiv:2412.19437 §4.2: 0.3 for the first 10T tokens, then 0.1)."""
     freeze: tuple[str, ...] = ()
     """Fine-tuning: regular expressions over parameter paths ("token_embed/.*", "decoder/cycles/block_0/.*");
     a parameter whose path matches one is not updated (its gradient leaves the clipping norm too)."""
@@ -185,6 +188,8 @@ def _validate(c: TrainConfig) -> None:
         fail(c, "grad_accum_steps", f"{c.grad_accum_steps} does not divide batch_size={c.batch_size}")
     if not 0.0 <= c.label_smoothing < 1.0:
         fail(c, "label_smoothing", f"must be in [0, 1), got {c.label_smoothing}")
+    if not c.mtp_loss_weight >= 0:
+        fail(c, "mtp_loss_weight", f"must be >= 0, got {c.mtp_loss_weight}")
     if not c.router_bias_update_rate >= 0:
         fail(c, "router_bias_update_rate", f"must be >= 0, got {c.router_bias_update_rate}")
     for pattern in c.freeze:

@@ -16,11 +16,13 @@ from zoo.config import ModelConfig
 # Fields that change how a model is computed, not what its parameters mean: a checkpoint saved with one
 # value loads with another (switch on bf16 compute or remat after a restart).
 RUNTIME_FIELDS = ("dtype", "remat_policy", "attention_impl", "moe_matmul")
-# Fields that matter only while training: initialisation, regularisation, the auxiliary loss.
+# Fields that matter only while training: initialisation, regularisation, the auxiliary losses, the multi-token
+# prediction modules (extra parameters the model's logits never read).
 TRAINING_FIELDS = (
     "init_scheme",
     "init_std",
     "z_loss_multiplier",
+    "mtp_depth",
     "load_balancing_multiplier",
     "load_balancing_per_sequence",
     "router_z_loss_multiplier",

@@ -144,6 +144,7 @@ class LogMetrics(Hook):
         row = {
             **{k: m[k] for k in ("loss", "nll", "accuracy", "z_loss", "lr", "grad_norm", "param_norm")},
             **{k: v for k, v in m.items() if k.startswith("moe/")},  # router statistics (zoo/train/router_losses.py)
+            **{k: m[k] for k in ("mtp_loss",) if k in m},  # multi-token prediction (zoo/train/objectives.py)
             "step_time_s": dt,
             "tokens_per_s": self.tokens_per_step / dt,
             "mfu": self.flops_per_step / dt / self.peak_flops,

@@ -15,10 +15,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from zoo import hf, presets
 from zoo.config import ModelConfig
+from zoo.layers.init import dtype_of
+from zoo.layers.mtp import MultiTokenPrediction
 from zoo.model import stack_layers, unstack_layers
 from zoo.semantics import RUNTIME_FIELDS, TRAINING_FIELDS, semantic_differences
 from zoo.train.config import (
@@ -94,7 +99,8 @@ def load(config: Config, mesh: Mesh | None = None) -> Start:
             tokenizer = load_tokenizer(path)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"init.hf: {e}") from None
-        return Start(agreed_model(config, checkpoint, key), params, tokenizer)
+        cfg = agreed_model(config, checkpoint, key)
+        return Start(cfg, _mtp_modules(cfg, params, config.run.seed), tokenizer)
     other = load_run_config(path)
     cfg = agreed_model(config, other.model, key)
     same_layout = other.model.scan_layers == cfg.scan_layers and other.model.param_dtype == cfg.param_dtype
@@ -105,7 +111,20 @@ def load(config: Config, mesh: Mesh | None = None) -> Start:
     params = trained.params
     if other.model.scan_layers != cfg.scan_layers:
         params = stack_layers(params) if cfg.scan_layers else unstack_layers(params)
-    return Start(cfg, params, trained.tokenizer)
+    return Start(cfg, _mtp_modules(cfg, params, config.run.seed), trained.tokenizer)
+
+
+def _mtp_modules(cfg: ModelConfig, params: dict, seed: int) -> dict:
+    """`params` with cfg.mtp_depth multi-token-prediction modules (a training-only field, this run's): the
+    checkpoint's where it has them, freshly drawn where it has fewer (an HF checkpoint has none), dropped past it."""
+    names = [f"mtp_{k}" for k in range(cfg.mtp_depth)]
+    kept = {name: value for name, value in params.items() if not name.startswith("mtp_") or name in names}
+    missing = [name for name in names if name not in kept]
+    x, positions = jnp.zeros((1, 1, cfg.d_model), dtype_of(cfg.dtype)), jnp.zeros((1, 1), jnp.int32)
+    for name in missing:  # a module's own init, not the whole model's: its draws are the in-model ones
+        key = jax.random.fold_in(jax.random.key(seed), int(name.removeprefix("mtp_")))
+        kept[name] = jax.device_get(nn.meta.unbox(MultiTokenPrediction(cfg).init(key, x, x, positions)["params"]))
+    return kept
 
 
 def resolve_from_weights(overrides: list[str] | dict | None, where: str = COMMAND_LINE) -> Config:

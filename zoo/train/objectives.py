@@ -208,6 +208,9 @@ class CausalLM:
     no token attends across a document boundary (EOS) in a packed row."""
     eos_id: int = 1
     router: RouterLosses = RouterLosses()
+    mtp_depth: int = 0
+    """The model's multi-token-prediction modules (ModelConfig.mtp_depth): the batch carries the tokens ahead."""
+    mtp_weight: float = 0.0  # their loss's weight (the recipe's mtp_loss_weight)
 
     @property
     def row_length(self) -> int:
@@ -223,13 +226,31 @@ class CausalLM:
         batch = {"inputs": rows[:, :-1], "targets": rows[:, 1:]}
         if self.document_masking:
             batch["segment_ids"], batch["positions"] = document_segments(batch["inputs"], self.eos_id)
+        if self.mtp_depth:  # [B, depth, T]: at position i, token i + k (the module's input) and i + k + 1 (its target)
+            shifted = [np.pad(rows[:, k:], ((0, 0), (0, k - 1))) for k in range(1, self.mtp_depth + 2)]
+            batch["ahead"] = np.stack(shifted[:-1], axis=1)
+            batch["ahead_targets"] = np.stack(shifted[1:], axis=1)
         return batch
 
     def loss(self, model, params, batch, rngs):
-        masking = {k: batch[k] for k in ("positions", "segment_ids") if k in batch}
-        logits, layers = self.router.apply(model, {"params": params}, batch["inputs"], **masking, rngs=rngs)
+        masking = {k: batch[k] for k in ("positions", "segment_ids", "ahead") if k in batch}
+        out, layers = self.router.apply(model, {"params": params}, batch["inputs"], **masking, rngs=rngs)
+        logits = out[0] if self.mtp_depth else out
         loss, metrics = causal_lm_loss(logits, batch["targets"], None, self.label_smoothing, self.z_loss)
+        if self.mtp_depth:
+            loss, metrics = self._with_mtp(loss, metrics, out[1], batch["ahead_targets"])
         return self.router.add_to(loss, metrics, layers)
+
+    def _with_mtp(self, loss, metrics, logits, targets):
+        """DeepSeek-V3's eq. 25: the loss plus weight x the mean over the modules of each one's cross-entropy, module
+        k over the positions whose target (token i + k + 1) is in the row; logged as mtp_loss (before the weight)."""
+        length = targets.shape[-1]
+        nll = []
+        for k in range(self.mtp_depth):
+            inside = jnp.broadcast_to(jnp.arange(length) < length - k - 1, targets[:, k].shape)
+            nll.append(causal_lm_loss(logits[:, k], targets[:, k], inside)[1]["nll"])
+        mtp = self.mtp_weight * jnp.mean(jnp.stack(nll))
+        return loss + mtp, {**metrics, "loss": metrics["loss"] + mtp, "mtp_loss": jnp.mean(jnp.stack(nll))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,5 +339,12 @@ def make_objective(cfg: ModelConfig, tc: TrainConfig, tokenizer, seed: int):
         )
     router = RouterLosses.of(cfg)
     return CausalLM(
-        tc.seq_len, tc.label_smoothing, cfg.z_loss_multiplier, tc.document_masking, tokenizer.eos_id, router
+        tc.seq_len,
+        tc.label_smoothing,
+        cfg.z_loss_multiplier,
+        tc.document_masking,
+        tokenizer.eos_id,
+        router,
+        cfg.mtp_depth,
+        tc.mtp_loss_weight,
     )

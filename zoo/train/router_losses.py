@@ -114,7 +114,8 @@ _LAYER = re.compile(r"^cycle_(\d+)$")
 
 
 def per_layer(intermediates, cycle_length: int) -> dict[str, jax.Array]:
-    """Each router statistic as a [MoE layers] array in stack order: encoder before decoder, then layer index.
+    """Each router statistic as a [MoE layers] array in stack order: encoder before decoder, then layer index, then
+    the multi-token-prediction modules'.
     A scanned stack's entries carry a leading [cycles] axis; an unrolled one has a cycle_i per cycle."""
     entries: dict[str, list] = {}  # statistic -> [((stack, layer), value)]
     for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
@@ -122,6 +123,9 @@ def per_layer(intermediates, cycle_length: int) -> dict[str, jax.Array]:
         if len(names) < 4 or names[-3] != "moe":  # stack/cycles|cycle_i/block_j/moe/stat/0
             continue
         stack, cycle, block, stat = names[0], names[1], names[2], names[-2]
+        if stack.startswith("mtp_"):  # a multi-token-prediction module's block (mtp_k/block/moe/...): after the stack
+            entries.setdefault(stat, []).append(((2, int(stack.removeprefix("mtp_"))), leaf))
+            continue
         j = int(block.removeprefix("block_"))
         order = 0 if stack == "encoder" else 1
         if (match := _LAYER.match(cycle)) is not None:
