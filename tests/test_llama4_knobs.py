@@ -46,3 +46,18 @@ def test_the_gainless_qk_norm_has_no_parameters_and_skips_the_nope_layers():
     plain = zoo.build(cfg.replace(qk_norm="none", qk_norm_nope_layers=True))
     logits = [np.asarray(m.apply({"params": params}, tokens)) for m in (model, on_every_layer, plain)]
     assert np.abs(logits[0] - logits[1]).max() > 1e-4 and np.abs(logits[0] - logits[2]).max() > 1e-4
+
+
+def test_chunked_attention_in_query_blocks_equals_the_masked_call():
+    """300 aligned tokens run the blocked causal path (query blocks that skip the keys before their first query's
+    chunk) and must equal one call under the explicit chunk mask; both differ from plain causal attention."""
+    from zoo.layers.attend import attend
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, 300, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(2, 300, 2, 8)), jnp.float32) for _ in range(2))
+    pos = jnp.arange(300)[None]
+    blocked = attend(q, k, v, scale=8**-0.5, is_causal=True, chunk=70)
+    masked = attend(q, k, v, scale=8**-0.5, mask=position_mask(pos, pos, causal=True, chunk=70))
+    np.testing.assert_allclose(blocked, masked, rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(blocked) - np.asarray(attend(q, k, v, scale=8**-0.5, is_causal=True))).max() > 1e-2

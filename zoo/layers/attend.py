@@ -24,13 +24,13 @@ def scores(q, k, scale, soft_cap=None, bias=None):
     return logits
 
 
-def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill):
-    """scores() with `fill` where `mask` (and the aligned causal / window mask is_causal / window describe)
-    hides a key."""
+def masked_scores(q, k, scale, soft_cap, bias, mask, is_causal, window, fill, chunk=None):
+    """scores() with `fill` where `mask` (and the aligned causal / window / chunk mask is_causal, window and chunk
+    describe) hides a key."""
     logits = scores(q, k, scale, soft_cap, bias)
-    if is_causal or window is not None:
+    if is_causal or window is not None or chunk is not None:
         t, s = q.shape[1], k.shape[1]
-        aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window)
+        aligned = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, window=window, chunk=chunk)
         mask = aligned if mask is None else mask & aligned
     if mask is not None:
         logits = jnp.where(mask[:, :, None], logits, fill)
@@ -51,13 +51,14 @@ def attend(
     impl="xla",
     dropout=None,
     sinks=None,
+    chunk=None,
 ):
     """softmax(scale * q.k (+ soft-cap) + bias, masked) . v
 
     q: [B, T, H, hd]; k, v: [B, S, KV, hd] (v may be narrower) with KV dividing H; mask: bool broadcastable to
-    [B, 1, T, S]; bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right) describe a mask on aligned
-    positions as well (lets cuDNN skip masked blocks). `dropout(p)` drops attention probabilities. `sinks` [H]:
-    one more logit per head in each softmax, for a key whose value is zero (attention sinks).
+    [B, 1, T, S]; bias: float broadcastable to [B, H, T, S]; is_causal/window (left, right)/chunk describe a mask on
+    aligned positions as well (lets the blocked path and cuDNN skip masked blocks). `dropout(p)` drops attention
+    probabilities. `sinks` [H]: one more logit per head in each softmax, for a key whose value is zero.
     """
     blocks = causal_blocks(q.shape[1]) if impl == "xla" and is_causal and q.shape[1] == k.shape[1] else 1
     if blocks > 1:
@@ -74,7 +75,12 @@ def attend(
             impl=impl,
             dropout=dropout,
             sinks=sinks,
+            chunk=chunk,
         )
+    if chunk is not None:  # the fused call has no chunks: a mask from the aligned positions, built at trace time
+        t, s = q.shape[1], k.shape[1]
+        chunks = position_mask(jnp.arange(t)[None], jnp.arange(s)[None], causal=is_causal, chunk=chunk)
+        mask = chunks if mask is None else mask & chunks
     if soft_cap is None and dropout is None and sinks is None:
         # The fused call takes one head width for q, k and v: narrower values (latent attention's) are zero-padded
         # to it, and the padding's zero outputs dropped.
@@ -115,7 +121,7 @@ def causal_blocks(length: int) -> int:
     return length // max(128, length // 4)
 
 
-def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout, sinks):
+def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, dropout, sinks, chunk):
     """Causal attention as `blocks` query blocks, each over the keys it can see: exactly attend()'s result."""
     t = q.shape[1]
     size = t // blocks
@@ -123,7 +129,9 @@ def _blocked(q, k, v, blocks, *, scale, mask, bias, soft_cap, window, impl, drop
     for i in range(blocks):
         start, end = i * size, t if i == blocks - 1 else (i + 1) * size
         lo = 0 if window is None else max(0, start - window[0])
-        block_mask = position_mask(jnp.arange(start, end)[None], jnp.arange(lo, end)[None], causal=True, window=window)
+        lo = lo if chunk is None else max(lo, start // chunk * chunk)  # no query of the block sees an earlier chunk
+        q_pos, k_pos = jnp.arange(start, end)[None], jnp.arange(lo, end)[None]
+        block_mask = position_mask(q_pos, k_pos, causal=True, window=window, chunk=chunk)
         if mask is not None:
             block_mask = block_mask & mask[:, :, start:end, lo:end]
         outs.append(

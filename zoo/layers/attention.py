@@ -105,10 +105,11 @@ class Attention(nn.Module):
         elif use_positions and cfg.position_embedding == "transformer_xl":
             bias = scale * self._transformer_xl(q, k, positions, k_pos)
 
-        # Fused masking (is_causal / window) only when keys are the queries' own positions; chunks are masked from
-        # positions.
-        aligned = not self.cross and not decoding and kv_mask is None and chunk is None
+        # Masks from the token order (is_causal / window / chunk: masked blocks skipped) only when keys are the
+        # queries' own tokens; chunks then count from the row's first token, as transformers' cache_position does.
+        aligned = not self.cross and not decoding and kv_mask is None
         causal = self.causal and not self.cross
+        fused = (window, chunk) if aligned else (None, None)
         mask = None
         if not aligned:
             mask = position_mask(positions, k_pos, causal=causal, window=window, chunk=chunk)
@@ -120,7 +121,7 @@ class Attention(nn.Module):
             same = segment_ids[:, :, None] == segment_ids[:, None, :]
             mask = same[:, None] if mask is None else mask & same[:, None]
         if self.is_mutable_collection("intermediates"):
-            self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, window if aligned else None)
+            self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, *fused)
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
@@ -133,10 +134,11 @@ class Attention(nn.Module):
             bias=bias,
             soft_cap=cfg.attn_logits_soft_cap,
             is_causal=aligned and causal,
-            window=window if aligned else None,
+            window=fused[0],
             impl=resolve_impl(cfg),
             dropout=dropout,
             sinks=self._sinks() if cfg.attention_sinks else None,
+            chunk=fused[1],
         )
         if value_up is not None:
             out = latent_lib.values_from_latent(cfg, value_up, out)
@@ -207,10 +209,11 @@ class Attention(nn.Module):
         init = nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("heads",))
         return self.param("sinks", init, (cfg.num_heads,), dtype_of(cfg.param_dtype)).astype(jnp.float32)
 
-    def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window):
+    def _sow_max_logit(self, q, k, scale, bias, mask, is_causal, window, chunk):
         """The largest logit the softmax sees (what QK-norm and soft-capping bound): recomputed here, only
         when asked for, since the fused attention never exposes its scores."""
-        logits = masked_scores(q, k, scale, self.cfg.attn_logits_soft_cap, bias, mask, is_causal, window, -jnp.inf)
+        cap = self.cfg.attn_logits_soft_cap
+        logits = masked_scores(q, k, scale, cap, bias, mask, is_causal, window, -jnp.inf, chunk)
         self.sow("intermediates", "max_logit", jnp.max(logits))
 
     def _project_kv(self, x):
