@@ -3,12 +3,16 @@
 pytest imports every test module in one process, so the emulated device count must be set here, before
 anything imports jax: 8 host (CPU) devices let tests/test_sharding.py build real multi-axis meshes.
 
-The tests also compile at XLA's CPU backend optimisation level 0 (LLVM -O0), as do the processes they start unless
-they drop TEST_XLA_FLAGS: compiling is most of the suite's time, and tiny models' steps barely run. Measured on this
-2-core host (2026-12-07): tests/test_knobs.py 100 -> 62 s, tests/test_generate.py 95 -> 79 s; but the README's
-main job (300 steps) 100 -> 153 s, and its validation loss moves by 0.02 (round-off grows over 300 steps: -O0 gives
-the same operations, not the same bits). So the runs whose numbers or speed a user reads (the README's commands,
-the benchmarks) drop these flags and compile as a user's would.
+The tests also compile with XLA's CPU backend at optimisation level 0 (LLVM -O0) and with the older LLVM IR
+emitters in place of the MLIR fusion emitters, as do the processes they start unless they drop TEST_XLA_FLAGS:
+compiling is most of the suite's time, and tiny models' steps barely run. Measured on this 2-core host (2026-12-07,
+jax 0.10.2): a llama-tiny train step at the notebooks' `ci` size compiles in 3.2 s at level 0 and in 0.8-1.0 s
+without the fusion emitters; tests/test_knobs.py takes 60 s by default, 43 s at level 0, 30 s with both (39 s at
+level 1 without the fusion emitters), notebook 02 91 s with both (109 s at level 1). The cost is execution: a
+fine-tuning test's 60 steps of a 4-layer d_model 256 model take 14 s by default and 20 s with both. Neither gives
+the default build's bits (the same operations, rounded differently: the README's main job moves its validation
+loss by 0.02 at level 0), so the runs whose numbers or speed a user reads (the README's commands, the benchmarks)
+drop these flags and compile as a user's would.
 """
 
 import functools
@@ -17,7 +21,11 @@ from collections import defaultdict
 
 import pytest
 
-TEST_XLA_FLAGS = ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0")
+TEST_XLA_FLAGS = (
+    "--xla_force_host_platform_device_count=8",
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+)
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *TEST_XLA_FLAGS]).strip()
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    # conftest emulates 8 CPU devices and compiles at -O0 for the tests; the benchmark runs on the host as a user's.
+    # conftest emulates 8 CPU devices and compiles fast (TEST_XLA_FLAGS); the benchmark runs on the host as a user's.
     env = without_test_flags(dict(os.environ))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(out)],
