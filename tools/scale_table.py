@@ -115,6 +115,13 @@ CASES: dict[str, tuple[str, list[tuple[str, list[str]]]]] = {
             ("v5p:8x16x16", ["mesh.expert=64", "mesh.fsdp=8", "mesh.tensor=4", REMAT, "train.grad_accum_steps=30"]),
         ],
     ),
+    "llama4-maverick": (
+        "H100-80GB GPUs, 2.38M GPU hours, count not published (Llama 4 model card); nearest: TPU v5p",
+        [
+            ("v5p:4x8x8", ["mesh.expert=16", "mesh.fsdp=4", "mesh.tensor=4", REMAT, "train.grad_accum_steps=8"]),
+            ("v5p:4x8x8", ["mesh.expert=16", "mesh.fsdp=4", "mesh.tensor=4", REMAT, "train.grad_accum_steps=16"]),
+        ],
+    ),
     "switch-c-2048": (
         "TPU v3 (Fedus et al. 2021); libtpu describes v4 and newer: v4",
         [
