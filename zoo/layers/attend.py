@@ -83,10 +83,12 @@ def attend(
         mask = chunks if mask is None else mask & chunks
     if soft_cap is None and dropout is None and sinks is None:
         # The fused call takes one head width for q, k and v: narrower values (latent attention's) are zero-padded
-        # to it, and the padding's zero outputs dropped.
+        # to it, and the padding's zero outputs dropped; wider values pad q and k instead (zeros add nothing to q.k).
         width = v.shape[-1]
         if width < q.shape[-1]:
             v = jnp.pad(v, [(0, 0)] * 3 + [(0, q.shape[-1] - width)])
+        elif width > q.shape[-1]:
+            q, k = (jnp.pad(x, [(0, 0)] * 3 + [(0, width - x.shape[-1])]) for x in (q, k))
         return jax.nn.dot_product_attention(
             q,
             k,
