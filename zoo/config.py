@@ -283,8 +283,8 @@ class ModelConfig(Replaceable):
     param_dtype: str = "float32"
     """Parameter storage dtype."""
     attention_impl: str = "auto"
-    """xla; cudnn (flash attention through jax.nn.dot_product_attention on GPU); auto = cudnn when on
-    GPU in 16-bit with no soft-cap, else xla."""
+    """flash (zoo.layers.flash: memory linear in length, any backend); xla (exact: jax.nn.dot_product_attention);
+    cudnn (its flash kernel, GPU); auto = cudnn on GPU in 16-bit with no soft-cap, else flash past 512 tokens."""
     moe_matmul: str = "auto"
     """How dropless MoE layers multiply each expert's tokens: ragged_dot (jax.lax.ragged_dot, a grouped matmul on
     TPU and GPU), blocks (tokens sorted by expert into blocks of one expert each, padded, then one batched matmul:

@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "qk_norm": ("none", "per_head", "per_head_untied", "full", "per_head_no_gain"),
     "init_scheme": ("normal", "truncated_normal", "gpt2_scaled", "xavier", "t5", "fan_in"),
     "remat_policy": ("none", "full", "save_dots", "save_block_outputs"),
-    "attention_impl": ("auto", "xla", "cudnn"),
+    "attention_impl": ("auto", "flash", "xla", "cudnn"),
     "moe_matmul": ("auto", "ragged_dot", "blocks"),
     "router": ("softmax_topk", "topk_softmax", "sigmoid_topk"),
     "dtype": ("float32", "bfloat16", "float16"),

@@ -11,12 +11,15 @@ zoo.layers.attend.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from zoo.config import ModelConfig
+from zoo.layers import flash as flash_lib
 from zoo.layers import latent as latent_lib
 from zoo.layers import positions as pos_lib
 from zoo.layers.attend import attend, masked_scores, position_mask
@@ -51,12 +54,20 @@ def temperature(cfg: ModelConfig, positions):
     return (1.0 + cfg.attention_temperature_scale * jnp.log1p(steps))[..., None, None]
 
 
-def resolve_impl(cfg: ModelConfig) -> str:
-    """cuDNN flash attention needs a GPU, 16-bit inputs and no soft-cap; everything else runs on XLA."""
+FLASH_ABOVE = 512
+"""auto runs flash attention for more queries than this: measured on 2 CPU cores (forward + backward, causal, 8 heads
+of 64), flash is 1.2x the exact path's speed at 2048 and 2.0x at 4096, within noise at 128 and 512, where it costs
+more to compile (benchmarks/RESULTS.md)."""
+
+
+def resolve_impl(cfg: ModelConfig, length: int) -> str:
+    """For `length` queries: cuDNN's flash attention on a GPU in 16-bit with no soft-cap; else zoo's flash attention
+    past FLASH_ABOVE queries (it hands dropout and Transformer-XL's bias to the exact path), the exact path below."""
     if cfg.attention_impl != "auto":
         return cfg.attention_impl
-    on_gpu = jax.default_backend() == "gpu"
-    return "cudnn" if on_gpu and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None else "xla"
+    if jax.default_backend() == "gpu" and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None:
+        return "cudnn"
+    return "flash" if length > FLASH_ABOVE else "xla"
 
 
 class Attention(nn.Module):
@@ -95,13 +106,15 @@ class Attention(nn.Module):
             window = (w, 0) if self.causal else (w, w)
         chunk = cfg.attention_chunk_size if self.kind.startswith("chunked") else None
         scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim**-0.5
-        bias = None
+        # Biases that positions determine, as fn(params, q_pos, k_pos): flash attention computes them per block.
+        bias_fn, bias_params, bias = None, None, None
         if use_positions and cfg.position_embedding == "relative_bias":
             if not cfg.relative_bias_shared:
                 rel_table = pos_lib.relative_table(self, cfg)
-            bias = pos_lib.relative_bias(cfg, rel_table, positions, k_pos, bidirectional=not self.causal)
+            bias_fn = functools.partial(pos_lib.relative_bias, cfg, bidirectional=not self.causal)
+            bias_params = rel_table
         elif use_positions and cfg.position_embedding == "alibi":
-            bias = pos_lib.alibi_bias(cfg.num_heads, positions, k_pos)
+            bias_fn = lambda _, q_pos, k_pos: pos_lib.alibi_bias(cfg.num_heads, q_pos, k_pos)  # noqa: E731
         elif use_positions and cfg.position_embedding == "transformer_xl":
             bias = scale * self._transformer_xl(q, k, positions, k_pos)
 
@@ -110,36 +123,69 @@ class Attention(nn.Module):
         aligned = not self.cross and not decoding and kv_mask is None
         causal = self.causal and not self.cross
         fused = (window, chunk) if aligned else (None, None)
-        mask = None
-        if not aligned:
-            mask = position_mask(positions, k_pos, causal=causal, window=window, chunk=chunk)
-            if kv_mask is not None:
-                mask = mask & kv_mask[:, None, None, :]
+        segments = None
         if segment_ids is not None and not self.cross:
             if decoding:
                 raise ValueError("segment_ids are for training on packed documents, not for cached decoding")
-            same = segment_ids[:, :, None] == segment_ids[:, None, :]
-            mask = same[:, None] if mask is None else mask & same[:, None]
-        if self.is_mutable_collection("intermediates"):
-            self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, *fused)
+            segments = segment_ids
+        if kv_mask is not None:
+            k_pos = jnp.where(kv_mask, k_pos, -1)  # a hidden key, as padding is
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
-        out = attend(
-            q,
-            k,
-            v,
-            scale=scale,
-            mask=mask,
-            bias=bias,
-            soft_cap=cfg.attn_logits_soft_cap,
-            is_causal=aligned and causal,
-            window=fused[0],
-            impl=resolve_impl(cfg),
-            dropout=dropout,
-            sinks=self._sinks() if cfg.attention_sinks else None,
-            chunk=fused[1],
-        )
+        sinks = self._sinks() if cfg.attention_sinks else None
+        impl = resolve_impl(cfg, q.shape[1])
+        # Flash attention unless the softmax needs the exact path: dropout on its probabilities or a bias that depends
+        # on the queries (Transformer-XL); a one-token decoding step has nothing to split into blocks.
+        flash = impl == "flash" and dropout is None and bias is None and q.shape[1] > 1
+        probe = self.is_mutable_collection("intermediates")
+        mask = None
+        if not flash or probe:  # the exact path's (and the max-logit probe's) dense bias and mask
+            if bias_fn is not None:
+                bias = bias_fn(bias_params, positions, k_pos)
+            if not aligned:
+                mask = position_mask(positions, k_pos, causal=causal, window=window, chunk=chunk)
+            if segments is not None:
+                same = (segments[:, :, None] == segments[:, None, :])[:, None]
+                mask = same if mask is None else mask & same
+        if probe:
+            self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, *fused)
+        if flash:
+            out = flash_lib.flash_attention(
+                q,
+                k,
+                v,
+                scale=scale,
+                q_pos=positions,
+                k_pos=k_pos,
+                causal=causal,
+                window=window,
+                chunk=chunk,
+                aligned=aligned,
+                q_segments=segments,
+                k_segments=segments,
+                soft_cap=cfg.attn_logits_soft_cap,
+                sinks=sinks,
+                bias_fn=bias_fn,
+                bias_params=bias_params,
+                block=flash_lib.block_size(q.shape[1]),
+            )
+        else:
+            out = attend(
+                q,
+                k,
+                v,
+                scale=scale,
+                mask=mask,
+                bias=bias,
+                soft_cap=cfg.attn_logits_soft_cap,
+                is_causal=aligned and causal,
+                window=fused[0],
+                impl="xla" if impl == "flash" else impl,
+                dropout=dropout,
+                sinks=sinks,
+                chunk=fused[1],
+            )
         if value_up is not None:
             out = latent_lib.values_from_latent(cfg, value_up, out)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))

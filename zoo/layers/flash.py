@@ -18,8 +18,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-BLOCK = 512
-"""Queries and keys per block (fewer when the sequence is shorter). Measured on 2 CPU cores, benchmarks/RESULTS.md."""
+
+def block_size(length: int) -> int:
+    """Queries (and keys) per block: max(128, min(512, T / 4)). Measured on 2 CPU cores, forward + backward of
+    causal attention with 8 heads of 64: 128 is fastest at T = 512, 512 at 2048 and 4096 (benchmarks/RESULTS.md)."""
+    return max(128, min(512, length // 4))
 
 
 def flash_attention(
@@ -40,7 +43,7 @@ def flash_attention(
     sinks=None,
     bias_fn=None,
     bias_params=None,
-    block=BLOCK,
+    block=512,
 ):
     """softmax(scale * q.k (soft-capped) + bias, masked) . v, equal to zoo.layers.attend.attend's.
 
@@ -66,7 +69,6 @@ def flash_attention(
 
     qp = blocks(pad(jnp.broadcast_to(q_pos, (b, t)).astype(jnp.int32), nq * bq), nq, bq)
     kp = blocks(pad(jnp.broadcast_to(k_pos, (b, s)).astype(jnp.int32), nk * bk, -1), nk, bk)
-    k_valid = blocks(pad(jnp.ones((b, s), bool), nk * bk, False), nk, bk)
     qs = ks = None
     if q_segments is not None:
         qs = blocks(pad(q_segments.astype(jnp.int32), nq * bq), nq, bq)
@@ -78,11 +80,12 @@ def flash_attention(
             return 0, nk
         return key_blocks(i, length=t, q_block=bq, k_block=bk, causal=causal, window=window, chunk=chunk)
 
-    def visible(i, j, qpos, kpos, valid, qseg, kseg):
+    def visible(i, j, qpos, kpos, qseg, kseg):
         """[B, 1, 1, bq, bk]: which keys of block j each query of block i sees."""
-        if aligned:
+        if aligned:  # the tokens' order; keys past the end are padding
             qpos = jnp.broadcast_to(i * bq + jnp.arange(bq), (b, bq))
-            kpos = jnp.where(valid, j * bk + jnp.arange(bk), -1)
+            index = j * bk + jnp.arange(bk)
+            kpos = jnp.broadcast_to(jnp.where(index < s, index, -1), (b, bk))
         qpos, kpos = qpos[:, :, None], kpos[:, None, :]
         keep = kpos >= 0
         if causal:
@@ -97,7 +100,7 @@ def flash_attention(
 
     def logits(params, qb, kb, qpos, kpos):
         """Float32 [B, KV, G, bq, bk] and the soft-capped scores before the bias (for the cap's derivative)."""
-        raw = jnp.einsum("bqkgd,bskd->bkgqs", qb, kb, preferred_element_type=jnp.float32) * scale
+        raw = jnp.einsum("bkgqd,bksd->bkgqs", qb, kb, preferred_element_type=jnp.float32) * scale
         capped = raw if soft_cap is None else soft_cap * jnp.tanh(raw / soft_cap)
         if bias_fn is None:
             return capped, capped
@@ -110,48 +113,60 @@ def flash_attention(
     def sink_logits(sinks):
         return jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kv, group, 1), (b, kv, group, bq))
 
+    # Blocks heads-major ([n, B, KV, (G,) block, width], the layout the batched matmuls read), transposed once.
+    def query_blocks(x):
+        x = pad(x, nq * bq).reshape(b, nq, bq, kv, group, x.shape[-1])
+        return x.transpose(1, 0, 3, 4, 2, 5)
+
+    def key_blocks_of(x):
+        return pad(x, nk * bk).reshape(b, nk, bk, kv, x.shape[-1]).transpose(1, 0, 3, 2, 4)
+
+    def from_query_blocks(x):
+        return x.transpose(1, 0, 4, 2, 3, 5).reshape(b, nq * bq, h, x.shape[-1])[:, :t]
+
+    def from_key_blocks(x):
+        return x.transpose(1, 0, 3, 2, 4).reshape(b, nk * bk, kv, x.shape[-1])[:, :s]
+
     def forward(q, k, v, sinks_, params, qp, kp, qs, ks):
-        qb_all = blocks(pad(q, nq * bq).reshape(b, nq * bq, kv, group, d), nq, bq)
-        kb_all, vb_all = blocks(pad(k, nk * bk), nk, bk), blocks(pad(v, nk * bk), nk, bk)
+        qb_all, kb_all, vb_all = query_blocks(q), key_blocks_of(k), key_blocks_of(v)
 
         def query_block(i):
             qb, qpos = qb_all[i], qp[i]
             qseg = None if qs is None else qs[i]
 
             def step(j, carry):
-                m, l, acc = carry
+                m, total, acc = carry
                 kseg = None if ks is None else ks[j]
                 z, _ = logits(params, qb, kb_all[j], qpos, kp[j])
-                z = jnp.where(visible(i, j, qpos, kp[j], k_valid[j], qseg, kseg), z, -jnp.inf)
+                z = jnp.where(visible(i, j, qpos, kp[j], qseg, kseg), z, -jnp.inf)
                 m_new = jnp.maximum(m, z.max(-1))
                 m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
                 p = jnp.exp(z - m_safe[..., None])
                 alpha = jnp.exp(m - m_safe)
-                pv = jnp.einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), vb_all[j], preferred_element_type=jnp.float32)
-                return m_new, alpha * l + p.sum(-1), alpha[..., None] * acc + pv
+                pv = jnp.einsum("bkgqs,bksd->bkgqd", p.astype(v.dtype), vb_all[j], preferred_element_type=jnp.float32)
+                return m_new, alpha * total + p.sum(-1), alpha[..., None] * acc + pv
 
             shape = (b, kv, group, bq)
             if sinks_ is None:
                 init = (jnp.full(shape, -jnp.inf), jnp.zeros(shape), jnp.zeros((*shape, v.shape[-1])))
             else:  # the sink is a key whose value is zero: it adds exp(sink) to the denominator only
                 init = (sink_logits(sinks_), jnp.ones(shape), jnp.zeros((*shape, v.shape[-1])))
-            m, l, acc = jax.lax.fori_loop(*key_range(i), step, init)
-            lse = jnp.where(l > 0, jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(jnp.where(l > 0, l, 1.0)), jnp.inf)
-            out = acc / jnp.where(l > 0, l, 1.0)[..., None]
-            return jnp.moveaxis(out, 3, 1).astype(v.dtype), lse  # [B, bq, KV, G, hd_v]
+            m, total, acc = jax.lax.fori_loop(*key_range(i), step, init)
+            seen = total > 0  # a query that sees no key: log-sum-exp +inf, so that its recomputed probabilities are 0
+            lse = jnp.where(seen, jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(jnp.where(seen, total, 1.0)), jnp.inf)
+            out = acc / jnp.where(seen, total, 1.0)[..., None]
+            return out.astype(v.dtype), lse
 
         out, lse = jax.lax.map(query_block, jnp.arange(nq))
-        out = jnp.moveaxis(out, 0, 1).reshape(b, nq * bq, h, v.shape[-1])[:, :t]
+        out = from_query_blocks(out)
         return out, (q, k, v, sinks_, params, qp, kp, qs, ks, out, lse)
 
     def backward(res, d_out):
         q, k, v, sinks_, params, qp, kp, qs, ks, out, lse = res
-        qb_all = blocks(pad(q, nq * bq).reshape(b, nq * bq, kv, group, d), nq, bq)
-        kb_all, vb_all = blocks(pad(k, nk * bk), nk, bk), blocks(pad(v, nk * bk), nk, bk)
-        do_all = blocks(pad(d_out, nq * bq).reshape(b, nq * bq, kv, group, -1), nq, bq)
-        o_all = blocks(pad(out, nq * bq).reshape(b, nq * bq, kv, group, -1), nq, bq)
+        qb_all, kb_all, vb_all = query_blocks(q), key_blocks_of(k), key_blocks_of(v)
+        do_all = query_blocks(d_out)
         # delta_i = sum_j p_ij dp_ij = d_out_i . out_i (FlashAttention-2, Algorithm 2, line 4)
-        delta_all = jnp.einsum("nbqkgd,nbqkgd->nbkgq", do_all.astype(jnp.float32), o_all.astype(jnp.float32))
+        delta_all = jnp.sum(do_all.astype(jnp.float32) * query_blocks(out).astype(jnp.float32), axis=-1)
 
         def query_block(carry, i):
             dk, dv, d_sinks, d_params = carry
@@ -163,17 +178,17 @@ def flash_attention(
                 kb, vb = kb_all[j], vb_all[j]
                 kseg = None if ks is None else ks[j]
                 z, capped = logits(params, qb, kb, qpos, kp[j])
-                keep = visible(i, j, qpos, kp[j], k_valid[j], qseg, kseg)
+                keep = visible(i, j, qpos, kp[j], qseg, kseg)
                 p = jnp.where(keep, jnp.exp(z - lse_i[..., None]), 0.0)
-                dp = jnp.einsum("bqkgd,bskd->bkgqs", do, vb, preferred_element_type=jnp.float32)
+                dp = jnp.einsum("bkgqd,bksd->bkgqs", do, vb, preferred_element_type=jnp.float32)
                 dz = p * (dp - delta[..., None])
                 if bias_fn is not None:
                     _, pull = jax.vjp(lambda prm: bias_block(prm, qpos, kp[j]), params)
                     d_params = jax.tree.map(jnp.add, d_params, pull(dz)[0])
                 d_raw = dz if soft_cap is None else dz * (1.0 - jnp.square(capped / soft_cap))
-                dq = dq + jnp.einsum("bkgqs,bskd->bqkgd", d_raw, kb.astype(jnp.float32)) * scale
-                dk = dk.at[j].add(jnp.einsum("bkgqs,bqkgd->bskd", d_raw, qb.astype(jnp.float32)) * scale)
-                dv = dv.at[j].add(jnp.einsum("bkgqs,bqkgd->bskd", p, do.astype(jnp.float32)))
+                dq = dq + jnp.einsum("bkgqs,bksd->bkgqd", d_raw, kb.astype(jnp.float32)) * scale
+                dk = dk.at[j].add(jnp.einsum("bkgqs,bkgqd->bksd", d_raw, qb.astype(jnp.float32)) * scale)
+                dv = dv.at[j].add(jnp.einsum("bkgqs,bkgqd->bksd", p, do.astype(jnp.float32)))
                 return dq, dk, dv, d_params
 
             dq0 = jnp.zeros(qb.shape, jnp.float32)
@@ -189,9 +204,8 @@ def flash_attention(
             jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), params),
         )
         (dk, dv, d_sinks, d_params), dq = jax.lax.scan(query_block, init, jnp.arange(nq))
-        dq = jnp.moveaxis(dq, 0, 1).reshape(b, nq * bq, h, d)[:, :t].astype(q.dtype)
-        dk = jnp.moveaxis(dk, 0, 1).reshape(b, nk * bk, kv, d)[:, :s].astype(k.dtype)
-        dv = jnp.moveaxis(dv, 0, 1).reshape(b, nk * bk, kv, -1)[:, :s].astype(v.dtype)
+        dq = from_query_blocks(dq).astype(q.dtype)
+        dk, dv = from_key_blocks(dk).astype(k.dtype), from_key_blocks(dv).astype(v.dtype)
         d_sinks = None if sinks_ is None else d_sinks.reshape(h).astype(sinks_.dtype)
         d_params = jax.tree.map(lambda g, x: g.astype(x.dtype), d_params, params)
         return dq, dk, dv, d_sinks, d_params, None, None, None, None
