@@ -180,7 +180,7 @@ def plan(quick: bool, device: str) -> list[dict]:
     sequence allows it."""
     if device == "gpu":
         # bf16 compute, fp32 master weights and AdamW state; cuDNN flash attention for LLaMA; Gemma 2's
-        # attention soft-cap is not expressible in cuDNN's fused kernel, so `auto` gives it XLA's attention.
+        # attention soft-cap is not expressible in cuDNN's fused kernel, so `auto` gives it zoo's flash attention.
         # save_dots: without remat the 1B step's temporaries are 70 GiB (measured: the H200 ran out beside
         # torch's model); keeping only the matmul outputs recomputes the cheap elementwise ops.
         bf16 = {"dtype": "bfloat16", "remat_policy": "save_dots"}
@@ -201,9 +201,11 @@ def plan(quick: bool, device: str) -> list[dict]:
         dict(size="25m", seq=128, batch=4, reps=5, families=fam3),
         dict(size="25m", seq=512, batch=1, reps=5, families=fam3),
         dict(size="25m", seq=2048, batch=1, reps=3, families=fam3),
+        dict(size="25m", seq=4096, batch=1, reps=2, families=("llama", "gemma2")),
         dict(size="110m", seq=128, batch=1, reps=3, families=("llama",)),
         dict(size="110m", seq=512, batch=1, reps=3, families=("llama",)),
         dict(size="110m", seq=2048, batch=1, reps=2, families=("llama",)),
+        dict(size="110m", seq=4096, batch=1, reps=2, families=("llama",)),
     ]
 
 
