@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from zoo.config import ModelConfig
+
 
 def scores(q, k, scale, soft_cap=None, bias=None):
     """Pre-softmax float32 logits [B, KV, H/KV, T, S]: scale * q.k, soft-capped, plus bias [B, H, T, S]."""
@@ -167,3 +169,29 @@ def position_mask(q_pos, k_pos, *, causal: bool, window=None, chunk=None):
     if chunk is not None:
         keep = keep & (q_pos // chunk == k_pos // chunk)
     return keep[:, None]
+
+
+FLASH_ABOVE = 512
+"""auto runs flash attention for more queries than this: measured on 2 CPU cores (forward + backward, causal, 8 heads
+of 64), flash is 1.2x the exact path's speed at 2048 and 2.0x at 4096, within noise at 128 and 512, where it costs
+more to compile (benchmarks/RESULTS.md)."""
+
+
+def resolve_impl(cfg: ModelConfig, length: int) -> str:
+    """For `length` queries: cuDNN's flash attention on a GPU in 16-bit with no soft-cap; else zoo's flash attention
+    past FLASH_ABOVE queries (it hands dropout and Transformer-XL's bias to the exact path), the exact path below."""
+    if cfg.attention_impl != "auto":
+        return cfg.attention_impl
+    if jax.default_backend() == "gpu" and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None:
+        return "cudnn"
+    return "flash" if length > FLASH_ABOVE else "xla"
+
+
+def dense_mask(q_pos, k_pos, aligned, causal, window, chunk, segments):
+    """The exact path's boolean mask [B, 1, T, S] from positions (None when aligned: attend's is_causal, window and
+    chunk then describe it from the token order) and segment ids [B, T] (keys of another segment hidden)."""
+    mask = None if aligned else position_mask(q_pos, k_pos, causal=causal, window=window, chunk=chunk)
+    if segments is not None:
+        same = (segments[:, :, None] == segments[:, None, :])[:, None]
+        mask = same if mask is None else mask & same
+    return mask

@@ -22,13 +22,13 @@ from zoo.config import ModelConfig
 from zoo.layers import flash as flash_lib
 from zoo.layers import latent as latent_lib
 from zoo.layers import positions as pos_lib
-from zoo.layers.attend import attend, masked_scores, position_mask
+from zoo.layers.attend import attend, dense_mask, masked_scores, position_mask, resolve_impl
 from zoo.layers.dense import dense
 from zoo.layers.init import dtype_of, initializer
 from zoo.layers.norms import Norm
 
 # position_mask (defined in zoo.layers.attend) listed: notebook 05 imports it from here.
-__all__ = ["Attention", "cache_size", "cache_width", "position_mask", "resolve_impl", "temperature"]
+__all__ = ["Attention", "cache_size", "cache_width", "position_mask", "temperature"]
 
 
 def cache_size(cfg: ModelConfig, kind: str, decode_len: int) -> int:
@@ -52,22 +52,6 @@ def temperature(cfg: ModelConfig, positions):
     growing with the log of the length past them, so that distant keys keep their share of a longer softmax."""
     steps = jnp.floor((positions.astype(jnp.float32) + 1.0) / cfg.attention_temperature_floor)
     return (1.0 + cfg.attention_temperature_scale * jnp.log1p(steps))[..., None, None]
-
-
-FLASH_ABOVE = 512
-"""auto runs flash attention for more queries than this: measured on 2 CPU cores (forward + backward, causal, 8 heads
-of 64), flash is 1.2x the exact path's speed at 2048 and 2.0x at 4096, within noise at 128 and 512, where it costs
-more to compile (benchmarks/RESULTS.md)."""
-
-
-def resolve_impl(cfg: ModelConfig, length: int) -> str:
-    """For `length` queries: cuDNN's flash attention on a GPU in 16-bit with no soft-cap; else zoo's flash attention
-    past FLASH_ABOVE queries (it hands dropout and Transformer-XL's bias to the exact path), the exact path below."""
-    if cfg.attention_impl != "auto":
-        return cfg.attention_impl
-    if jax.default_backend() == "gpu" and cfg.dtype != "float32" and cfg.attn_logits_soft_cap is None:
-        return "cudnn"
-    return "flash" if length > FLASH_ABOVE else "xla"
 
 
 class Attention(nn.Module):
@@ -123,17 +107,17 @@ class Attention(nn.Module):
         aligned = not self.cross and not decoding and kv_mask is None
         causal = self.causal and not self.cross
         fused = (window, chunk) if aligned else (None, None)
-        segments = None
-        if segment_ids is not None and not self.cross:
-            if decoding:
-                raise ValueError("segment_ids are for training on packed documents, not for cached decoding")
-            segments = segment_ids
+        segments = None if self.cross else segment_ids
+        if segments is not None and decoding:
+            raise ValueError("segment_ids are for training on packed documents, not for cached decoding")
         if kv_mask is not None:
             k_pos = jnp.where(kv_mask, k_pos, -1)  # a hidden key, as padding is
         dropout = None
         if not self.deterministic and cfg.attention_dropout > 0:
             dropout = nn.Dropout(cfg.attention_dropout, deterministic=False)
-        sinks = self._sinks() if cfg.attention_sinks else None
+        common = dict(
+            scale=scale, soft_cap=cfg.attn_logits_soft_cap, sinks=self._sinks() if cfg.attention_sinks else None
+        )
         impl = resolve_impl(cfg, q.shape[1])
         # Flash attention unless the softmax needs the exact path: dropout on its probabilities or a bias that depends
         # on the queries (Transformer-XL); a one-token decoding step has nothing to split into blocks.
@@ -143,11 +127,7 @@ class Attention(nn.Module):
         if not flash or probe:  # the exact path's (and the max-logit probe's) dense bias and mask
             if bias_fn is not None:
                 bias = bias_fn(bias_params, positions, k_pos)
-            if not aligned:
-                mask = position_mask(positions, k_pos, causal=causal, window=window, chunk=chunk)
-            if segments is not None:
-                same = (segments[:, :, None] == segments[:, None, :])[:, None]
-                mask = same if mask is None else mask & same
+            mask = dense_mask(positions, k_pos, aligned, causal, window, chunk, segments)
         if probe:
             self._sow_max_logit(q, k, scale, bias, mask, aligned and causal, *fused)
         if flash:
@@ -155,7 +135,7 @@ class Attention(nn.Module):
                 q,
                 k,
                 v,
-                scale=scale,
+                **common,
                 q_pos=positions,
                 k_pos=k_pos,
                 causal=causal,
@@ -164,8 +144,6 @@ class Attention(nn.Module):
                 aligned=aligned,
                 q_segments=segments,
                 k_segments=segments,
-                soft_cap=cfg.attn_logits_soft_cap,
-                sinks=sinks,
                 bias_fn=bias_fn,
                 bias_params=bias_params,
                 block=flash_lib.block_size(q.shape[1]),
@@ -175,15 +153,13 @@ class Attention(nn.Module):
                 q,
                 k,
                 v,
-                scale=scale,
+                **common,
                 mask=mask,
                 bias=bias,
-                soft_cap=cfg.attn_logits_soft_cap,
                 is_causal=aligned and causal,
                 window=fused[0],
                 impl="xla" if impl == "flash" else impl,
                 dropout=dropout,
-                sinks=sinks,
                 chunk=fused[1],
             )
         if value_up is not None:
