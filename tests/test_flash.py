@@ -15,7 +15,7 @@ import pytest
 import zoo
 from zoo.layers import flash
 from zoo.layers import positions as pos_lib
-from zoo.layers.attend import attend, position_mask
+from zoo.layers.attend import attend, dense_mask, position_mask
 from zoo.layers.flash import flash_attention
 from zoo.presets import get_config
 
@@ -84,9 +84,7 @@ def _both(case, block=128):
         )  # fmt: skip
 
     def exact(q, k, v, sinks, params):
-        mask = position_mask(q_pos, k_pos, **kw)
-        if segments is not None:
-            mask = mask & (segments[:, :, None] == segments[:, None, :])[:, None]
+        mask = dense_mask(q_pos, k_pos, False, kw["causal"], kw["window"], kw["chunk"], segments)
         bias = None if bias_fn is None else bias_fn(params, q_pos, k_pos)
         # dropout=identity: the exact softmax path
         return attend(q, k, v, scale=0.3, mask=mask, bias=bias, soft_cap=soft_cap, sinks=sinks, dropout=lambda p: p)
@@ -122,7 +120,7 @@ def test_flash_equals_the_exact_path_values_and_gradients(name):
     [dict(causal=True), dict(causal=True, window=(200, 0)), dict(causal=True, chunk=300), dict(window=(150, 150))],
 )
 def test_visits_exactly_the_blocks_with_a_visible_key(mask):
-    """key_blocks: query block i of 1000 aligned tokens (blocks of 128 queries, 96 keys) visits a key block if and
+    """key_block_range: query block i of 1000 aligned tokens (blocks of 128 queries, 96 keys) visits a key block if and
     only if the mask leaves some query of the block a key in it: nothing needed skipped, nothing hidden computed."""
     length, bq, bk = 1000, 128, 96
     window, chunk = mask.get("window"), mask.get("chunk")
@@ -130,7 +128,7 @@ def test_visits_exactly_the_blocks_with_a_visible_key(mask):
     for i in range(-(-length // bq)):
         rows = seen[0, 0, i * bq : (i + 1) * bq]
         needed = [j for j in range(-(-length // bk)) if rows[:, j * bk : (j + 1) * bk].any()]
-        lo, hi = flash.key_blocks(
+        lo, hi = flash.key_block_range(
             i, length=length, q_block=bq, k_block=bk, causal=mask.get("causal", False), window=window, chunk=chunk
         )
         assert list(range(int(lo), int(hi))) == needed, i

@@ -173,8 +173,8 @@ def position_mask(q_pos, k_pos, *, causal: bool, window=None, chunk=None):
 
 FLASH_ABOVE = 512
 """auto runs flash attention for more queries than this: measured on 2 CPU cores (forward + backward, causal, 8 heads
-of 64), flash is 1.2x the exact path's speed at 2048 and 2.0x at 4096, within noise at 128 and 512, where it costs
-more to compile (benchmarks/RESULTS.md)."""
+of 64; 2026-12-07, not yet a section of benchmarks/RESULTS.md), flash is 1.2x the exact path's speed at 2048 and
+2.0x at 4096, within noise at 128 and 512, where it costs more to compile."""
 
 
 def resolve_impl(cfg: ModelConfig, length: int) -> str:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from zoo.layers.attend import position_mask
+
 
 def block_size(length: int) -> int:
-    """Queries (and keys) per block: max(128, min(512, T / 4)). Measured on 2 CPU cores, forward + backward of
-    causal attention with 8 heads of 64: 128 is fastest at T = 512, 512 at 2048 and 4096 (benchmarks/RESULTS.md)."""
+    """Queries (and keys) per block: max(128, min(512, T / 4)). Measured on 2 CPU cores (2026-12-07, forward + backward
+    of causal attention with 8 heads of 64; not yet a section of benchmarks/RESULTS.md): 128 is fastest at T = 512,
+    512 at 2048 and 4096."""
     return max(128, min(512, length // 4))
 
 
@@ -78,25 +81,18 @@ def flash_attention(
     def key_range(i):
         if not aligned:
             return 0, nk
-        return key_blocks(i, length=t, q_block=bq, k_block=bk, causal=causal, window=window, chunk=chunk)
+        return key_block_range(i, length=t, q_block=bq, k_block=bk, causal=causal, window=window, chunk=chunk)
 
     def visible(i, j, qpos, kpos, qseg, kseg):
         """[B, 1, 1, bq, bk]: which keys of block j each query of block i sees."""
         if aligned:  # the tokens' order; keys past the end are padding
-            qpos = jnp.broadcast_to(i * bq + jnp.arange(bq), (b, bq))
+            qpos = (i * bq + jnp.arange(bq))[None]
             index = j * bk + jnp.arange(bk)
-            kpos = jnp.broadcast_to(jnp.where(index < s, index, -1), (b, bk))
-        qpos, kpos = qpos[:, :, None], kpos[:, None, :]
-        keep = kpos >= 0
-        if causal:
-            keep &= kpos <= qpos
-        if window is not None:
-            keep &= (qpos - kpos <= window[0]) & (kpos - qpos <= window[1])
-        if chunk is not None:
-            keep &= qpos // chunk == kpos // chunk
+            kpos = jnp.where(index < s, index, -1)[None]
+        keep = position_mask(qpos, kpos, causal=causal, window=window, chunk=chunk)
         if qseg is not None:
-            keep &= qseg[:, :, None] == kseg[:, None, :]
-        return keep[:, None, None]
+            keep &= (qseg[:, :, None] == kseg[:, None, :])[:, None]
+        return keep[:, :, None]
 
     def logits(params, qb, kb, qpos, kpos):
         """Float32 [B, KV, G, bq, bk] and the soft-capped scores before the bias (for the cap's derivative)."""
@@ -118,7 +114,7 @@ def flash_attention(
         x = pad(x, nq * bq).reshape(b, nq, bq, kv, group, x.shape[-1])
         return x.transpose(1, 0, 3, 4, 2, 5)
 
-    def key_blocks_of(x):
+    def key_blocks(x):
         return pad(x, nk * bk).reshape(b, nk, bk, kv, x.shape[-1]).transpose(1, 0, 3, 2, 4)
 
     def from_query_blocks(x):
@@ -128,7 +124,7 @@ def flash_attention(
         return x.transpose(1, 0, 3, 2, 4).reshape(b, nk * bk, kv, x.shape[-1])[:, :s]
 
     def forward(q, k, v, sinks_, params, qp, kp, qs, ks):
-        qb_all, kb_all, vb_all = query_blocks(q), key_blocks_of(k), key_blocks_of(v)
+        qb_all, kb_all, vb_all = query_blocks(q), key_blocks(k), key_blocks(v)
 
         def query_block(i):
             qb, qpos = qb_all[i], qp[i]
@@ -163,7 +159,7 @@ def flash_attention(
 
     def backward(res, d_out):
         q, k, v, sinks_, params, qp, kp, qs, ks, out, lse = res
-        qb_all, kb_all, vb_all = query_blocks(q), key_blocks_of(k), key_blocks_of(v)
+        qb_all, kb_all, vb_all = query_blocks(q), key_blocks(k), key_blocks(v)
         do_all = query_blocks(d_out)
         # delta_i = sum_j p_ij dp_ij = d_out_i . out_i (FlashAttention-2, Algorithm 2, line 4)
         delta_all = jnp.sum(do_all.astype(jnp.float32) * query_blocks(out).astype(jnp.float32), axis=-1)
@@ -218,7 +214,7 @@ def flash_attention(
     return attention(q, k, v, sinks, bias_params, qp, kp, qs, ks)
 
 
-def key_blocks(i, *, length, q_block, k_block, causal, window, chunk):
+def key_block_range(i, *, length, q_block, k_block, causal, window, chunk):
     """[lo, hi): the key blocks that query block i of aligned attention over `length` tokens can see, from its
     first and last query's reach (causal: no later key; window: within (left, right); chunk: the same chunk)."""
     first, last = i * q_block, jnp.minimum((i + 1) * q_block, length) - 1
