@@ -100,10 +100,14 @@ def buffer_mask(params):
 def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule). `params` (boxed or plain, concrete or abstract) only feeds the decay mask."""
     schedule = make_schedule(tc, d_model)
+    # The rate is a scalar, but XLA fuses its formula (a cosine, a select) into every parameter's update loop,
+    # and the CPU backend then evaluates it once per element: a third of a tiny model's step on CPU. The barrier
+    # makes the rate one computed scalar that the update loops read.
+    rate = lambda count: jax.lax.cond(count >= 0, schedule, lambda _: jnp.float32(0), count)  # noqa: E731
     mask = decay_mask(params, tc)
     power = 1.0 if tc.weight_decay_lr_power is None else tc.weight_decay_lr_power
     # Added to the update after the lr scaling, so params lose weight_decay * lr ** power of themselves.
-    decay = (lambda count: tc.weight_decay * schedule(count) ** power) if tc.weight_decay > 0 else None
+    decay = (lambda count: tc.weight_decay * rate(count) ** power) if tc.weight_decay > 0 else None
 
     # Frozen params and buffers: zero gradients in (out of the clipping norm and the moments), zero updates out (no
     # decay). A buffer's gradient is zero already (stop_gradient); its update is the trainer's (zoo.model.BUFFERS).
@@ -117,7 +121,7 @@ def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.Gradien
         # that any power of the lr works; power 1 is optax.adamw exactly.
         parts += [
             optax.scale_by_adam(b1=tc.beta1, b2=tc.beta2, eps=tc.eps),
-            optax.scale_by_learning_rate(schedule, flip_sign=False),
+            optax.scale_by_learning_rate(rate, flip_sign=False),
         ]
         if decay is not None:
             parts.append(optax.add_decayed_weights(decay, mask))
@@ -125,7 +129,7 @@ def make_optimizer(tc: TrainConfig, params, d_model: int) -> tuple[optax.Gradien
     else:
         parts.append(
             optax.adafactor(
-                learning_rate=schedule,
+                learning_rate=rate,
                 decay_rate=tc.adafactor_decay_rate,
                 factored=tc.adafactor_factored,
                 clipping_threshold=tc.adafactor_clipping_threshold,
